@@ -1,0 +1,1 @@
+//! `fintrail serve`: the HTTP API. Not built yet (issue 3).

@@ -1,0 +1,1 @@
+//! `fintrail cdc`: logical replication into the analytics store. Not built yet (issue 5).

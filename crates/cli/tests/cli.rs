@@ -1,0 +1,154 @@
+//! The command-line contract (shared/design/CLI.md), exercised on the real binary.
+
+use std::{
+    io::{BufRead, BufReader},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+fn bin() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_fintrail"));
+    cmd.env_remove("DATABASE_URL").env("FINTRAIL_LOG_FORMAT", "json");
+    cmd
+}
+
+fn temp_home(tag: &str) -> PathBuf {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").subsec_nanos();
+    std::env::temp_dir().join(format!("fintrail-cli-{tag}-{}-{nanos}", std::process::id()))
+}
+
+#[test]
+fn help_lists_the_contract_subcommands_one_line_each() {
+    let out = bin().arg("--help").output().expect("run");
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).expect("utf8");
+    for name in ["up", "serve", "db", "cdc", "audit", "iam", "trace", "bench"] {
+        let line = text
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(name))
+            .unwrap_or_else(|| panic!("`{name}` missing from --help:\n{text}"));
+        assert!(line.split_whitespace().count() > 2, "`{name}` has a one-line description: {line}");
+    }
+}
+
+#[test]
+fn bench_lists_every_benchmark_name() {
+    let out = bin().args(["bench", "--help"]).output().expect("run");
+    let text = String::from_utf8(out.stdout).expect("utf8");
+    for name in ["transfers", "audit", "cdc", "cdc-impact", "iam"] {
+        assert!(text.lines().any(|l| l.trim_start().starts_with(name)), "bench {name} missing:\n{text}");
+    }
+}
+
+#[test]
+fn missing_postgres_binaries_give_one_clear_message() {
+    let home = temp_home("nobin");
+    let out = bin()
+        .args(["db", "start"])
+        .env("FINTRAIL_HOME", &home)
+        .env("FINTRAIL_PG_BIN", "/nonexistent")
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("FINTRAIL_PG_BIN=/nonexistent is not usable"), "{err}");
+    let _ = std::fs::remove_dir_all(home);
+}
+
+#[test]
+fn external_database_url_is_not_started_or_stopped() {
+    let out = bin().args(["db", "start", "--database-url", "postgres://a:b@127.0.0.1:1/x"]).output().expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("external server"));
+    let out = bin().args(["db", "status", "--database-url", "postgres://a:b@127.0.0.1:1/x"]).output().expect("run");
+    assert_eq!(out.status.code(), Some(1), "an unreachable external server is 'not running'");
+}
+
+/// Starts `fintrail up` and waits until it says it is running (the caller reaps the child).
+#[allow(clippy::zombie_processes)]
+fn spawn_up(home: &Path) -> (Child, Vec<String>) {
+    let mut child = bin()
+        .arg("up")
+        .env("FINTRAIL_HOME", home)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn up");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        // Keep draining after the test stops listening, so `up` never writes to a closed pipe.
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut lines = Vec::new();
+    while Instant::now() < deadline {
+        if let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) {
+            let done = line.contains("running; press Ctrl-C");
+            lines.push(line);
+            if done {
+                return (child, lines);
+            }
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("up exited early ({status}): {lines:?}");
+        }
+    }
+    panic!("up did not come up: {lines:?}");
+}
+
+#[test]
+fn up_runs_once_per_home_survives_kill_9_and_stops_cleanly() {
+    let home = temp_home("up");
+    let (mut first, lines) = spawn_up(&home);
+    assert!(lines.iter().any(|l| l.contains("database ready: postgres://fintrail_app@127.0.0.1:")), "{lines:?}");
+
+    // A second `up` on the same home fails clearly.
+    let second = bin().arg("up").env("FINTRAIL_HOME", &home).output().expect("second up");
+    assert_eq!(second.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&second.stderr).contains("already running"), "{second:?}");
+
+    // `db status` sees the running cluster.
+    let status = bin().args(["db", "status"]).env("FINTRAIL_HOME", &home).output().expect("status");
+    assert_eq!(status.status.code(), Some(0));
+
+    // kill -9 and start again: it recovers (the lock dies with the process; the cluster is reused).
+    first.kill().expect("SIGKILL");
+    first.wait().expect("reap");
+    let (third, _) = spawn_up(&home);
+
+    // SIGTERM stops everything cleanly, the cluster included.
+    let term = Command::new("kill").args(["-TERM", &third.id().to_string()]).status().expect("kill -TERM");
+    assert!(term.success());
+    let out = third.wait_with_output().expect("wait");
+    assert!(out.status.success(), "{out:?}");
+    let status = bin().args(["db", "status"]).env("FINTRAIL_HOME", &home).output().expect("status");
+    assert_eq!(status.status.code(), Some(1), "the cluster stopped with up");
+
+    // db start / migrate / stop round trip on the same home.
+    assert!(bin().args(["db", "start"]).env("FINTRAIL_HOME", &home).status().expect("start").success());
+    let migrate = bin().args(["db", "migrate"]).env("FINTRAIL_HOME", &home).output().expect("migrate");
+    assert!(migrate.status.success(), "{migrate:?}");
+    assert!(String::from_utf8_lossy(&migrate.stdout).contains("0001_roles"));
+    assert!(bin().args(["db", "stop"]).env("FINTRAIL_HOME", &home).status().expect("stop").success());
+    let _ = std::fs::remove_dir_all(home);
+}
+
+#[test]
+fn json_logs_carry_a_log_class() {
+    let home = temp_home("logs");
+    let out = bin().args(["db", "start"]).env("FINTRAIL_HOME", &home).output().expect("start");
+    assert!(out.status.success(), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let events: Vec<serde_json::Value> = stderr.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    assert!(!events.is_empty(), "db start logs something: {stderr}");
+    for e in &events {
+        let class = e["log_class"].as_str().expect("every event has a log_class");
+        assert!(["audit", "app", "access"].contains(&class), "{e}");
+    }
+    assert!(bin().args(["db", "stop"]).env("FINTRAIL_HOME", &home).status().expect("stop").success());
+    let _ = std::fs::remove_dir_all(home);
+}

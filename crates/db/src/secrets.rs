@@ -1,0 +1,42 @@
+//! Generated passwords for the private cluster's roles, kept under `FINTRAIL_HOME/secrets`
+//! with mode 0600. Why files: the private cluster is a local default; production passwords
+//! come from Secret Manager through the environment, never from here.
+
+use std::{fs, io::Write, os::unix::fs::OpenOptionsExt, os::unix::fs::PermissionsExt, path::Path};
+
+use anyhow::Context as _;
+use rand::RngCore;
+
+/// Length of a generated password in random bytes (hex-encoded: twice as many characters).
+const PASSWORD_BYTES: usize = 24;
+
+/// Reads the password in `dir/name.password`, creating it (random, 0600) when missing.
+pub fn get_or_create(dir: &Path, name: &str) -> anyhow::Result<String> {
+    let path = dir.join(format!("{name}.password"));
+    if let Ok(existing) = fs::read_to_string(&path) {
+        let existing = existing.trim().to_string();
+        anyhow::ensure!(!existing.is_empty(), "{} is empty: delete it to regenerate", path.display());
+        return Ok(existing);
+    }
+    fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
+    let mut bytes = [0u8; PASSWORD_BYTES];
+    rand::thread_rng().fill_bytes(&mut bytes);
+    let password = hex::encode(bytes);
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    file.write_all(password.as_bytes())?;
+    Ok(password)
+}
+
+/// Reads an existing password file.
+pub fn read(dir: &Path, name: &str) -> anyhow::Result<String> {
+    let path = dir.join(format!("{name}.password"));
+    let s = fs::read_to_string(&path)
+        .with_context(|| format!("reading {} (run `fintrail db start` first)", path.display()))?;
+    Ok(s.trim().to_string())
+}

@@ -1,0 +1,7 @@
+//! The fintrail domain: the types that make invalid states unrepresentable.
+//!
+//! This crate does no I/O (no files, no network, no database, no clock reads):
+//! every other crate depends on it, it depends on none of them. Time is passed
+//! in, never read here, so every rule is testable exhaustively.
+
+pub mod db_role;
