@@ -1,0 +1,3 @@
+# Partial backend configuration: tofu init -backend-config=backend.hcl
+bucket = "fintrail-dev-tfstate"
+prefix = "envs/dev"

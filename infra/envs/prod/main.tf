@@ -1,0 +1,522 @@
+# One environment = one `tofu apply` of this root. dev, staging and prod share
+# this file byte for byte (infra/check.sh verifies it); they differ only in
+# terraform.tfvars and backend.hcl.
+
+data "google_project" "this" {
+  project_id = var.project_id
+}
+
+locals {
+  datastream = var.cdc_mode == "datastream"
+
+  # Google-managed identity of Datastream in this project.
+  datastream_agent = "serviceAccount:service-${data.google_project.this.number}@gcp-sa-datastream.iam.gserviceaccount.com"
+  deploy_member    = "serviceAccount:${var.deploy_service_account_email}"
+
+  # ---------------------------------------------------------------- identities
+  service_accounts = merge(
+    {
+      api          = { display_name = "fintrail API", description = "Runs fintrail serve on Cloud Run." }
+      superset     = { display_name = "fintrail Superset", description = "Runs Apache Superset; reads the analytics views only." }
+      media-signer = { display_name = "fintrail media signer", description = "Signs V4 URLs for the media bucket; holds object create/get on that bucket only. Never attached to a workload." }
+      scheduler    = { display_name = "fintrail scheduler", description = "OIDC identity of the Cloud Scheduler jobs; holds no role." }
+      plan         = { display_name = "fintrail plan (read-only)", description = "Runs tofu plan on pull requests (Cloud Build, GitHub Actions): read-only." }
+    },
+    local.datastream ? {} : {
+      cdc = { display_name = "fintrail CDC", description = "Runs fintrail cdc run; the only writer of the replica dataset." }
+    },
+  )
+
+  # Identities the deploy identity attaches to workloads (actAs on each, one by one).
+  attached_accounts = concat(["api", "superset", "scheduler", "plan"], local.datastream ? [] : ["cdc"])
+
+  # The one identity that writes replicated rows.
+  cdc_writer = local.datastream ? local.datastream_agent : lookup(module.iam.members, "cdc", "")
+
+  # ------------------------------------------------------------- custom roles
+  custom_roles = {
+    log_write = {
+      title       = "fintrail log write"
+      description = "Write structured log entries."
+      permissions = ["logging.logEntries.create"]
+    }
+    metric_write = {
+      title       = "fintrail metric write"
+      description = "Write custom metrics (CDC lag, request latency)."
+      permissions = ["monitoring.timeSeries.create"]
+    }
+    bigquery_jobs_create = {
+      title       = "fintrail BigQuery jobs"
+      description = "Run query and load jobs (data access is granted per dataset)."
+      permissions = ["bigquery.jobs.create"]
+    }
+    bq_replica_write = {
+      title       = "fintrail replica write"
+      description = "What a CDC sink needs on the replica dataset: create and evolve tables, write and merge rows."
+      permissions = ["bigquery.datasets.get", "bigquery.tables.create", "bigquery.tables.get", "bigquery.tables.getData", "bigquery.tables.update", "bigquery.tables.updateData"]
+    }
+    bq_view_read = {
+      title       = "fintrail view read"
+      description = "Read the analytics views."
+      permissions = ["bigquery.datasets.get", "bigquery.tables.get", "bigquery.tables.getData", "bigquery.tables.list"]
+      read_only   = true
+    }
+    media_object_create = {
+      title       = "fintrail media create"
+      description = "Create media objects (through signed PUT URLs)."
+      permissions = ["storage.objects.create"]
+    }
+    media_object_get = {
+      title       = "fintrail media get"
+      description = "Read media objects (through signed GET URLs)."
+      permissions = ["storage.objects.get"]
+    }
+    sign_blob = {
+      title       = "fintrail sign blob"
+      description = "Sign bytes as one service account (V4 signed URLs)."
+      permissions = ["iam.serviceAccounts.signBlob"]
+    }
+    run_invoke = {
+      title       = "fintrail run invoke"
+      description = "Invoke one Cloud Run service."
+      permissions = ["run.routes.invoke"]
+    }
+    state_object_get = {
+      title       = "fintrail state get"
+      description = "Read the OpenTofu state object."
+      permissions = ["storage.objects.get"]
+    }
+    state_object_list = {
+      title       = "fintrail state list"
+      description = "List the OpenTofu state objects."
+      permissions = ["storage.objects.list"]
+    }
+    plan_reader = {
+      title       = "fintrail plan reader"
+      description = "Refresh every resource of this root for tofu plan: get, list and getIamPolicy only; no secret values."
+      read_only   = true
+      permissions = [
+        "bigquery.datasets.get",
+        "bigquery.datasets.getIamPolicy",
+        "bigquery.tables.get",
+        "cloudbuild.builds.get",
+        "cloudscheduler.jobs.get",
+        "cloudsql.databases.get",
+        "cloudsql.instances.get",
+        "compute.firewalls.get",
+        "compute.globalAddresses.get",
+        "compute.networks.get",
+        "compute.subnetworks.get",
+        "datastream.connectionProfiles.get",
+        "datastream.privateConnections.get",
+        "datastream.streams.get",
+        "iam.roles.get",
+        "iam.serviceAccounts.get",
+        "iam.serviceAccounts.getIamPolicy",
+        "iam.workloadIdentityPoolProviders.get",
+        "iam.workloadIdentityPools.get",
+        "logging.buckets.get",
+        "logging.sinks.get",
+        "orgpolicy.policy.get",
+        "redis.instances.get",
+        "resourcemanager.projects.get",
+        "resourcemanager.projects.getIamPolicy",
+        "resourcemanager.tagKeys.get",
+        "resourcemanager.tagValueBindings.list",
+        "resourcemanager.tagValues.get",
+        "run.services.get",
+        "run.services.getIamPolicy",
+        "secretmanager.secrets.get",
+        "secretmanager.secrets.getIamPolicy",
+        "servicenetworking.services.get",
+        "storage.buckets.get",
+        "storage.buckets.getIamPolicy",
+        "vpcaccess.connectors.get",
+      ]
+    }
+  }
+
+  # ------------------------------------------------------------ the data path
+  # Replication policy for Datastream (default deny: only these columns leave
+  # the database; identifiers of people are never listed).
+  replicated_tables = {
+    kyc_case      = ["id", "state", "created_at", "updated_at"]
+    kyb_screening = ["id", "status", "created_at", "updated_at"]
+    transfer      = ["id", "currency", "amount_minor", "status", "created_at"]
+  }
+
+  views = {
+    daily_transfer_volume = {
+      description = "Transfers and volume (minor units) per day and currency."
+      query       = "SELECT DATE(created_at) AS day, currency, COUNT(*) AS transfers, SUM(amount_minor) AS volume_minor FROM `{replica}.{table_prefix}transfer` GROUP BY day, currency"
+    }
+    kyc_funnel = {
+      description = "KYC cases per state."
+      query       = "SELECT state, COUNT(*) AS cases FROM `{replica}.{table_prefix}kyc_case` GROUP BY state"
+    }
+    screening_outcomes = {
+      description = "KYB screenings per outcome."
+      query       = "SELECT status, COUNT(*) AS screenings FROM `{replica}.{table_prefix}kyb_screening` GROUP BY status"
+    }
+  }
+
+  scheduler_jobs = {
+    kyc-expiry = {
+      description = "Expire approved KYC cases whose re-verification is due."
+      schedule    = "0 2 * * *"
+      path        = "/internal/jobs/kyc-expiry"
+    }
+    kyb-rescreening = {
+      description = "Periodic re-screening of organizations."
+      schedule    = "0 3 * * 1"
+      path        = "/internal/jobs/kyb-rescreening"
+    }
+    audit-verify = {
+      description = "Verify the audit hash chain and log the result (log_class audit)."
+      schedule    = "30 4 * * *"
+      path        = "/internal/jobs/audit-verify"
+    }
+  }
+}
+
+# ------------------------------------------------------------------ guardrails
+module "org_policy" {
+  source = "../../modules/org_policy"
+
+  project_id           = var.project_id
+  environment          = var.environment
+  allowed_customer_ids = var.allowed_customer_ids
+  drs_exceptions       = var.drs_exceptions
+}
+
+module "network" {
+  source = "../../modules/network"
+
+  project_id              = var.project_id
+  environment             = var.environment
+  region                  = var.region
+  subnet_cidr             = var.network.subnet_cidr
+  connector_cidr          = var.network.connector_cidr
+  connector_min_instances = var.network.connector_min_instances
+  connector_max_instances = var.network.connector_max_instances
+  labels                  = var.labels
+}
+
+module "iam" {
+  source = "../../modules/iam"
+
+  project_id       = var.project_id
+  environment      = var.environment
+  service_accounts = local.service_accounts
+  custom_roles     = local.custom_roles
+
+  project_bindings = {
+    log_write            = concat(["sa:api", "sa:superset"], local.datastream ? [] : ["sa:cdc"])
+    metric_write         = concat(["sa:api"], local.datastream ? [] : ["sa:cdc"])
+    bigquery_jobs_create = concat(["sa:superset", var.analysts_group], local.datastream ? [] : ["sa:cdc"])
+    plan_reader          = ["sa:plan"]
+  }
+
+  service_account_bindings = merge(
+    # The deploy identity may attach each runtime identity to its workload;
+    # granted on each account, never on the project.
+    { for sa in local.attached_accounts : sa => { "roles/iam.serviceAccountUser" = [local.deploy_member] } },
+    # The API may sign URLs as the media signer, and do nothing else with it.
+    { media-signer = { sign_blob = ["sa:api"] } },
+  )
+}
+
+module "logging" {
+  source = "../../modules/logging"
+
+  project_id     = var.project_id
+  environment    = var.environment
+  location       = var.log_location
+  retention_days = var.log_retention_days
+}
+
+# ------------------------------------------------------------------- secrets
+module "secrets" {
+  source = "../../modules/secrets"
+
+  project_id  = var.project_id
+  environment = var.environment
+  region      = var.region
+  labels      = var.labels
+
+  secrets = {
+    db-app-password = {
+      description = "Password of the fintrail_app database role."
+      accessors   = [module.iam.members["api"]]
+    }
+    db-replicator-password = {
+      description = "Password of the fintrail_replicator database role (read by the CDC writer only)."
+      accessors   = [local.cdc_writer]
+    }
+    api-token-pepper = {
+      description = "Pepper of the hashed bearer tokens."
+      accessors   = [module.iam.members["api"]]
+    }
+    superset-secret-key = {
+      description = "Superset SECRET_KEY."
+      accessors   = [module.iam.members["superset"]]
+    }
+    superset-db-password = {
+      description = "Password of Superset's metadata database user."
+      accessors   = [module.iam.members["superset"]]
+    }
+    redis-auth = {
+      description = "Memorystore AUTH string (copied from the instance out of band)."
+      accessors   = [module.iam.members["superset"]]
+    }
+    plan-github-token = {
+      description = "GitHub token the plan step posts the plan with (plan step only)."
+      accessors   = [module.iam.members["plan"]]
+    }
+  }
+}
+
+# --------------------------------------------------------------------- data
+module "cloud_sql" {
+  source = "../../modules/cloud_sql"
+
+  project_id                     = var.project_id
+  environment                    = var.environment
+  region                         = var.region
+  name                           = "pg"
+  tier                           = var.sql.tier
+  availability_type              = var.sql.availability_type
+  disk_size_gb                   = var.sql.disk_size_gb
+  backup_retention_count         = var.sql.backup_retention_count
+  transaction_log_retention_days = var.sql.transaction_log_retention_days
+  private_network                = module.network.network_id
+  logical_decoding               = true
+  databases                      = ["fintrail"]
+  deletion_protection            = var.deletion_protection
+  labels                         = var.labels
+}
+
+# Superset's metadata never lives on the transactional primary.
+module "superset_sql" {
+  source = "../../modules/cloud_sql"
+
+  project_id                     = var.project_id
+  environment                    = var.environment
+  region                         = var.region
+  name                           = "superset"
+  tier                           = var.sql.superset_tier
+  availability_type              = "ZONAL"
+  backup_retention_count         = var.sql.backup_retention_count
+  transaction_log_retention_days = var.sql.transaction_log_retention_days
+  private_network                = module.network.network_id
+  logical_decoding               = false
+  databases                      = ["superset"]
+  deletion_protection            = var.deletion_protection
+  labels                         = var.labels
+}
+
+module "redis" {
+  source = "../../modules/redis"
+
+  project_id         = var.project_id
+  environment        = var.environment
+  region             = var.region
+  tier               = var.redis.tier
+  memory_size_gb     = var.redis.memory_size_gb
+  authorized_network = module.network.network_id
+  reserved_ip_range  = module.network.private_service_access_range_name
+  labels             = var.labels
+}
+
+module "media" {
+  source = "../../modules/storage"
+
+  project_id              = var.project_id
+  environment             = var.environment
+  name                    = "media"
+  location                = var.media.location
+  soft_delete_days        = var.media.soft_delete_days
+  noncurrent_version_days = var.media.noncurrent_version_days
+  cors_origins            = var.media.cors_origins
+  force_destroy           = !var.deletion_protection
+  labels                  = var.labels
+
+  iam = {
+    (module.iam.custom_role_names["media_object_create"]) = [module.iam.members["media-signer"]]
+    (module.iam.custom_role_names["media_object_get"])    = [module.iam.members["media-signer"]]
+  }
+}
+
+module "bigquery" {
+  source = "../../modules/bigquery"
+
+  project_id                 = var.project_id
+  environment                = var.environment
+  location                   = var.bigquery_location
+  replica_writers            = [local.cdc_writer]
+  replica_writer_role        = module.iam.custom_role_names["bq_replica_write"]
+  view_readers               = [var.analysts_group, module.iam.members["superset"]]
+  view_reader_role           = module.iam.custom_role_names["bq_view_read"]
+  views                      = var.views_enabled ? local.views : {}
+  replica_table_prefix       = local.datastream ? "fintrail_" : ""
+  delete_contents_on_destroy = !var.deletion_protection
+  labels                     = var.labels
+}
+
+# Managed CDC (cdc_mode = "datastream"); otherwise fintrail cdc runs on Cloud Run.
+module "datastream" {
+  source = "../../modules/datastream"
+  count  = local.datastream ? 1 : 0
+
+  project_id              = var.project_id
+  environment             = var.environment
+  region                  = var.region
+  network_id              = module.network.network_id
+  private_connection_cidr = var.network.datastream_cidr
+  source_host             = module.cloud_sql.private_ip_address
+  password_secret_version = "${module.secrets.ids["db-replicator-password"]}/versions/latest"
+  tables                  = local.replicated_tables
+  destination_dataset     = module.bigquery.replica_dataset_id
+  labels                  = var.labels
+}
+
+# ---------------------------------------------------------- Cloud Run services
+module "api" {
+  source = "../../modules/service"
+
+  project_id            = var.project_id
+  environment           = var.environment
+  region                = var.region
+  name                  = "api"
+  image                 = var.images.fintrail
+  args                  = ["serve"]
+  service_account_email = module.iam.emails["api"]
+  vpc_connector         = module.network.connector_id
+  ingress               = "INGRESS_TRAFFIC_ALL"
+  public                = true
+  min_instances         = var.api_scaling.min_instances
+  max_instances         = var.api_scaling.max_instances
+  deletion_protection   = var.deletion_protection
+  labels                = var.labels
+
+  env = {
+    FINTRAIL_DATABASE_HOST = module.cloud_sql.private_ip_address
+    FINTRAIL_DATABASE_NAME = "fintrail"
+    FINTRAIL_DATABASE_USER = "fintrail_app"
+    FINTRAIL_MEDIA_BACKEND = "gcs"
+    FINTRAIL_MEDIA_BUCKET  = module.media.name
+    FINTRAIL_MEDIA_SIGNER  = module.iam.emails["media-signer"]
+    FINTRAIL_JOBS_INVOKER  = module.iam.emails["scheduler"]
+    FINTRAIL_LOG_FORMAT    = "json"
+  }
+
+  secret_env = {
+    FINTRAIL_DATABASE_PASSWORD = { secret = module.secrets.secret_ids["db-app-password"] }
+    FINTRAIL_TOKEN_PEPPER      = { secret = module.secrets.secret_ids["api-token-pepper"] }
+  }
+}
+
+module "cdc" {
+  source = "../../modules/service"
+  count  = local.datastream ? 0 : 1
+
+  project_id            = var.project_id
+  environment           = var.environment
+  region                = var.region
+  name                  = "cdc"
+  image                 = var.images.fintrail
+  args                  = ["cdc", "run"]
+  service_account_email = lookup(module.iam.emails, "cdc", "")
+  vpc_connector         = module.network.connector_id
+  ingress               = "INGRESS_TRAFFIC_INTERNAL_ONLY"
+  min_instances         = 1
+  max_instances         = 1
+  always_on_cpu         = true
+  deletion_protection   = var.deletion_protection
+  labels                = var.labels
+
+  env = {
+    FINTRAIL_DATABASE_HOST    = module.cloud_sql.private_ip_address
+    FINTRAIL_DATABASE_NAME    = "fintrail"
+    FINTRAIL_DATABASE_USER    = "fintrail_replicator"
+    FINTRAIL_CDC_SINK         = "bigquery"
+    FINTRAIL_BIGQUERY_PROJECT = var.project_id
+    FINTRAIL_BIGQUERY_DATASET = module.bigquery.replica_dataset_id
+    FINTRAIL_LOG_FORMAT       = "json"
+  }
+
+  secret_env = {
+    FINTRAIL_DATABASE_PASSWORD = { secret = module.secrets.secret_ids["db-replicator-password"] }
+  }
+}
+
+module "superset" {
+  source = "../../modules/service"
+
+  project_id            = var.project_id
+  environment           = var.environment
+  region                = var.region
+  name                  = "superset"
+  image                 = var.images.superset
+  port                  = 8088
+  cpu                   = "2"
+  memory                = "2Gi"
+  service_account_email = module.iam.emails["superset"]
+  vpc_connector         = module.network.connector_id
+  ingress               = "INGRESS_TRAFFIC_ALL"
+  min_instances         = 0
+  max_instances         = 3
+  deletion_protection   = var.deletion_protection
+  labels                = var.labels
+  invokers              = [var.analysts_group]
+  invoker_role          = module.iam.custom_role_names["run_invoke"]
+
+  env = {
+    SUPERSET_DATABASE_HOST = module.superset_sql.private_ip_address
+    SUPERSET_DATABASE_NAME = "superset"
+    REDIS_HOST             = module.redis.host
+    REDIS_PORT             = tostring(module.redis.port)
+    REDIS_TLS              = "true"
+    BIGQUERY_PROJECT       = var.project_id
+    BIGQUERY_DATASET       = module.bigquery.analytics_dataset_id
+  }
+
+  secret_env = {
+    SUPERSET_SECRET_KEY        = { secret = module.secrets.secret_ids["superset-secret-key"] }
+    SUPERSET_DATABASE_PASSWORD = { secret = module.secrets.secret_ids["superset-db-password"] }
+    REDIS_PASSWORD             = { secret = module.secrets.secret_ids["redis-auth"] }
+  }
+}
+
+module "scheduler" {
+  source = "../../modules/scheduler"
+
+  project_id            = var.project_id
+  environment           = var.environment
+  region                = var.region
+  service_account_email = module.iam.emails["scheduler"]
+
+  jobs = {
+    for name, j in local.scheduler_jobs : name => {
+      description = j.description
+      schedule    = j.schedule
+      uri         = "${module.api.uri}${j.path}"
+      audience    = module.api.uri
+    }
+  }
+}
+
+# ------------------------------------------------------------ plan pipeline
+module "cloud_build" {
+  source = "../../modules/cloud_build"
+
+  project_id                   = var.project_id
+  environment                  = var.environment
+  plan_service_account_email   = module.iam.emails["plan"]
+  deploy_service_account_email = var.deploy_service_account_email
+  github_owner                 = var.github.owner
+  github_repository            = var.github.repository
+  state_bucket                 = var.state_bucket
+  state_reader_roles           = [module.iam.custom_role_names["state_object_get"], module.iam.custom_role_names["state_object_list"]]
+  plan_secret_version          = "${module.secrets.ids["plan-github-token"]}/versions/latest"
+}

@@ -1,0 +1,3 @@
+# Partial backend configuration: tofu init -backend-config=backend.hcl
+bucket = "fintrail-staging-tfstate"
+prefix = "envs/staging"

@@ -1,0 +1,142 @@
+module "naming" {
+  source = "../../lib/naming"
+
+  environment = var.environment
+  component   = "cloud_build"
+  names       = ["tofu-plan"]
+}
+
+locals {
+  plan_member    = "serviceAccount:${var.plan_service_account_email}"
+  repository     = "${var.github_owner}/${var.github_repository}"
+  env_dir        = "infra/envs/${var.environment}"
+  tofu_image     = "ghcr.io/opentofu/opentofu:${var.tofu_version}"
+  github_subject = "principalSet://iam.googleapis.com/${google_iam_workload_identity_pool.github.name}/attribute.repository/${local.repository}"
+}
+
+# Checked offline: workload identity user on the plan account only, and the
+# state bucket roles are custom roles without a basic role in sight.
+module "plan_account_access" {
+  source = "../iam/bindings"
+
+  scope = "service_account"
+  roles = { "roles/iam.workloadIdentityUser" = [local.github_subject] }
+}
+
+module "state_access" {
+  source = "../iam/bindings"
+
+  scope = "resource"
+  roles = { for r in var.state_reader_roles : r => [local.plan_member] }
+}
+
+# Read-only plan of this environment on every pull request. Runs as the plan
+# identity; only the plan step receives the GitHub token.
+resource "google_cloudbuild_trigger" "plan" {
+  project         = var.project_id
+  location        = "global"
+  name            = module.naming.names["tofu-plan"]
+  description     = "tofu plan (read-only, -lock=false) of ${var.environment} on every pull request"
+  service_account = "projects/${var.project_id}/serviceAccounts/${var.plan_service_account_email}"
+  included_files  = ["infra/**"]
+  tags            = ["fintrail", var.environment, "plan"]
+
+  github {
+    owner = var.github_owner
+    name  = var.github_repository
+
+    pull_request {
+      branch          = "^main$"
+      comment_control = "COMMENTS_ENABLED_FOR_EXTERNAL_CONTRIBUTORS_ONLY"
+    }
+  }
+
+  build {
+    step {
+      id         = "init"
+      name       = local.tofu_image
+      dir        = local.env_dir
+      entrypoint = "tofu"
+      args       = ["init", "-input=false", "-lock=false", "-backend-config=backend.hcl"]
+    }
+
+    step {
+      id         = "validate"
+      name       = local.tofu_image
+      dir        = local.env_dir
+      entrypoint = "tofu"
+      args       = ["validate", "-no-color"]
+    }
+
+    step {
+      id         = "plan"
+      name       = local.tofu_image
+      dir        = local.env_dir
+      entrypoint = "sh"
+      env        = ["PR_NUMBER=$${_PR_NUMBER}", "REPOSITORY=${local.repository}"]
+      secret_env = ["GITHUB_TOKEN"]
+      args       = ["../../ci/plan.sh"]
+    }
+
+    available_secrets {
+      secret_manager {
+        env          = "GITHUB_TOKEN"
+        version_name = var.plan_secret_version
+      }
+    }
+
+    options {
+      logging = "CLOUD_LOGGING_ONLY"
+    }
+  }
+
+  lifecycle {
+    precondition {
+      condition     = var.plan_service_account_email != var.deploy_service_account_email
+      error_message = "The plan identity and the deploy identity must be different service accounts."
+    }
+  }
+}
+
+# GitHub Actions (.github/workflows/infra-plan.yml) gets the same plan identity
+# through workload identity federation: no key ever exists.
+resource "google_iam_workload_identity_pool" "github" {
+  project                   = var.project_id
+  workload_identity_pool_id = "fintrail-github"
+  display_name              = "fintrail GitHub Actions"
+  description               = "GitHub Actions OIDC tokens of ${local.repository} (plan only)"
+}
+
+resource "google_iam_workload_identity_pool_provider" "github" {
+  project                            = var.project_id
+  workload_identity_pool_id          = google_iam_workload_identity_pool.github.workload_identity_pool_id
+  workload_identity_pool_provider_id = "github"
+  display_name                       = "GitHub OIDC"
+  attribute_condition                = "assertion.repository == \"${local.repository}\""
+
+  attribute_mapping = {
+    "google.subject"       = "assertion.sub"
+    "attribute.repository" = "assertion.repository"
+    "attribute.ref"        = "assertion.ref"
+  }
+
+  oidc {
+    issuer_uri = "https://token.actions.githubusercontent.com"
+  }
+}
+
+resource "google_service_account_iam_member" "github_plan" {
+  for_each = module.plan_account_access.by_key
+
+  service_account_id = "projects/${var.project_id}/serviceAccounts/${var.plan_service_account_email}"
+  role               = each.value.role
+  member             = each.value.member
+}
+
+resource "google_storage_bucket_iam_member" "state_reader" {
+  for_each = module.state_access.by_key
+
+  bucket = var.state_bucket
+  role   = each.value.role
+  member = each.value.member
+}

@@ -1,0 +1,87 @@
+variables {
+  environment    = "prod"
+  retention_days = { audit = 2555, app = 90, access = 400 }
+}
+
+run "prod_audit_is_locked_and_long" {
+  command = plan
+
+  assert {
+    condition     = output.buckets["audit"].locked && output.buckets["audit"].retention_days >= 1825
+    error_message = "prod audit bucket must be locked and kept >= 5 years"
+  }
+
+  assert {
+    condition     = !output.buckets["app"].locked && !output.buckets["access"].locked
+    error_message = "only the audit bucket is locked"
+  }
+
+  assert {
+    condition     = strcontains(output.buckets["audit"].filter, "jsonPayload.log_class=\"audit\"") && strcontains(output.buckets["audit"].filter, "cloudaudit.googleapis.com")
+    error_message = "audit sink must take log_class=audit lines and Cloud Audit Logs"
+  }
+
+  assert {
+    condition     = output.buckets["app"].filter == "jsonPayload.log_class=\"app\""
+    error_message = "app sink filters on log_class=app"
+  }
+
+  assert {
+    condition     = output.buckets["access"].sink_name == "fintrail-prod-access"
+    error_message = "sink names are fintrail-<env>-<class>"
+  }
+}
+
+run "dev_audit_not_locked" {
+  command = plan
+
+  variables {
+    environment    = "dev"
+    retention_days = { audit = 1825, app = 7, access = 14 }
+  }
+
+  assert {
+    condition     = !output.buckets["audit"].locked
+    error_message = "dev audit bucket is not locked (it can be torn down)"
+  }
+}
+
+run "rejects_short_audit_retention" {
+  command = plan
+
+  variables {
+    retention_days = { audit = 365, app = 30, access = 30 }
+  }
+
+  expect_failures = [var.retention_days]
+}
+
+run "rejects_unknown_class" {
+  command = plan
+
+  variables {
+    retention_days = { audit = 1825, app = 30, debug = 30 }
+  }
+
+  expect_failures = [var.retention_days]
+}
+
+run "rejects_app_kept_longer_than_audit" {
+  command = plan
+
+  variables {
+    retention_days = { audit = 1825, app = 3650, access = 30 }
+  }
+
+  expect_failures = [var.retention_days]
+}
+
+run "rejects_invalid_environment" {
+  command = plan
+
+  variables {
+    environment = "qa"
+  }
+
+  expect_failures = [var.environment]
+}
