@@ -1,18 +1,20 @@
-//! `fintrail trace`: commit <-> task traceability.
-//! Not built yet (issue 8): every entry point says so and exits non-zero.
+//! `fintrail trace`: every change traceable from task to commit to infrastructure.
+//!
+//! - [`message`]: what a commit message references (task trailers, `#123`, approvers, reverts);
+//! - [`git`]: history read by running `git log -z` (paths as raw bytes);
+//! - [`trace`]: the rules (task required; approver for sensitive paths; merges; reverts);
+//! - [`report`]: task → commits → paths and path → tasks, as text, JSON, Markdown, audit JSONL;
+//! - [`hook`]: the `commit-msg` hook;
+//! - [`tracker`]: ClickUp and GitHub adapters behind one trait;
+//! - [`cli`]: the `fintrail trace` subcommands.
 
-pub mod cli {
-    /// Arguments of `fintrail trace`.
-    #[derive(Debug, clap::Args)]
-    pub struct TraceArgs {
-        /// Everything after `trace` (not built yet).
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-        pub rest: Vec<String>,
-    }
-
-    /// Runs `fintrail trace`; returns the process exit code.
-    pub fn run(_args: TraceArgs) -> u8 {
-        eprintln!("fintrail trace: not built yet (issue 8)");
-        2
-    }
-}
+pub mod bench;
+pub mod cli;
+pub mod config;
+pub mod git;
+pub mod glob;
+pub mod hook;
+pub mod message;
+pub mod report;
+pub mod trace;
+pub mod tracker;
