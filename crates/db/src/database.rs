@@ -96,6 +96,36 @@ impl Database {
         Ok(Self { kind: Kind::External, host, port, dbname, users: Arc::new(users) })
     }
 
+    /// The production wiring of one service (Cloud Run, see `infra/envs/*/main.tf`):
+    /// `FINTRAIL_DATABASE_HOST` (required), `FINTRAIL_DATABASE_PORT` (5432), `FINTRAIL_DATABASE_NAME`
+    /// (`fintrail`), `FINTRAIL_DATABASE_USER` (one of the fintrail roles) and
+    /// `FINTRAIL_DATABASE_PASSWORD` (from Secret Manager). Each service gets only its own role's
+    /// credentials; asking for another role's connection is then an error, not a fallback.
+    /// Returns `None` when `FINTRAIL_DATABASE_HOST` is unset.
+    pub fn from_service_env() -> anyhow::Result<Option<Self>> {
+        let Ok(host) = std::env::var("FINTRAIL_DATABASE_HOST") else { return Ok(None) };
+        let port = match std::env::var("FINTRAIL_DATABASE_PORT") {
+            Ok(p) => p.parse().context("FINTRAIL_DATABASE_PORT is not a port number")?,
+            Err(_) => 5432,
+        };
+        let dbname = std::env::var("FINTRAIL_DATABASE_NAME").unwrap_or_else(|_| DEFAULT_DBNAME.to_string());
+        let user = std::env::var("FINTRAIL_DATABASE_USER")
+            .context("FINTRAIL_DATABASE_USER is required with FINTRAIL_DATABASE_HOST")?;
+        let role = DbRole::ALL
+            .into_iter()
+            .find(|r| r.sql_name() == user)
+            .with_context(|| format!("FINTRAIL_DATABASE_USER={user} is not a fintrail role"))?;
+        let password = std::env::var("FINTRAIL_DATABASE_PASSWORD").ok();
+        let mut users = HashMap::new();
+        users.insert(role, (user, password));
+        Ok(Some(Self { kind: Kind::External, host, port, dbname, users: Arc::new(users) }))
+    }
+
+    /// Whether this configuration holds credentials for `role`.
+    pub fn has_credentials(&self, role: DbRole) -> bool {
+        self.users.contains_key(&role)
+    }
+
     /// The same server and credentials, another database name.
     pub fn with_dbname(&self, dbname: &str) -> Self {
         Self { dbname: dbname.into(), ..self.clone() }
@@ -117,7 +147,9 @@ impl Database {
     /// Plain parameters for `role`. The owner never logs in: asking for it is a bug.
     pub fn params(&self, role: DbRole) -> ConnParams {
         assert!(role.can_login(), "{role} is NOLOGIN: connect as admin and SET ROLE");
-        let (user, password) = self.users.get(&role).cloned().expect("every role has an entry");
+        // A service configured with one role's credentials (production) gets a login that fails
+        // with a clear authentication error for any other role, never another role's password.
+        let (user, password) = self.users.get(&role).cloned().unwrap_or_else(|| (role.sql_name().to_string(), None));
         ConnParams { host: self.host.clone(), port: self.port, user, password, dbname: self.dbname.clone() }
     }
 
@@ -200,6 +232,23 @@ mod tests {
     fn unix_socket_urls_are_refused_clearly() {
         let err = Database::external("postgres://a@%2Ftmp/db").map(|_| ()).unwrap_err();
         assert!(format!("{err:#}").contains("Unix-socket"), "{err:#}");
+    }
+
+    #[test]
+    fn a_service_gets_only_its_own_role() {
+        // Environment variables are process-wide: this is the only test that sets them.
+        std::env::set_var("FINTRAIL_DATABASE_HOST", "10.0.0.5");
+        std::env::set_var("FINTRAIL_DATABASE_USER", "fintrail_app");
+        std::env::set_var("FINTRAIL_DATABASE_PASSWORD", "pw-from-secret-manager"); // pragma: allowlist secret
+        let db = Database::from_service_env().expect("valid").expect("configured");
+        std::env::remove_var("FINTRAIL_DATABASE_HOST");
+        std::env::remove_var("FINTRAIL_DATABASE_USER");
+        std::env::remove_var("FINTRAIL_DATABASE_PASSWORD");
+        assert_eq!((db.host(), db.port(), db.name()), ("10.0.0.5", 5432, "fintrail"));
+        assert!(db.has_credentials(DbRole::App));
+        assert!(!db.has_credentials(DbRole::Admin));
+        assert_eq!(db.params(DbRole::App).password.as_deref(), Some("pw-from-secret-manager"));
+        assert_eq!(db.params(DbRole::Admin).password, None, "never another role's password");
     }
 
     #[test]

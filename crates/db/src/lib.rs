@@ -30,7 +30,16 @@ pub const DURABLE: cluster::InitOptions = cluster::InitOptions { durable: true }
 
 /// Makes the database ready: with no `database_url`, starts the private cluster under `home`
 /// (initializing it on first use) and creates the `fintrail` database; then migrates.
+///
+/// Without a URL but with `FINTRAIL_DATABASE_HOST` (a production service holding only its own
+/// role's credentials), nothing is started or migrated: migrations run as a separate job with
+/// the admin's credentials.
 pub async fn prepare(home: &Home, database_url: Option<&str>) -> anyhow::Result<Context> {
+    if database_url.is_none() {
+        if let Some(db) = Database::from_service_env()? {
+            return Ok(Context { db, home: home.clone() });
+        }
+    }
     let db = match database_url {
         Some(url) => Database::external(url)?,
         None => {
