@@ -140,23 +140,24 @@ locals {
   # Replication policy for Datastream (default deny: only these columns leave
   # the database; identifiers of people are never listed).
   replicated_tables = {
-    kyc_case      = ["id", "state", "created_at", "updated_at"]
-    kyb_screening = ["id", "status", "created_at", "updated_at"]
-    transfer      = ["id", "currency", "amount_minor", "status", "created_at"]
+    kyc_cases     = ["id", "state", "created_at", "updated_at"]
+    organizations = ["id", "state", "country", "created_at", "updated_at"]
+    transfers     = ["id", "kind", "currency", "amount_minor", "created_at"]
   }
 
+  # Table and column names are those of crates/db/migrations (one name per concept).
   views = {
     daily_transfer_volume = {
       description = "Transfers and volume (minor units) per day and currency."
-      query       = "SELECT DATE(created_at) AS day, currency, COUNT(*) AS transfers, SUM(amount_minor) AS volume_minor FROM `{replica}.{table_prefix}transfer` GROUP BY day, currency"
+      query       = "SELECT DATE(created_at) AS day, currency, COUNT(*) AS transfers, SUM(amount_minor) AS volume_minor FROM `{replica}.{table_prefix}transfers` GROUP BY day, currency"
     }
     kyc_funnel = {
       description = "KYC cases per state."
-      query       = "SELECT state, COUNT(*) AS cases FROM `{replica}.{table_prefix}kyc_case` GROUP BY state"
+      query       = "SELECT state, COUNT(*) AS cases FROM `{replica}.{table_prefix}kyc_cases` GROUP BY state"
     }
     screening_outcomes = {
-      description = "KYB screenings per outcome."
-      query       = "SELECT status, COUNT(*) AS screenings FROM `{replica}.{table_prefix}kyb_screening` GROUP BY status"
+      description = "Organizations (KYB) per screening state."
+      query       = "SELECT state, COUNT(*) AS organizations FROM `{replica}.{table_prefix}organizations` GROUP BY state"
     }
   }
 

@@ -79,8 +79,8 @@ variable "password_secret_version" {
 
 variable "publication" {
   type        = string
-  description = "PostgreSQL publication created by fintrail db migrate."
-  default     = "fintrail_publication"
+  description = "PostgreSQL publication: the one `fintrail cdc setup` keeps equal to analytics/replication.toml."
+  default     = "fintrail_analytics"
 }
 
 variable "replication_slot" {
