@@ -25,6 +25,7 @@ pub struct UpArgs {
 }
 
 pub async fn run(args: UpArgs, home: &Home, url: Option<&str>) -> anyhow::Result<u8> {
+    let mut shutdown = Shutdown::install()?;
     fs::create_dir_all(home.root()).with_context(|| format!("creating {}", home.root().display()))?;
     let lock_path = home.up_lock();
     let mut lock = fs::OpenOptions::new()
@@ -61,7 +62,7 @@ pub async fn run(args: UpArgs, home: &Home, url: Option<&str>) -> anyhow::Result
     say!("cdc:       not built yet (issue 5)");
     say!("fintrail up: running; press Ctrl-C to stop");
 
-    wait_for_shutdown().await?;
+    shutdown.wait().await;
     say!("fintrail up: shutting down");
     if url.is_none() && !args.keep_db {
         let cluster = Cluster::new(home.clone())?;
@@ -72,12 +73,25 @@ pub async fn run(args: UpArgs, home: &Home, url: Option<&str>) -> anyhow::Result
     Ok(0)
 }
 
-/// Resolves on Ctrl-C (SIGINT) or SIGTERM.
-pub async fn wait_for_shutdown() -> anyhow::Result<()> {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        r = tokio::signal::ctrl_c() => r?,
-        _ = term.recv() => {}
+/// Ctrl-C (SIGINT) and SIGTERM, caught from the moment it is installed: install it before
+/// announcing that we run, or a signal sent right after the announcement would kill the
+/// process with the default action instead of stopping it cleanly.
+pub struct Shutdown {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+}
+
+impl Shutdown {
+    pub fn install() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Self { int: signal(SignalKind::interrupt())?, term: signal(SignalKind::terminate())? })
     }
-    Ok(())
+
+    /// Resolves on the first SIGINT or SIGTERM.
+    pub async fn wait(&mut self) {
+        tokio::select! {
+            _ = self.int.recv() => {}
+            _ = self.term.recv() => {}
+        }
+    }
 }

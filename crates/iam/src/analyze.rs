@@ -1,0 +1,727 @@
+//! Orchestration: input (HCL root(s), plan JSON or exported policy) → inventory → effective
+//! bindings → rules + escalation paths → exceptions → one `Report`.
+
+use crate::date::Date;
+use crate::eval::World;
+use crate::exceptions::Registry;
+use crate::graph::{EscalationGraph, EscalationPath};
+use crate::model::{parent_target, Binding, Inventory, TargetKind};
+use crate::roles::{danger_of, is_basic_role, Danger, RoleCatalog};
+use crate::source::{Diagnostic, Loc};
+use crate::value::is_symbolic;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Info,
+    Low,
+    Medium,
+    High,
+    Critical,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::Low => "low",
+            Severity::Medium => "medium",
+            Severity::High => "high",
+            Severity::Critical => "critical",
+        }
+    }
+}
+
+pub struct RuleInfo {
+    pub id: &'static str,
+    pub name: &'static str,
+    pub severity: Severity,
+    pub summary: &'static str,
+    pub hint: &'static str,
+}
+
+/// The rules. Ids are stable: exceptions and SARIF consumers refer to them.
+pub const RULES: &[RuleInfo] = &[
+    RuleInfo { id: "IAM001", name: "basic-role", severity: Severity::High, summary: "Basic role (owner/editor/viewer) granted", hint: "Replace the basic role with single-permission custom roles holding only what is used." },
+    RuleInfo { id: "IAM002", name: "broad-predefined-role", severity: Severity::Medium, summary: "Broad predefined role granted", hint: "Grant a custom role with only the permissions the workload uses (see the role's permission count)." },
+    RuleInfo { id: "IAM003", name: "broad-token-creator", severity: Severity::High, summary: "Token creation granted at project/folder/organization level", hint: "Bind roles/iam.serviceAccountTokenCreator on the one service account to impersonate (google_service_account_iam_member), never project-wide." },
+    RuleInfo { id: "IAM004", name: "broad-service-account-user", severity: Severity::High, summary: "iam.serviceAccounts.actAs granted at project/folder/organization level", hint: "Bind roles/iam.serviceAccountUser on the one runtime service account instead of the project." },
+    RuleInfo { id: "IAM005", name: "broad-key-admin", severity: Severity::High, summary: "Service account key creation granted at project/folder/organization level", hint: "Avoid key creation; use impersonation or workload identity. If unavoidable, scope it to one service account." },
+    RuleInfo { id: "IAM006", name: "public-member", severity: Severity::Critical, summary: "Public member (allUsers / allAuthenticatedUsers)", hint: "Remove the public member; grant named principals, or serve public content through signed URLs." },
+    RuleInfo { id: "IAM007", name: "service-account-key", severity: Severity::High, summary: "Service account key created in code", hint: "Use workload identity federation or impersonation instead of long-lived keys." },
+    RuleInfo { id: "IAM008", name: "hmac-or-api-key", severity: Severity::Medium, summary: "HMAC or API key created in code", hint: "Prefer OAuth/impersonation; if required, restrict the key and record an exception with an expiry." },
+    RuleInfo { id: "IAM009", name: "org-policy-exception-unscoped", severity: Severity::High, summary: "Org Policy relaxed for a whole organization or folder", hint: "Scope the exception to one project or resource (a conditional rule on a tag), and resolve access via impersonation." },
+    RuleInfo { id: "IAM010", name: "escalation-path", severity: Severity::High, summary: "Privilege escalation path to a more privileged principal", hint: "Remove or narrow the first binding of the path (scope it to an unrelated resource or drop the dangerous permission)." },
+    RuleInfo { id: "IAM011", name: "self-escalation", severity: Severity::Critical, summary: "Principal can grant itself any role (self-escalation)", hint: "Do not give setIamPolicy / custom role update to principals that also hold roles there; use a separate, audited admin path." },
+    RuleInfo { id: "IAM012", name: "unknown-role", severity: Severity::Low, summary: "Role not found in the catalogue nor defined in code", hint: "Check the role name, or pass --roles DIR with the full predefined role catalogue." },
+    RuleInfo { id: "IAM013", name: "symbolic-binding", severity: Severity::Info, summary: "Binding value known only after plan", hint: "Give the variable a default or a tfvars value, or analyze a `tofu show -json` plan." },
+    RuleInfo { id: "IAM014", name: "broad-secret-access", severity: Severity::Medium, summary: "Secret access granted at project/folder/organization level", hint: "Grant roles/secretmanager.secretAccessor on each secret (google_secret_manager_secret_iam_member)." },
+    RuleInfo { id: "IAM015", name: "wif-provider-unconditioned", severity: Severity::Medium, summary: "Workload identity provider without attribute_condition", hint: "Set attribute_condition so only your repository/workload can federate." },
+    RuleInfo { id: "SHAPE001", name: "variable-untyped", severity: Severity::Low, summary: "Module variable without a type", hint: "Add `type = ...` to the variable." },
+    RuleInfo { id: "SHAPE002", name: "variable-undescribed", severity: Severity::Low, summary: "Module variable without a description", hint: "Add `description = \"...\"` to the variable." },
+    RuleInfo { id: "SHAPE003", name: "output-undescribed", severity: Severity::Low, summary: "Module output without a description", hint: "Add `description = \"...\"` to the output." },
+    RuleInfo { id: "SHAPE004", name: "providers-unpinned", severity: Severity::Medium, summary: "Providers not pinned in versions.tf", hint: "Declare terraform { required_providers { google = { source = \"hashicorp/google\", version = \"~> 6.0\" } } } in versions.tf." },
+    RuleInfo { id: "SHAPE005", name: "provider-block-in-module", severity: Severity::Medium, summary: "Provider block inside a reusable module", hint: "Remove the provider block; configure providers in the root and pass them in." },
+    RuleInfo { id: "SHAPE006", name: "readme-missing", severity: Severity::Low, summary: "Module without README.md", hint: "Add a README.md describing inputs, outputs and intent." },
+    RuleInfo { id: "SHAPE007", name: "labels-missing", severity: Severity::Low, summary: "Labelable resource without labels", hint: "Set labels (e.g. from a `labels` variable merged with module defaults)." },
+    RuleInfo { id: "EXC001", name: "exception-expired", severity: Severity::High, summary: "Policy exception expired", hint: "Renew it (new approval and ticket) or fix the finding it covered." },
+    RuleInfo { id: "EXC002", name: "exception-unused", severity: Severity::Medium, summary: "Policy exception matches no finding", hint: "Remove the exception: what it covered is fixed (or its rule/resource/member is wrong)." },
+    RuleInfo { id: "EXC003", name: "exception-malformed", severity: Severity::High, summary: "Policy exception malformed", hint: "Every [[exception]] needs rule, resource, member, justification, approver, ticket and expires (YYYY-MM-DD)." },
+];
+
+pub fn rule(id: &str) -> &'static RuleInfo {
+    RULES.iter().find(|r| r.id == id).unwrap_or(&RULES[0])
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ExceptedBy {
+    pub ticket: String,
+    pub approver: String,
+    pub expires: String,
+    pub justification: String,
+    pub registry: String,
+    pub line: u32,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Finding {
+    pub rule: &'static str,
+    pub name: &'static str,
+    pub severity: Severity,
+    pub message: String,
+    pub hint: &'static str,
+    pub resource: String,
+    pub member: String,
+    pub address: String,
+    pub location: Loc,
+    /// Which root (environment) it comes from.
+    pub root: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub symbolic: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub excepted: Option<ExceptedBy>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<EscalationPath>,
+}
+
+impl Finding {
+    pub fn new(id: &'static str, message: String, loc: Loc) -> Finding {
+        let r = rule(id);
+        Finding {
+            rule: r.id,
+            name: r.name,
+            severity: r.severity,
+            message,
+            hint: r.hint,
+            resource: String::new(),
+            member: String::new(),
+            address: String::new(),
+            location: loc,
+            root: String::new(),
+            symbolic: Vec::new(),
+            excepted: None,
+            path: None,
+        }
+    }
+
+    fn on(mut self, b: &Binding) -> Finding {
+        self.resource = b.target.key();
+        self.member = b.member.clone();
+        self.address = b.address.clone();
+        self.symbolic = b.symbolic();
+        self
+    }
+
+    /// Fails the check: not excepted and at least low severity.
+    pub fn fails(&self) -> bool {
+        self.excepted.is_none() && self.severity >= Severity::Low
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub roles_dir: Option<PathBuf>,
+    /// Use only the built-in role subset (no catalogue discovery): reproducible tests.
+    pub builtin_roles: bool,
+    pub exceptions: Option<PathBuf>,
+    pub no_exceptions: bool,
+    pub today: Date,
+    pub var_files: Vec<PathBuf>,
+    pub vars: Vec<(String, String)>,
+    pub broad_threshold: usize,
+    /// For exported policies: the resource they belong to (`projects/x`, `folders/1`...).
+    pub policy_resource: Option<String>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            roles_dir: None,
+            builtin_roles: false,
+            exceptions: None,
+            no_exceptions: false,
+            today: Date::today_utc(),
+            var_files: Vec::new(),
+            vars: Vec::new(),
+            broad_threshold: 50,
+            policy_resource: None,
+        }
+    }
+}
+
+/// Results for one root (environment).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RootResult {
+    pub root: String,
+    pub files: usize,
+    pub resources: usize,
+    pub bindings: Vec<Binding>,
+    /// Bindings whose condition has expired (not effective).
+    pub inactive_bindings: Vec<Binding>,
+    pub paths: Vec<EscalationPath>,
+    #[serde(skip)]
+    pub graph_dot: String,
+    #[serde(skip)]
+    pub graph_mermaid: String,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Report {
+    pub input: String,
+    pub today: String,
+    pub roles: String,
+    pub exceptions_registry: Option<String>,
+    pub roots: Vec<RootResult>,
+    pub findings: Vec<Finding>,
+    pub notes: Vec<String>,
+    pub diagnostics: Vec<Diagnostic>,
+    pub truncated: bool,
+}
+
+impl Report {
+    pub fn failing(&self) -> usize {
+        self.findings.iter().filter(|f| f.fails()).count()
+    }
+    pub fn exit_code(&self) -> u8 {
+        if !self.diagnostics.is_empty() {
+            2
+        } else if self.failing() > 0 {
+            1
+        } else {
+            0
+        }
+    }
+}
+
+/// Bad input (path missing, unreadable catalogue, JSON that is neither a plan nor a policy).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct InputError(pub String);
+
+fn has_tf(dir: &Path) -> bool {
+    crate::source::tf_files(dir).map(|f| !f.is_empty()).unwrap_or(false)
+}
+
+/// Looks for `shared/data/gcp-iam-roles` above `start` (the CI layout keeps shared/ beside the
+/// clone). Bounded walk.
+pub fn discover_catalogue(start: &Path) -> Option<PathBuf> {
+    let mut dir = std::fs::canonicalize(start).ok()?;
+    for _ in 0..8 {
+        let candidate = dir.join("shared/data/gcp-iam-roles");
+        if candidate.is_dir() {
+            return Some(candidate);
+        }
+        if !dir.pop() {
+            break;
+        }
+    }
+    None
+}
+
+pub fn load_roles(opts: &Options, input: &Path) -> Result<RoleCatalog, InputError> {
+    let dir = match &opts.roles_dir {
+        Some(d) => Some(d.clone()),
+        None if opts.builtin_roles => None,
+        None => std::env::current_dir().ok().and_then(|c| discover_catalogue(&c)).or_else(|| discover_catalogue(input)),
+    };
+    match dir {
+        Some(d) => RoleCatalog::load_dir(&d).map_err(|e| InputError(e.to_string())),
+        None => Ok(RoleCatalog::builtin()),
+    }
+}
+
+/// Analyzes `path` with an already loaded catalogue.
+pub fn analyze(path: &Path, opts: &Options, base_roles: &RoleCatalog) -> Result<Report, InputError> {
+    if !path.exists() {
+        return Err(InputError(format!("{}: no such file or folder", path.display())));
+    }
+    let mut report = Report {
+        input: path.display().to_string(),
+        today: opts.today.to_string(),
+        roles: base_roles.origin.clone(),
+        exceptions_registry: None,
+        roots: Vec::new(),
+        findings: Vec::new(),
+        notes: Vec::new(),
+        diagnostics: Vec::new(),
+        truncated: false,
+    };
+    // Which inputs: a file (plan / policy JSON), a root folder, or a folder of roots.
+    let mut inputs: Vec<(String, Inventory, usize, usize)> = Vec::new();
+    if path.is_file() {
+        let text = std::fs::read_to_string(path).map_err(|e| InputError(format!("{}: {e}", path.display())))?;
+        let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
+            InputError(format!(
+                "{}:{}: not JSON ({e}); pass a folder for Terraform code, or a `tofu show -json` plan, or an exported IAM policy",
+                path.display(),
+                e.line()
+            ))
+        })?;
+        let file = path.display().to_string();
+        let inv = if json.get("planned_values").is_some() || json.get("format_version").is_some() {
+            Inventory::from_plan(&json, &file)
+        } else if json.get("bindings").is_some() {
+            let target = parent_target(opts.policy_resource.as_deref().unwrap_or("projects/(exported-policy)"));
+            Inventory::from_policy(&json, &file, target)
+        } else {
+            return Err(InputError(format!(
+                "{file}: JSON is neither a `tofu show -json` plan (planned_values) nor an IAM policy (bindings)"
+            )));
+        };
+        inputs.push((file, inv, 1, 0));
+    } else {
+        let mut roots = Vec::new();
+        if has_tf(path) {
+            roots.push(path.to_path_buf());
+        } else {
+            let mut subs: Vec<PathBuf> = std::fs::read_dir(path)
+                .map_err(|e| InputError(format!("{}: {e}", path.display())))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.is_dir() && has_tf(p))
+                .collect();
+            subs.sort();
+            roots = subs;
+        }
+        if roots.is_empty() {
+            return Err(InputError(format!("{}: no .tf files here nor in its immediate sub-folders", path.display())));
+        }
+        for root in roots {
+            let world = World::new();
+            let inst = world.root(&root, &opts.var_files, &opts.vars);
+            let resources = world.all_resources(&inst);
+            let project = crate::eval::Ev { world: &world, inst: &inst }
+                .default_project()
+                .to_symbolic_string()
+                .unwrap_or_else(|| "${provider.project}".into());
+            let inv = Inventory::from_resources(&resources, &project);
+            report.diagnostics.extend(world.diagnostics.borrow().iter().cloned());
+            report.notes.extend(world.notes.borrow().iter().cloned());
+            let files: usize = world.sources().iter().map(|s| s.files.len()).sum();
+            inputs.push((crate::source::normalize(&root).display().to_string(), inv, files, resources.len()));
+        }
+    }
+
+    for (root, inv, files, resource_count) in inputs {
+        let mut roles = RoleCatalog::default();
+        // Per root: custom roles of one environment must not leak into another.
+        let mut merged = RoleCatalogView::new(base_roles, &mut roles);
+        for cr in &inv.custom_roles {
+            merged.add(&cr.name, cr.permissions.clone());
+        }
+        let (bindings, inactive): (Vec<Binding>, Vec<Binding>) =
+            inv.bindings.iter().cloned().partition(|b| !condition_expired(b, opts.today));
+        let mut findings = binding_findings(&bindings, &merged, opts, &inv);
+        findings.extend(resource_findings(&inv));
+        let catalog = merged.into_catalog();
+        let mut graph = EscalationGraph::build(&inv, &bindings, &catalog);
+        let paths = graph.paths();
+        report.truncated |= graph.truncated;
+        for p in &paths {
+            let (id, what) = if p.self_escalation {
+                ("IAM011", format!("{} can take control of {}", p.from, p.to))
+            } else {
+                ("IAM010", format!("{} can act as {}", p.from, p.to))
+            };
+            let chain: Vec<String> = p
+                .steps
+                .iter()
+                .map(|s| {
+                    let at = s.evidence.first().map(|l| format!(" at {l}")).unwrap_or_default();
+                    format!("{} → {} via {} ({}){at}", s.from, s.to, s.method, s.permission)
+                })
+                .collect();
+            let loc = p
+                .steps
+                .first()
+                .and_then(|s| s.evidence.first().cloned())
+                .unwrap_or(Loc { file: root.clone(), line: 0 });
+            let mut f = Finding::new(id, format!("{what}: {}", chain.join("; ")), loc);
+            f.member = p.from.clone();
+            f.resource = p.to.clone();
+            if is_symbolic(&p.from) || is_symbolic(&p.to) {
+                f.symbolic.push("path endpoints include values known only after plan".into());
+            }
+            f.path = Some(p.clone());
+            findings.push(f);
+        }
+        for f in &mut findings {
+            f.root = root.clone();
+        }
+        // One finding per (rule, member, resource, location).
+        let mut seen = BTreeSet::new();
+        findings.retain(|f| seen.insert((f.rule, f.member.clone(), f.resource.clone(), f.location.clone())));
+        report.findings.extend(findings);
+        report.roots.push(RootResult {
+            root,
+            files,
+            resources: resource_count,
+            graph_dot: graph.to_dot(&paths),
+            graph_mermaid: graph.to_mermaid(),
+            bindings,
+            inactive_bindings: inactive,
+            paths,
+        });
+    }
+
+    apply_exceptions(&mut report, path, opts);
+    report.findings.sort_by(|a, b| {
+        (std::cmp::Reverse(a.severity), a.rule, &a.location, &a.member).cmp(&(
+            std::cmp::Reverse(b.severity),
+            b.rule,
+            &b.location,
+            &b.member,
+        ))
+    });
+    Ok(report)
+}
+
+/// Base catalogue plus this root's custom roles, without copying the base.
+struct RoleCatalogView<'a> {
+    base: &'a RoleCatalog,
+    extra: &'a mut RoleCatalog,
+}
+
+impl<'a> RoleCatalogView<'a> {
+    fn new(base: &'a RoleCatalog, extra: &'a mut RoleCatalog) -> Self {
+        RoleCatalogView { base, extra }
+    }
+    fn add(&mut self, name: &str, perms: BTreeSet<String>) {
+        self.extra.add_custom(name, perms);
+    }
+    fn get(&self, name: &str) -> Option<&crate::roles::Role> {
+        self.extra.get(name).or_else(|| self.base.get(name))
+    }
+    fn into_catalog(self) -> CombinedCatalog<'a> {
+        CombinedCatalog { base: self.base, extra: self.extra }
+    }
+}
+
+pub struct CombinedCatalog<'a> {
+    base: &'a RoleCatalog,
+    extra: &'a RoleCatalog,
+}
+
+impl crate::roles::RoleLookup for CombinedCatalog<'_> {
+    fn role(&self, name: &str) -> Option<&crate::roles::Role> {
+        self.extra.get(name).or_else(|| self.base.get(name))
+    }
+}
+
+/// `request.time < timestamp("2024-01-01T00:00:00Z")` with that date before today.
+pub fn condition_expired(b: &Binding, today: Date) -> bool {
+    let Some(c) = &b.condition else {
+        return false;
+    };
+    let expr = c.expression.replace(' ', "");
+    let Some(pos) = expr.find("request.time<") else {
+        return false;
+    };
+    let rest = &expr[pos..];
+    let Some(ts) = rest.find("timestamp(") else {
+        return false;
+    };
+    let arg = rest[ts + "timestamp(".len()..].trim_start_matches(['"', '\'']);
+    match Date::parse(arg.get(..10).unwrap_or("")) {
+        Some(d) => d < today,
+        None => false,
+    }
+}
+
+fn binding_findings(
+    bindings: &[Binding],
+    roles: &RoleCatalogView<'_>,
+    opts: &Options,
+    inv: &Inventory,
+) -> Vec<Finding> {
+    let mut out = Vec::new();
+    for b in bindings {
+        let at = format!("{} on {}", b.role, b.target.key());
+        let cond = b
+            .condition
+            .as_ref()
+            .map(|c| format!(" (condition: {})", if c.title.is_empty() { &c.expression } else { &c.title }))
+            .unwrap_or_default();
+        if matches!(b.member.as_str(), "allUsers" | "allAuthenticatedUsers") {
+            out.push(Finding::new("IAM006", format!("{} granted {at}{cond}", b.member), b.loc.clone()).on(b));
+        }
+        if is_symbolic(&b.member) || is_symbolic(&b.role) || is_symbolic(&b.target.id) {
+            out.push(
+                Finding::new(
+                    "IAM013",
+                    format!("{} granted {at}: {}", b.member, b.symbolic().join("; ")),
+                    b.loc.clone(),
+                )
+                .on(b),
+            );
+        }
+        if is_basic_role(&b.role) {
+            out.push(
+                Finding::new("IAM001", format!("{} granted basic role {at}{cond}", b.member), b.loc.clone()).on(b),
+            );
+        }
+        let Some(role) = roles.get(&b.role) else {
+            if !is_symbolic(&b.role) && !is_basic_role(&b.role) {
+                out.push(
+                    Finding::new(
+                        "IAM012",
+                        format!("role {} (granted to {}) is unknown", b.role, b.member),
+                        b.loc.clone(),
+                    )
+                    .on(b),
+                );
+            }
+            continue;
+        };
+        if b.target.is_container() {
+            let has = |d: &[Danger]| -> Vec<&str> {
+                role.permissions
+                    .iter()
+                    .filter(|p| danger_of(p).is_some_and(|x| d.contains(&x)))
+                    .map(String::as_str)
+                    .collect()
+            };
+            let token = has(&[
+                Danger::TokenCreation,
+                Danger::SignBlob,
+                Danger::SignJwt,
+                Danger::ImplicitDelegation,
+                Danger::OpenIdToken,
+            ]);
+            if !token.is_empty() && !is_basic_role(&b.role) {
+                out.push(
+                    Finding::new(
+                        "IAM003",
+                        format!(
+                            "{} can mint tokens for every service account under {}: {} ({}){cond}",
+                            b.member,
+                            b.target.key(),
+                            b.role,
+                            token.join(", ")
+                        ),
+                        b.loc.clone(),
+                    )
+                    .on(b),
+                );
+            }
+            if !has(&[Danger::ActAs]).is_empty() && !is_basic_role(&b.role) {
+                out.push(
+                    Finding::new(
+                        "IAM004",
+                        format!(
+                            "{} can act as every service account under {}: {}{cond}",
+                            b.member,
+                            b.target.key(),
+                            b.role
+                        ),
+                        b.loc.clone(),
+                    )
+                    .on(b),
+                );
+            }
+            if !has(&[Danger::KeyCreation]).is_empty() && !is_basic_role(&b.role) {
+                out.push(
+                    Finding::new(
+                        "IAM005",
+                        format!(
+                            "{} can create keys for every service account under {}: {}{cond}",
+                            b.member,
+                            b.target.key(),
+                            b.role
+                        ),
+                        b.loc.clone(),
+                    )
+                    .on(b),
+                );
+            }
+            if !has(&[Danger::SecretAccess]).is_empty() && !is_basic_role(&b.role) {
+                out.push(
+                    Finding::new(
+                        "IAM014",
+                        format!("{} can read every secret under {}: {}{cond}", b.member, b.target.key(), b.role),
+                        b.loc.clone(),
+                    )
+                    .on(b),
+                );
+            }
+        }
+        if !role.custom && !is_basic_role(&b.role) && role.permissions.len() >= opts.broad_threshold {
+            let dangerous = role.permissions.iter().filter(|p| danger_of(p).is_some()).count();
+            let narrower = inv
+                .custom_roles
+                .iter()
+                .filter(|c| !c.permissions.is_empty() && c.permissions.is_subset(&role.permissions))
+                .min_by_key(|c| c.permissions.len())
+                .map(|c| {
+                    format!(
+                        "; custom role {} in this code grants a narrower set ({} permissions)",
+                        c.name,
+                        c.permissions.len()
+                    )
+                })
+                .unwrap_or_default();
+            out.push(
+                Finding::new(
+                    "IAM002",
+                    format!(
+                        "{} granted {at}: {} permissions ({dangerous} dangerous){narrower}",
+                        b.member,
+                        role.permissions.len()
+                    ),
+                    b.loc.clone(),
+                )
+                .on(b),
+            );
+        }
+    }
+    out
+}
+
+fn resource_findings(inv: &Inventory) -> Vec<Finding> {
+    let mut out = Vec::new();
+    for k in &inv.keys {
+        let (id, what) = match k.kind {
+            "service-account-key" => ("IAM007", "service account key"),
+            "hmac-key" => ("IAM008", "HMAC key"),
+            _ => ("IAM008", "API key"),
+        };
+        let sa = k.service_account.clone().unwrap_or_default();
+        let mut f = Finding::new(
+            id,
+            format!(
+                "{what} created by {}{}",
+                k.address,
+                if sa.is_empty() { String::new() } else { format!(" for {sa}") }
+            ),
+            k.loc.clone(),
+        );
+        f.resource = if sa.is_empty() { k.address.clone() } else { format!("serviceAccount:{sa}") };
+        f.address = k.address.clone();
+        out.push(f);
+    }
+    for p in &inv.org_policies {
+        if p.relaxes && !p.conditional && matches!(p.parent.kind, TargetKind::Organization | TargetKind::Folder) {
+            let mut f = Finding::new(
+                "IAM009",
+                format!("{} relaxes constraint {} for all of {}", p.address, p.constraint, p.parent.key()),
+                p.loc.clone(),
+            );
+            f.resource = p.parent.key();
+            f.address = p.address.clone();
+            out.push(f);
+        }
+    }
+    for w in &inv.wif_providers {
+        if !w.has_condition {
+            let mut f = Finding::new(
+                "IAM015",
+                format!("{} (pool {}) accepts any identity of its issuer: no attribute_condition", w.address, w.pool),
+                w.loc.clone(),
+            );
+            f.resource = w.address.clone();
+            f.address = w.address.clone();
+            out.push(f);
+        }
+    }
+    out
+}
+
+fn apply_exceptions(report: &mut Report, input: &Path, opts: &Options) {
+    if opts.no_exceptions {
+        return;
+    }
+    let path = match &opts.exceptions {
+        Some(p) => Some(p.clone()),
+        None => Registry::discover(input),
+    };
+    let Some(path) = path else {
+        return;
+    };
+    let file = path.display().to_string();
+    report.exceptions_registry = Some(file.clone());
+    let reg = match Registry::load(&path) {
+        Ok(r) => r,
+        Err(e) => {
+            report.diagnostics.push(Diagnostic { loc: Loc { file, line: 0 }, message: e.to_string() });
+            return;
+        }
+    };
+    let mut used = vec![false; reg.exceptions.len()];
+    for f in &mut report.findings {
+        for (i, e) in reg.exceptions.iter().enumerate() {
+            if !e.covers(f.rule, &f.resource, &f.address, &f.member) {
+                continue;
+            }
+            used[i] = true;
+            let valid = e.expires_date().is_some_and(|d| d >= opts.today);
+            if valid && f.excepted.is_none() {
+                f.excepted = Some(crate::analyze::ExceptedBy {
+                    ticket: e.ticket.clone(),
+                    approver: e.approver.clone(),
+                    expires: e.expires.clone(),
+                    justification: e.justification.clone(),
+                    registry: file.clone(),
+                    line: e.line,
+                });
+            }
+        }
+    }
+    let mut extra = Vec::new();
+    for (i, e) in reg.exceptions.iter().enumerate() {
+        let loc = Loc { file: file.clone(), line: e.line };
+        let expired = e.expires_date().is_none_or(|d| d < opts.today);
+        let mut f = if expired {
+            Finding::new(
+                "EXC001",
+                format!(
+                    "exception for {} on {} / {} (ticket {}) expired on {}",
+                    e.rule, e.resource, e.member, e.ticket, e.expires
+                ),
+                loc,
+            )
+        } else if !used[i] {
+            Finding::new(
+                "EXC002",
+                format!(
+                    "exception for {} on {} / {} (ticket {}) matches no finding",
+                    e.rule, e.resource, e.member, e.ticket
+                ),
+                loc,
+            )
+        } else {
+            continue;
+        };
+        f.resource = e.resource.clone();
+        f.member = e.member.clone();
+        extra.push(f);
+    }
+    for m in &reg.malformed {
+        extra.push(Finding::new(
+            "EXC003",
+            format!("malformed exception: {}", m.problem),
+            Loc { file: file.clone(), line: m.line },
+        ));
+    }
+    report.findings.extend(extra);
+}

@@ -1,0 +1,1663 @@
+//! Static evaluation of a Terraform/OpenTofu root: variables (defaults, tfvars, overrides),
+//! locals, module instances (local sources), `count`/`for_each`, `dynamic` blocks, common
+//! functions, and references between resources. Whatever needs a plan stays `Value::Unknown`
+//! with a symbolic rendering. Evaluation is lazy and memoised; cycles and runaway recursion
+//! become unknowns (never a stack overflow): every recursion has a limit.
+
+use crate::source::{self, Diagnostic, Loc, Mode, ModuleSrc};
+use crate::value::{format_number, symbolic_fragment, Value};
+use hcl::expr::{BinaryOperator, Expression, ObjectKey, Operation, TraversalOperator, UnaryOperator};
+use hcl::template::{Directive, Element, Template};
+use hcl::{Block, Body};
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+/// Limits (TigerBeetle style: everything bounded).
+pub const MAX_EVAL_DEPTH: u32 = 200;
+pub const MAX_MODULE_DEPTH: u32 = 16;
+pub const MAX_INSTANCES_PER_RESOURCE: usize = 100_000;
+pub const MAX_COLLECTION_ITEMS: usize = 1_000_000;
+pub const MAX_MODULE_INSTANCES: usize = 10_000;
+
+/// Key of an attribute map that remembers the resource address (so a missing attribute becomes
+/// the symbolic `addr.attr`). Never shown: `Value::to_json` output is built from extracted facts.
+pub const ADDR_KEY: &str = "\u{0}addr";
+
+/// One evaluated resource instance.
+#[derive(Debug, Clone)]
+pub struct ResInstance {
+    pub address: String,
+    pub mode: Mode,
+    pub rtype: String,
+    pub attrs: Value,
+    pub loc: Loc,
+    /// Module instance path ("" for the root).
+    pub module_path: String,
+}
+
+type ResKey = (Mode, String, String);
+/// Instances of one module call: (for_each/count key, instance).
+type Children = Vec<(Option<Value>, Rc<Instance>)>;
+
+pub struct Instance {
+    pub src: Rc<ModuleSrc>,
+    pub path: String,
+    pub depth: u32,
+    vars: BTreeMap<String, Value>,
+    inherited_project: Value,
+    locals: RefCell<HashMap<String, Value>>,
+    busy: RefCell<HashSet<String>>,
+    outputs: RefCell<HashMap<String, Value>>,
+    children: RefCell<HashMap<String, Children>>,
+    resources: RefCell<HashMap<ResKey, (Value, Vec<ResInstance>)>>,
+    project: RefCell<Option<Value>>,
+}
+
+/// The loaded module sources and the instances built from them.
+pub struct World {
+    sources: RefCell<HashMap<PathBuf, Rc<ModuleSrc>>>,
+    pub diagnostics: RefCell<Vec<Diagnostic>>,
+    pub notes: RefCell<Vec<String>>,
+    depth: Cell<u32>,
+    instance_count: Cell<usize>,
+}
+
+type Frame = Vec<(String, Value)>;
+
+impl Default for World {
+    fn default() -> Self {
+        World::new()
+    }
+}
+
+impl World {
+    pub fn new() -> World {
+        World {
+            sources: RefCell::new(HashMap::new()),
+            diagnostics: RefCell::new(Vec::new()),
+            notes: RefCell::new(Vec::new()),
+            depth: Cell::new(0),
+            instance_count: Cell::new(0),
+        }
+    }
+
+    pub fn load(&self, dir: &Path) -> Rc<ModuleSrc> {
+        let key = source::normalize(dir);
+        if let Some(src) = self.sources.borrow().get(&key) {
+            return src.clone();
+        }
+        let src = Rc::new(source::load_module(&key));
+        self.diagnostics.borrow_mut().extend(src.diagnostics.iter().cloned());
+        self.sources.borrow_mut().insert(key, src.clone());
+        src
+    }
+
+    pub fn sources(&self) -> Vec<Rc<ModuleSrc>> {
+        let mut all: Vec<_> = self.sources.borrow().values().cloned().collect();
+        all.sort_by(|a, b| a.dir.cmp(&b.dir));
+        all
+    }
+
+    fn note(&self, text: String) {
+        let mut notes = self.notes.borrow_mut();
+        if notes.len() < 1000 && !notes.contains(&text) {
+            notes.push(text);
+        }
+    }
+
+    /// Builds the root instance with variable values: defaults < tfvars files < overrides.
+    pub fn root(&self, dir: &Path, var_files: &[PathBuf], overrides: &[(String, String)]) -> Rc<Instance> {
+        let src = self.load(dir);
+        let mut given: BTreeMap<String, Value> = BTreeMap::new();
+        let mut files: Vec<PathBuf> = Vec::new();
+        let auto = src.dir.join("terraform.tfvars");
+        if auto.is_file() {
+            files.push(auto);
+        }
+        if let Ok(entries) = std::fs::read_dir(&src.dir) {
+            let mut autos: Vec<PathBuf> = entries
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.to_string_lossy().ends_with(".auto.tfvars"))
+                .collect();
+            autos.sort();
+            files.extend(autos);
+        }
+        files.extend(var_files.iter().cloned());
+        for file in files {
+            self.read_tfvars(&file, &mut given);
+        }
+        for (k, v) in overrides {
+            // `--var k=v`: a JSON-ish literal if it parses as HCL, else the raw string.
+            let value = match hcl::parse(&format!("v = {v}")) {
+                Ok(body) => match attr_expr(&body, "v") {
+                    Some(e) => const_eval(self, e),
+                    None => Value::String(v.clone()),
+                },
+                Err(_) => Value::String(v.clone()),
+            };
+            given.insert(k.clone(), value);
+        }
+        self.instantiate(src, String::new(), 0, given, Value::unknown("provider.google.project"))
+    }
+
+    fn read_tfvars(&self, file: &Path, out: &mut BTreeMap<String, Value>) {
+        let name = file.display().to_string();
+        let text = match std::fs::read_to_string(file) {
+            Ok(t) => t,
+            Err(e) => {
+                self.diagnostics.borrow_mut().push(Diagnostic {
+                    loc: Loc { file: name, line: 0 },
+                    message: format!("cannot read variables file: {e}"),
+                });
+                return;
+            }
+        };
+        if name.ends_with(".json") {
+            match serde_json::from_str::<serde_json::Value>(&text) {
+                Ok(serde_json::Value::Object(o)) => {
+                    for (k, v) in o {
+                        out.insert(k, Value::from_json(&v));
+                    }
+                }
+                _ => self.diagnostics.borrow_mut().push(Diagnostic {
+                    loc: Loc { file: name, line: 0 },
+                    message: "variables file is not a JSON object".into(),
+                }),
+            }
+            return;
+        }
+        match hcl_edit::parser::parse_body(&text) {
+            Ok(body) => {
+                let body: Body = body.into();
+                for a in body.attributes() {
+                    out.insert(a.key.as_str().to_string(), const_eval(self, &a.expr));
+                }
+            }
+            Err(e) => self.diagnostics.borrow_mut().push(Diagnostic {
+                loc: Loc { file: name, line: u32::try_from(e.location().line()).unwrap_or(0) },
+                message: format!("HCL parse error in variables file: {}", e.message()),
+            }),
+        }
+    }
+
+    fn instantiate(
+        &self,
+        src: Rc<ModuleSrc>,
+        path: String,
+        depth: u32,
+        given: BTreeMap<String, Value>,
+        inherited_project: Value,
+    ) -> Rc<Instance> {
+        self.instance_count.set(self.instance_count.get() + 1);
+        let mut vars = BTreeMap::new();
+        for var in &src.variables {
+            let value = match given.get(&var.name) {
+                Some(v) if *v != Value::Null => v.clone(),
+                _ => match &var.default {
+                    Some(d) => const_eval(self, d),
+                    None => Value::unknown(format!("var.{}", var.name)),
+                },
+            };
+            vars.insert(var.name.clone(), value);
+        }
+        Rc::new(Instance {
+            src,
+            path,
+            depth,
+            vars,
+            inherited_project,
+            locals: RefCell::new(HashMap::new()),
+            busy: RefCell::new(HashSet::new()),
+            outputs: RefCell::new(HashMap::new()),
+            children: RefCell::new(HashMap::new()),
+            resources: RefCell::new(HashMap::new()),
+            project: RefCell::new(None),
+        })
+    }
+
+    /// Evaluates every resource of every module instance reachable from `root`.
+    pub fn all_resources(&self, root: &Rc<Instance>) -> Vec<ResInstance> {
+        let mut out = Vec::new();
+        let mut stack = vec![root.clone()];
+        let mut seen = 0usize;
+        while let Some(inst) = stack.pop() {
+            seen += 1;
+            if seen > MAX_MODULE_INSTANCES {
+                self.note(format!("more than {MAX_MODULE_INSTANCES} module instances: rest not analyzed"));
+                break;
+            }
+            let ev = Ev { world: self, inst: &inst };
+            for decl in &inst.src.resources {
+                let (_, instances) = ev.resource(decl.mode, &decl.rtype, &decl.name);
+                out.extend(instances);
+            }
+            for call in &inst.src.modules {
+                let children = ev.children(&call.name);
+                for (_, child) in children.into_iter().rev() {
+                    stack.push(child);
+                }
+            }
+        }
+        out
+    }
+}
+
+fn attr_expr<'a>(body: &'a Body, name: &str) -> Option<&'a Expression> {
+    source::attr(body, name)
+}
+
+/// Evaluates an expression that may only use literals and functions (variable defaults,
+/// tfvars): there is no scope to refer to.
+fn const_eval(world: &World, expr: &Expression) -> Value {
+    let empty = Rc::new(ModuleSrc::default());
+    let inst = world.instantiate(empty, String::new(), 0, BTreeMap::new(), Value::Null);
+    let ev = Ev { world, inst: &inst };
+    ev.eval(expr, &Vec::new())
+}
+
+pub struct Ev<'a> {
+    pub world: &'a World,
+    pub inst: &'a Rc<Instance>,
+}
+
+struct DepthGuard<'a>(&'a Cell<u32>);
+impl Drop for DepthGuard<'_> {
+    fn drop(&mut self) {
+        self.0.set(self.0.get().saturating_sub(1));
+    }
+}
+
+impl Ev<'_> {
+    fn enter(&self) -> Option<DepthGuard<'_>> {
+        let d = self.world.depth.get();
+        if d >= MAX_EVAL_DEPTH {
+            return None;
+        }
+        self.world.depth.set(d + 1);
+        Some(DepthGuard(&self.world.depth))
+    }
+
+    fn busy(&self, key: &str) -> bool {
+        self.inst.busy.borrow().contains(key)
+    }
+
+    fn with_busy<T>(&self, key: &str, f: impl FnOnce() -> T) -> T {
+        self.inst.busy.borrow_mut().insert(key.to_string());
+        let out = f();
+        self.inst.busy.borrow_mut().remove(key);
+        out
+    }
+
+    fn prefix(&self) -> String {
+        if self.inst.path.is_empty() {
+            String::new()
+        } else {
+            format!("{}.", self.inst.path)
+        }
+    }
+
+    /// The provider's default project for this module instance.
+    pub fn default_project(&self) -> Value {
+        if let Some(p) = self.inst.project.borrow().as_ref() {
+            return p.clone();
+        }
+        let own = self
+            .inst
+            .src
+            .providers
+            .iter()
+            .find(|p| p.name == "google" || p.name == "google-beta")
+            .and_then(|p| attr_expr(&p.body, "project").map(|e| self.eval(e, &Vec::new())));
+        let value = own.unwrap_or_else(|| self.inst.inherited_project.clone());
+        *self.inst.project.borrow_mut() = Some(value.clone());
+        value
+    }
+
+    pub fn local(&self, name: &str) -> Value {
+        if let Some(v) = self.inst.locals.borrow().get(name) {
+            return v.clone();
+        }
+        let key = format!("local.{name}");
+        if self.busy(&key) {
+            return Value::unknown(format!("{key} (cycle)"));
+        }
+        let Some((_, expr, _)) = self.inst.src.local(name) else {
+            return Value::unknown(key);
+        };
+        let value = self.with_busy(&key, || self.eval(expr, &Vec::new()));
+        self.inst.locals.borrow_mut().insert(name.to_string(), value.clone());
+        value
+    }
+
+    /// The instances of a module call (evaluated once).
+    pub fn children(&self, name: &str) -> Vec<(Option<Value>, Rc<Instance>)> {
+        if let Some(c) = self.inst.children.borrow().get(name) {
+            return c.clone();
+        }
+        let key = format!("module.{name}");
+        if self.busy(&key) {
+            return Vec::new();
+        }
+        let built = self.with_busy(&key, || self.build_children(name));
+        self.inst.children.borrow_mut().insert(name.to_string(), built.clone());
+        built
+    }
+
+    fn build_children(&self, name: &str) -> Vec<(Option<Value>, Rc<Instance>)> {
+        let Some(call) = self.inst.src.module(name) else {
+            return Vec::new();
+        };
+        let Some(source) = call.source.as_deref() else {
+            self.world.note(format!("{}: module {name} has no literal source", call.loc));
+            return Vec::new();
+        };
+        if !(source.starts_with("./") || source.starts_with("../")) {
+            self.world.note(format!(
+                "{}: module {name} source {source:?} is not local: its resources are not analyzed (outputs symbolic)",
+                call.loc
+            ));
+            return Vec::new();
+        }
+        if self.inst.depth + 1 > MAX_MODULE_DEPTH {
+            self.world.note(format!("{}: module nesting deeper than {MAX_MODULE_DEPTH}", call.loc));
+            return Vec::new();
+        }
+        let dir = self.inst.src.dir.join(source);
+        if !dir.is_dir() {
+            self.world.diagnostics.borrow_mut().push(Diagnostic {
+                loc: call.loc.clone(),
+                message: format!("module {name}: source folder {} not found", dir.display()),
+            });
+            return Vec::new();
+        }
+        let src = self.world.load(&dir);
+        let keys = self.expansion(&call.body, &format!("module.{name}"), &call.loc);
+        let mut out = Vec::new();
+        for (key, frame) in keys {
+            let mut given = BTreeMap::new();
+            for a in call.body.attributes() {
+                let k = a.key.as_str();
+                if matches!(k, "source" | "version" | "count" | "for_each" | "providers" | "depends_on") {
+                    continue;
+                }
+                given.insert(k.to_string(), self.eval(&a.expr, &frame));
+            }
+            let path = format!("{}module.{name}{}", self.prefix(), key_suffix(key.as_ref()));
+            let child = self.world.instantiate(src.clone(), path, self.inst.depth + 1, given, self.default_project());
+            out.push((key, child));
+        }
+        out
+    }
+
+    /// `count` / `for_each` of a block: one frame per instance (key, frame).
+    fn expansion(&self, body: &Body, what: &str, loc: &Loc) -> Vec<(Option<Value>, Frame)> {
+        if let Some(expr) = attr_expr(body, "for_each") {
+            let coll = self.eval(expr, &Vec::new());
+            let items: Vec<(Value, Value)> = match coll {
+                Value::Map(m) => {
+                    m.into_iter().filter(|(k, _)| k != ADDR_KEY).map(|(k, v)| (Value::String(k), v)).collect()
+                }
+                Value::List(l) => {
+                    l.into_iter().map(|v| (Value::String(v.to_symbolic_string().unwrap_or_default()), v)).collect()
+                }
+                Value::Null => Vec::new(),
+                other => {
+                    let text = match &other {
+                        Value::Unknown(u) => u.clone(),
+                        v => v.type_name().to_string(),
+                    };
+                    self.world.note(format!(
+                        "{loc}: for_each of {what} is unknown until plan ({text}): analyzed as one symbolic instance"
+                    ));
+                    vec![(Value::unknown("each.key"), Value::unknown("each.value"))]
+                }
+            };
+            return items
+                .into_iter()
+                .take(MAX_INSTANCES_PER_RESOURCE)
+                .map(|(k, v)| (Some(k.clone()), vec![("each.key".into(), k), ("each.value".into(), v)]))
+                .collect();
+        }
+        if let Some(expr) = attr_expr(body, "count") {
+            return match self.eval(expr, &Vec::new()) {
+                Value::Number(n) if n >= 0.0 => {
+                    let n = (n as usize).min(MAX_INSTANCES_PER_RESOURCE);
+                    (0..n)
+                        .map(|i| {
+                            let idx = Value::Number(i as f64);
+                            (Some(idx.clone()), vec![("count.index".into(), idx)])
+                        })
+                        .collect()
+                }
+                Value::Bool(b) => {
+                    if b {
+                        vec![(Some(Value::Number(0.0)), vec![("count.index".into(), Value::Number(0.0))])]
+                    } else {
+                        Vec::new()
+                    }
+                }
+                other => {
+                    let text = match &other {
+                        Value::Unknown(u) => u.clone(),
+                        v => v.type_name().to_string(),
+                    };
+                    self.world.note(format!(
+                        "{loc}: count of {what} is unknown until plan ({text}): analyzed as one symbolic instance"
+                    ));
+                    vec![(
+                        Some(Value::unknown("count.index")),
+                        vec![("count.index".into(), Value::unknown("count.index"))],
+                    )]
+                }
+            };
+        }
+        vec![(None, Vec::new())]
+    }
+
+    fn module_output(&self, child: &Rc<Instance>, name: &str) -> Value {
+        if let Some(v) = child.outputs.borrow().get(name) {
+            return v.clone();
+        }
+        let ev = Ev { world: self.world, inst: child };
+        let key = format!("output.{name}");
+        if ev.busy(&key) {
+            return Value::unknown(format!("{}.{name} (cycle)", child.path));
+        }
+        let value = match child.src.output(name).and_then(|o| o.value.as_ref()) {
+            Some(expr) => ev.with_busy(&key, || ev.eval(expr, &Vec::new())),
+            None => Value::unknown(format!("{}.{name}", child.path)),
+        };
+        child.outputs.borrow_mut().insert(name.to_string(), value.clone());
+        value
+    }
+
+    fn module_value(&self, name: &str) -> Value {
+        let Some(call) = self.inst.src.module(name) else {
+            return Value::unknown(format!("module.{name}"));
+        };
+        let children = self.children(name);
+        if children.is_empty() {
+            return Value::unknown(format!("module.{name}"));
+        }
+        let outputs = |child: &Rc<Instance>| {
+            let mut m = BTreeMap::new();
+            for o in &child.src.outputs {
+                m.insert(o.name.clone(), self.module_output(child, &o.name));
+            }
+            m.insert(ADDR_KEY.to_string(), Value::String(child.path.clone()));
+            Value::Map(m)
+        };
+        if attr_expr(&call.body, "for_each").is_some() {
+            let mut m = BTreeMap::new();
+            for (k, child) in &children {
+                let key = k.as_ref().and_then(|k| k.to_symbolic_string()).unwrap_or_default();
+                m.insert(key, outputs(child));
+            }
+            Value::Map(m)
+        } else if attr_expr(&call.body, "count").is_some() {
+            Value::List(children.iter().map(|(_, c)| outputs(c)).collect())
+        } else {
+            outputs(&children[0].1)
+        }
+    }
+
+    /// Evaluates all instances of a resource (once) → (reference value, instances).
+    pub fn resource(&self, mode: Mode, rtype: &str, name: &str) -> (Value, Vec<ResInstance>) {
+        let key: ResKey = (mode, rtype.to_string(), name.to_string());
+        if let Some(r) = self.inst.resources.borrow().get(&key) {
+            return r.clone();
+        }
+        let base = match mode {
+            Mode::Managed => format!("{}{rtype}.{name}", self.prefix()),
+            Mode::Data => format!("{}data.{rtype}.{name}", self.prefix()),
+        };
+        if self.busy(&base) {
+            return (Value::unknown(format!("{base} (cycle)")), Vec::new());
+        }
+        let Some(decl) = self.inst.src.resource(mode, rtype, name) else {
+            return (Value::unknown(base), Vec::new());
+        };
+        let result = self.with_busy(&base, || {
+            let keys = self.expansion(&decl.body, &base, &decl.loc);
+            let mut instances = Vec::new();
+            for (k, frame) in keys {
+                let address = format!("{base}{}", key_suffix(k.as_ref()));
+                let mut attrs = match self.eval_body(&decl.body, &frame) {
+                    Value::Map(m) => m,
+                    _ => BTreeMap::new(),
+                };
+                attrs.insert(ADDR_KEY.to_string(), Value::String(address.clone()));
+                computed_attributes(rtype, mode, &address, &mut attrs, &self.default_project());
+                instances.push(ResInstance {
+                    address,
+                    mode,
+                    rtype: rtype.to_string(),
+                    attrs: Value::Map(attrs),
+                    loc: decl.loc.clone(),
+                    module_path: self.inst.path.clone(),
+                });
+            }
+            let reference = if attr_expr(&decl.body, "for_each").is_some() {
+                let mut m = BTreeMap::new();
+                for inst in &instances {
+                    let k = inst.address.rsplit_once("[\"").map(|(_, k)| k.trim_end_matches("\"]").to_string());
+                    m.insert(k.unwrap_or_else(|| inst.address.clone()), inst.attrs.clone());
+                }
+                Value::Map(m)
+            } else if attr_expr(&decl.body, "count").is_some() {
+                Value::List(instances.iter().map(|i| i.attrs.clone()).collect())
+            } else {
+                instances.first().map(|i| i.attrs.clone()).unwrap_or(Value::Null)
+            };
+            (reference, instances)
+        });
+        self.inst.resources.borrow_mut().insert(key, result.clone());
+        result
+    }
+
+    /// A block body as a map: attributes, nested blocks as lists of maps, `dynamic` expanded.
+    pub fn eval_body(&self, body: &Body, frame: &Frame) -> Value {
+        let mut m: BTreeMap<String, Value> = BTreeMap::new();
+        for a in body.attributes() {
+            let k = a.key.as_str();
+            if matches!(k, "count" | "for_each" | "depends_on" | "provider") {
+                continue;
+            }
+            m.insert(k.to_string(), self.eval(&a.expr, frame));
+        }
+        for b in body.blocks() {
+            let ident = b.identifier.as_str();
+            if matches!(ident, "lifecycle" | "provisioner" | "connection") {
+                continue;
+            }
+            if ident == "dynamic" {
+                self.eval_dynamic(b, frame, &mut m);
+                continue;
+            }
+            let v = self.eval_body(&b.body, frame);
+            push_block(&mut m, ident, v);
+        }
+        Value::Map(m)
+    }
+
+    fn eval_dynamic(&self, b: &Block, frame: &Frame, m: &mut BTreeMap<String, Value>) {
+        let Some(name) = b.labels.first().map(|l| l.as_str().to_string()) else {
+            return;
+        };
+        let iterator = attr_expr(&b.body, "iterator")
+            .and_then(|e| match e {
+                Expression::Variable(v) => Some(v.as_str().to_string()),
+                _ => None,
+            })
+            .unwrap_or_else(|| name.clone());
+        let Some(content) = b.body.blocks().find(|c| c.identifier.as_str() == "content") else {
+            return;
+        };
+        let coll = attr_expr(&b.body, "for_each").map(|e| self.eval(e, frame)).unwrap_or(Value::Null);
+        let items: Vec<(Value, Value)> = match coll {
+            Value::List(l) => l.into_iter().enumerate().map(|(i, v)| (Value::Number(i as f64), v)).collect(),
+            Value::Map(mm) => {
+                mm.into_iter().filter(|(k, _)| k != ADDR_KEY).map(|(k, v)| (Value::String(k), v)).collect()
+            }
+            Value::Null => Vec::new(),
+            other => vec![(
+                Value::unknown(format!("{iterator}.key")),
+                match other {
+                    Value::Unknown(u) => Value::Unknown(format!("{u}[*]")),
+                    v => v,
+                },
+            )],
+        };
+        for (k, v) in items.into_iter().take(MAX_COLLECTION_ITEMS) {
+            let mut f = frame.clone();
+            let mut it = BTreeMap::new();
+            it.insert("key".to_string(), k);
+            it.insert("value".to_string(), v);
+            f.push((iterator.clone(), Value::Map(it)));
+            let value = self.eval_body(&content.body, &f);
+            push_block(m, &name, value);
+        }
+    }
+
+    pub fn eval(&self, expr: &Expression, frame: &Frame) -> Value {
+        let Some(_guard) = self.enter() else {
+            return Value::unknown("(evaluation depth limit)");
+        };
+        match expr {
+            Expression::Null => Value::Null,
+            Expression::Bool(b) => Value::Bool(*b),
+            Expression::Number(n) => Value::Number(n.as_f64().unwrap_or(0.0)),
+            Expression::String(s) => Value::String(s.clone()),
+            Expression::Array(items) => Value::List(items.iter().map(|e| self.eval(e, frame)).collect()),
+            Expression::Object(obj) => {
+                let mut m = BTreeMap::new();
+                for (k, v) in obj.iter() {
+                    let key = match k {
+                        ObjectKey::Identifier(i) => i.as_str().to_string(),
+                        ObjectKey::Expression(e) => match self.eval(e, frame) {
+                            Value::String(s) => s,
+                            other => match other.to_symbolic_string() {
+                                Some(s) => s,
+                                None => continue,
+                            },
+                        },
+                        _ => continue,
+                    };
+                    m.insert(key, self.eval(v, frame));
+                }
+                Value::Map(m)
+            }
+            Expression::TemplateExpr(t) => match Template::from_expr(t) {
+                Ok(tpl) => self.eval_template(&tpl, frame),
+                Err(e) => Value::unknown(format!("(template error: {e})")),
+            },
+            Expression::Variable(v) => {
+                let name = v.as_str();
+                lookup(frame, name).unwrap_or_else(|| Value::unknown(name.to_string()))
+            }
+            Expression::Traversal(t) => self.eval_traversal(&t.expr, &t.operators, frame),
+            Expression::FuncCall(f) => {
+                let name = if f.name.namespace.is_empty() {
+                    f.name.name.as_str().to_string()
+                } else {
+                    return Value::unknown(format!("{}()", f.name.name.as_str()));
+                };
+                let mut args: Vec<Value> = f.args.iter().map(|a| self.eval(a, frame)).collect();
+                if f.expand_final {
+                    if let Some(Value::List(last)) = args.pop() {
+                        args.extend(last);
+                    }
+                }
+                call_function(&name, args, self.inst.src.dir.as_path())
+            }
+            Expression::Parenthesis(e) => self.eval(e, frame),
+            Expression::Conditional(c) => match self.eval(&c.cond_expr, frame).truthy() {
+                Some(true) => self.eval(&c.true_expr, frame),
+                Some(false) => self.eval(&c.false_expr, frame),
+                None => {
+                    let t = self.eval(&c.true_expr, frame);
+                    let f = self.eval(&c.false_expr, frame);
+                    if t == f {
+                        t
+                    } else {
+                        Value::unknown("(condition unknown until plan)")
+                    }
+                }
+            },
+            Expression::Operation(op) => self.eval_operation(op, frame),
+            Expression::ForExpr(fe) => {
+                let coll = self.eval(&fe.collection_expr, frame);
+                let items: Vec<(Value, Value)> = match coll {
+                    Value::List(l) => l.into_iter().enumerate().map(|(i, v)| (Value::Number(i as f64), v)).collect(),
+                    Value::Map(m) => {
+                        m.into_iter().filter(|(k, _)| k != ADDR_KEY).map(|(k, v)| (Value::String(k), v)).collect()
+                    }
+                    Value::Unknown(u) => return Value::unknown(format!("[for ... in {u}]")),
+                    Value::Null => Vec::new(),
+                    other => return Value::unknown(format!("(for over a {})", other.type_name())),
+                };
+                let mut list = Vec::new();
+                let mut map: BTreeMap<String, Value> = BTreeMap::new();
+                for (k, v) in items.into_iter().take(MAX_COLLECTION_ITEMS) {
+                    let mut f = frame.clone();
+                    if let Some(kv) = &fe.key_var {
+                        f.push((kv.as_str().to_string(), k));
+                    }
+                    f.push((fe.value_var.as_str().to_string(), v));
+                    if let Some(cond) = &fe.cond_expr {
+                        match self.eval(cond, &f).truthy() {
+                            Some(true) => {}
+                            Some(false) => continue,
+                            None => return Value::unknown("(for filter unknown until plan)"),
+                        }
+                    }
+                    let value = self.eval(&fe.value_expr, &f);
+                    match &fe.key_expr {
+                        Some(ke) => {
+                            let key = self.eval(ke, &f).to_symbolic_string().unwrap_or_default();
+                            if fe.grouping {
+                                if let Value::List(l) = map.entry(key).or_insert_with(|| Value::List(Vec::new())) {
+                                    l.push(value);
+                                }
+                            } else {
+                                map.insert(key, value);
+                            }
+                        }
+                        None => list.push(value),
+                    }
+                }
+                if fe.key_expr.is_some() {
+                    Value::Map(map)
+                } else {
+                    Value::List(list)
+                }
+            }
+            _ => Value::unknown("(unsupported expression)"),
+        }
+    }
+
+    fn eval_template(&self, tpl: &Template, frame: &Frame) -> Value {
+        let mut out = String::new();
+        let mut unknown = false;
+        self.render(tpl, frame, &mut out, &mut unknown);
+        if unknown {
+            Value::Unknown(out)
+        } else {
+            Value::String(out)
+        }
+    }
+
+    fn render(&self, tpl: &Template, frame: &Frame, out: &mut String, unknown: &mut bool) {
+        for el in tpl.elements() {
+            match el {
+                Element::Literal(s) => out.push_str(s),
+                Element::Interpolation(i) => match self.eval(&i.expr, frame) {
+                    Value::Unknown(u) => {
+                        *unknown = true;
+                        out.push_str(&symbolic_fragment(&u));
+                    }
+                    v => match v.to_symbolic_string() {
+                        Some(s) => out.push_str(&s),
+                        None => {
+                            *unknown = true;
+                            out.push_str("${(not a string)}");
+                        }
+                    },
+                },
+                Element::Directive(d) => match d.as_ref() {
+                    Directive::If(ifd) => match self.eval(&ifd.cond_expr, frame).truthy() {
+                        Some(true) => self.render(&ifd.true_template, frame, out, unknown),
+                        Some(false) => {
+                            if let Some(f) = &ifd.false_template {
+                                self.render(f, frame, out, unknown);
+                            }
+                        }
+                        None => {
+                            *unknown = true;
+                            out.push_str("${(if unknown)}");
+                        }
+                    },
+                    Directive::For(fd) => match self.eval(&fd.collection_expr, frame) {
+                        Value::List(l) => {
+                            for (i, v) in l.into_iter().enumerate().take(MAX_COLLECTION_ITEMS) {
+                                let mut f = frame.clone();
+                                if let Some(kv) = &fd.key_var {
+                                    f.push((kv.as_str().to_string(), Value::Number(i as f64)));
+                                }
+                                f.push((fd.value_var.as_str().to_string(), v));
+                                self.render(&fd.template, &f, out, unknown);
+                            }
+                        }
+                        Value::Map(m) => {
+                            for (k, v) in m.into_iter().filter(|(k, _)| k != ADDR_KEY) {
+                                let mut f = frame.clone();
+                                if let Some(kv) = &fd.key_var {
+                                    f.push((kv.as_str().to_string(), Value::String(k)));
+                                }
+                                f.push((fd.value_var.as_str().to_string(), v));
+                                self.render(&fd.template, &f, out, unknown);
+                            }
+                        }
+                        _ => {
+                            *unknown = true;
+                            out.push_str("${(for unknown)}");
+                        }
+                    },
+                },
+            }
+        }
+    }
+
+    fn eval_operation(&self, op: &Operation, frame: &Frame) -> Value {
+        match op {
+            Operation::Unary(u) => {
+                let v = self.eval(&u.expr, frame);
+                match (u.operator, v) {
+                    (UnaryOperator::Not, Value::Bool(b)) => Value::Bool(!b),
+                    (UnaryOperator::Neg, Value::Number(n)) => Value::Number(-n),
+                    (_, Value::Unknown(u)) => Value::unknown(format!("(op {u})")),
+                    _ => Value::unknown("(invalid unary operand)"),
+                }
+            }
+            Operation::Binary(b) => {
+                let l = self.eval(&b.lhs_expr, frame);
+                // Short-circuit logic so `false && unknown` stays known.
+                match (b.operator, &l) {
+                    (BinaryOperator::And, Value::Bool(false)) => return Value::Bool(false),
+                    (BinaryOperator::Or, Value::Bool(true)) => return Value::Bool(true),
+                    _ => {}
+                }
+                let r = self.eval(&b.rhs_expr, frame);
+                binary(b.operator, l, r)
+            }
+        }
+    }
+
+    fn eval_traversal(&self, base: &Expression, raw_ops: &[TraversalOperator], frame: &Frame) -> Value {
+        let ops: Vec<Op> = raw_ops
+            .iter()
+            .map(|o| match o {
+                TraversalOperator::GetAttr(id) => Op::Attr(id.as_str().to_string()),
+                TraversalOperator::Index(e) => Op::Index(self.eval(e, frame)),
+                TraversalOperator::LegacyIndex(n) => Op::Index(Value::Number(*n as f64)),
+                TraversalOperator::AttrSplat | TraversalOperator::FullSplat => Op::Splat,
+            })
+            .collect();
+        let ops = ops.as_slice();
+        let attr_at = |i: usize| -> Option<&str> {
+            match ops.get(i) {
+                Some(Op::Attr(id)) => Some(id.as_str()),
+                _ => None,
+            }
+        };
+        if let Expression::Variable(v) = base {
+            let name = v.as_str();
+            // Frame variables: each.key, count.index are stored under their dotted name.
+            if let Some(first) = attr_at(0) {
+                if let Some(val) = lookup(frame, &format!("{name}.{first}")) {
+                    return apply_ops(val, &ops[1..], &format!("{name}.{first}"));
+                }
+            }
+            if let Some(val) = lookup(frame, name) {
+                return apply_ops(val, ops, name);
+            }
+            match name {
+                "var" => {
+                    if let Some(n) = attr_at(0) {
+                        let val = self.inst.vars.get(n).cloned().unwrap_or_else(|| Value::unknown(format!("var.{n}")));
+                        return apply_ops(val, &ops[1..], &format!("var.{n}"));
+                    }
+                }
+                "local" => {
+                    if let Some(n) = attr_at(0) {
+                        return apply_ops(self.local(n), &ops[1..], &format!("local.{n}"));
+                    }
+                }
+                "module" => {
+                    if let Some(m) = attr_at(0) {
+                        let call = self.inst.src.module(m);
+                        let single = call.is_some_and(|c| {
+                            attr_expr(&c.body, "for_each").is_none() && attr_expr(&c.body, "count").is_none()
+                        });
+                        if let (true, Some(out)) = (single, attr_at(1)) {
+                            let children = self.children(m);
+                            let val = match children.first() {
+                                Some((_, child)) => self.module_output(child, out),
+                                None => Value::unknown(format!("module.{m}.{out}")),
+                            };
+                            return apply_ops(val, &ops[2..], &format!("module.{m}.{out}"));
+                        }
+                        return apply_ops(self.module_value(m), &ops[1..], &format!("module.{m}"));
+                    }
+                }
+                "data" => {
+                    if let (Some(t), Some(n)) = (attr_at(0), attr_at(1)) {
+                        let (val, _) = self.resource(Mode::Data, t, n);
+                        return apply_ops(val, &ops[2..], &format!("data.{t}.{n}"));
+                    }
+                }
+                "path" => {
+                    let dir = self.inst.src.dir.display().to_string();
+                    return apply_ops(Value::String(dir), &ops[1..], "path");
+                }
+                "terraform" => {
+                    if attr_at(0) == Some("workspace") {
+                        return Value::String("default".into());
+                    }
+                }
+                "each" | "count" | "self" => {}
+                rtype => {
+                    if let Some(n) = attr_at(0) {
+                        if self.inst.src.resource(Mode::Managed, rtype, n).is_some() {
+                            let (val, _) = self.resource(Mode::Managed, rtype, n);
+                            return apply_ops(val, &ops[1..], &format!("{rtype}.{n}"));
+                        }
+                    }
+                }
+            }
+            let mut desc = name.to_string();
+            for op in ops {
+                match op {
+                    Op::Attr(id) => {
+                        desc.push('.');
+                        desc.push_str(id);
+                    }
+                    _ => desc.push_str("[*]"),
+                }
+            }
+            return Value::unknown(desc);
+        }
+        let val = self.eval(base, frame);
+        apply_ops(val, ops, "(expression)")
+    }
+}
+
+fn lookup(frame: &Frame, name: &str) -> Option<Value> {
+    frame.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+}
+
+fn key_suffix(key: Option<&Value>) -> String {
+    match key {
+        None => String::new(),
+        Some(Value::Number(n)) => format!("[{}]", format_number(*n)),
+        Some(v) => format!("[\"{}\"]", v.to_symbolic_string().unwrap_or_default()),
+    }
+}
+
+fn push_block(m: &mut BTreeMap<String, Value>, ident: &str, v: Value) {
+    match m.entry(ident.to_string()).or_insert_with(|| Value::List(Vec::new())) {
+        Value::List(l) => l.push(v),
+        other => *other = Value::List(vec![v]),
+    }
+}
+
+/// A traversal step with its index already evaluated.
+enum Op {
+    Attr(String),
+    Index(Value),
+    Splat,
+}
+
+fn apply_ops(mut val: Value, ops: &[Op], desc: &str) -> Value {
+    let mut desc = desc.to_string();
+    for (i, op) in ops.iter().enumerate() {
+        match op {
+            Op::Attr(key) => {
+                desc = format!("{desc}.{key}");
+                val = match val {
+                    Value::Map(m) => match m.get(key) {
+                        Some(v) => v.clone(),
+                        None => match m.get(ADDR_KEY) {
+                            Some(Value::String(a)) => Value::unknown(format!("{a}.{key}")),
+                            _ => Value::unknown(desc.clone()),
+                        },
+                    },
+                    Value::Unknown(u) => Value::unknown(format!("{u}.{key}")),
+                    _ => Value::unknown(desc.clone()),
+                };
+            }
+            Op::Index(idx) => {
+                val = index(val, idx, &mut desc);
+            }
+            Op::Splat => {
+                let rest = &ops[i + 1..];
+                let items = match val {
+                    Value::List(l) => l,
+                    Value::Null => Vec::new(),
+                    Value::Unknown(u) => return Value::unknown(format!("{u}[*]")),
+                    other => vec![other],
+                };
+                return Value::List(items.into_iter().map(|v| apply_ops(v, rest, &desc)).collect());
+            }
+        }
+    }
+    val
+}
+
+fn index(val: Value, idx: &Value, desc: &mut String) -> Value {
+    let shown = idx.to_symbolic_string().unwrap_or_else(|| "?".into());
+    *desc = format!("{desc}[{shown}]");
+    match (val, idx) {
+        (Value::List(l), Value::Number(n)) => {
+            l.get(*n as usize).cloned().unwrap_or_else(|| Value::unknown(desc.clone()))
+        }
+        (Value::Map(m), Value::String(k)) => m.get(k).cloned().unwrap_or_else(|| Value::unknown(desc.clone())),
+        (Value::Map(m), Value::Number(n)) => {
+            m.get(&format_number(*n)).cloned().unwrap_or_else(|| Value::unknown(desc.clone()))
+        }
+        (Value::Unknown(u), _) => Value::unknown(format!("{u}[{shown}]")),
+        _ => Value::unknown(desc.clone()),
+    }
+}
+
+fn binary(op: BinaryOperator, l: Value, r: Value) -> Value {
+    use BinaryOperator as B;
+    if let (Value::Unknown(a), _) | (_, Value::Unknown(a)) = (&l, &r) {
+        return Value::unknown(format!("({a} {op} ...)", op = op.as_str()));
+    }
+    match op {
+        B::Eq => Value::Bool(l == r),
+        B::NotEq => Value::Bool(l != r),
+        B::And | B::Or => match (l.truthy(), r.truthy()) {
+            (Some(a), Some(b)) => Value::Bool(if op == B::And { a && b } else { a || b }),
+            _ => Value::unknown("(invalid logic operand)"),
+        },
+        _ => {
+            let (Some(a), Some(b)) = (to_number(&l), to_number(&r)) else {
+                return Value::unknown("(invalid arithmetic operand)");
+            };
+            match op {
+                B::Plus => Value::Number(a + b),
+                B::Minus => Value::Number(a - b),
+                B::Mul => Value::Number(a * b),
+                B::Div => Value::Number(a / b),
+                B::Mod => Value::Number(a % b),
+                B::Less => Value::Bool(a < b),
+                B::LessEq => Value::Bool(a <= b),
+                B::Greater => Value::Bool(a > b),
+                B::GreaterEq => Value::Bool(a >= b),
+                _ => Value::unknown("(operator)"),
+            }
+        }
+    }
+}
+
+fn to_number(v: &Value) -> Option<f64> {
+    match v {
+        Value::Number(n) => Some(*n),
+        Value::String(s) => s.parse().ok(),
+        _ => None,
+    }
+}
+
+fn as_list(v: &Value) -> Option<Vec<Value>> {
+    match v {
+        Value::List(l) => Some(l.clone()),
+        Value::Null => Some(Vec::new()),
+        _ => None,
+    }
+}
+
+/// Built-in functions. Any unknown argument makes the result unknown unless the function can
+/// still answer (`try`, `coalesce`, `length` of a known list...).
+pub fn call_function(name: &str, args: Vec<Value>, module_dir: &Path) -> Value {
+    let unknown_result = || {
+        // Arguments rendered as source-like text (no nested `${}`).
+        let shown: Vec<String> = args
+            .iter()
+            .map(|a| match a {
+                Value::Unknown(u) => u.trim_start_matches("${").trim_end_matches('}').to_string(),
+                Value::String(s) => format!("{s:?}"),
+                other => other.to_symbolic_string().unwrap_or_else(|| format!("({})", other.type_name())),
+            })
+            .collect();
+        Value::unknown(format!("{name}({})", shown.join(", ")))
+    };
+    match name {
+        "try" => {
+            return args
+                .iter()
+                .find(|a| !a.is_unknown())
+                .cloned()
+                .unwrap_or_else(|| args.first().cloned().unwrap_or(Value::Null))
+        }
+        "can" => {
+            return match args.first() {
+                Some(Value::Unknown(_)) | None => Value::unknown("can(...)"),
+                Some(_) => Value::Bool(true),
+            }
+        }
+        "coalesce" => {
+            for a in &args {
+                match a {
+                    Value::Null => continue,
+                    Value::String(s) if s.is_empty() => continue,
+                    Value::Unknown(_) => return unknown_result(),
+                    v => return v.clone(),
+                }
+            }
+            return Value::Null;
+        }
+        "sensitive" | "nonsensitive" | "tomap" | "tolist" | "tobool" => {
+            return args.into_iter().next().unwrap_or(Value::Null)
+        }
+        _ => {}
+    }
+    if args.iter().any(Value::contains_unknown) {
+        // Functions that keep working over partly-unknown collections.
+        match name {
+            "length" => {
+                if let Some(Value::List(l)) = args.first() {
+                    return Value::Number(l.len() as f64);
+                }
+                if let Some(Value::Map(m)) = args.first() {
+                    return Value::Number(m.len() as f64);
+                }
+            }
+            "concat" if args.iter().all(|a| matches!(a, Value::List(_))) => {}
+            "flatten" | "distinct" | "compact" | "toset" | "merge" | "keys" | "values" | "lookup" | "element"
+            | "zipmap" | "setproduct" | "one" | "jsonencode" | "tostring" | "lower" | "upper" | "format" | "join"
+            | "replace" | "trimprefix" | "trimsuffix" | "trimspace" | "formatlist" | "contains" => {
+                if let Some(v) = partial_function(name, &args) {
+                    return v;
+                }
+            }
+            _ => {}
+        }
+        if args.iter().any(Value::is_unknown) || !matches!(name, "concat") {
+            if let Some(v) = partial_function(name, &args) {
+                return v;
+            }
+            return unknown_result();
+        }
+    }
+    partial_function(name, &args).unwrap_or_else(|| {
+        let _ = module_dir;
+        unknown_result()
+    })
+}
+
+fn string_arg(args: &[Value], i: usize) -> Option<String> {
+    match args.get(i)? {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(format_number(*n)),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+/// Functions over known values; `None` when the arguments do not fit (caller renders unknown).
+fn partial_function(name: &str, args: &[Value]) -> Option<Value> {
+    let s = |i: usize| string_arg(args, i);
+    let v = match name {
+        "concat" => {
+            let mut out = Vec::new();
+            for a in args {
+                out.extend(as_list(a)?);
+            }
+            Value::List(out)
+        }
+        "flatten" => {
+            fn flat(v: &Value, out: &mut Vec<Value>) {
+                match v {
+                    Value::List(l) => l.iter().for_each(|x| flat(x, out)),
+                    other => out.push(other.clone()),
+                }
+            }
+            let mut out = Vec::new();
+            flat(args.first()?, &mut out);
+            Value::List(out)
+        }
+        "distinct" => {
+            let mut out: Vec<Value> = Vec::new();
+            for x in as_list(args.first()?)? {
+                if !out.contains(&x) {
+                    out.push(x);
+                }
+            }
+            Value::List(out)
+        }
+        "toset" => {
+            let mut out: Vec<Value> = Vec::new();
+            for x in as_list(args.first()?)? {
+                if !out.contains(&x) {
+                    out.push(x);
+                }
+            }
+            if out.iter().all(|x| matches!(x, Value::String(_))) {
+                out.sort_by(|a, b| a.as_str().cmp(&b.as_str()));
+            }
+            Value::List(out)
+        }
+        "compact" => Value::List(
+            as_list(args.first()?)?
+                .into_iter()
+                .filter(|x| !matches!(x, Value::Null) && x.as_str() != Some(""))
+                .collect(),
+        ),
+        "merge" => {
+            let mut out = BTreeMap::new();
+            for a in args {
+                match a {
+                    Value::Map(m) => {
+                        out.extend(m.iter().filter(|(k, _)| *k != ADDR_KEY).map(|(k, v)| (k.clone(), v.clone())))
+                    }
+                    Value::Null => {}
+                    _ => return None,
+                }
+            }
+            Value::Map(out)
+        }
+        "keys" => match args.first()? {
+            Value::Map(m) => {
+                Value::List(m.keys().filter(|k| *k != ADDR_KEY).map(|k| Value::String(k.clone())).collect())
+            }
+            _ => return None,
+        },
+        "values" => match args.first()? {
+            Value::Map(m) => Value::List(m.iter().filter(|(k, _)| *k != ADDR_KEY).map(|(_, v)| v.clone()).collect()),
+            _ => return None,
+        },
+        "lookup" => match args.first()? {
+            Value::Map(m) => match m.get(&s(1)?) {
+                Some(v) => v.clone(),
+                None => args.get(2).cloned()?,
+            },
+            _ => return None,
+        },
+        "element" => {
+            let l = as_list(args.first()?)?;
+            let n = to_number(args.get(1)?)? as usize;
+            if l.is_empty() {
+                return None;
+            }
+            l[n % l.len()].clone()
+        }
+        "index" => {
+            let l = as_list(args.first()?)?;
+            let pos = l.iter().position(|x| Some(x) == args.get(1))?;
+            Value::Number(pos as f64)
+        }
+        "contains" => Value::Bool(as_list(args.first()?)?.contains(args.get(1)?)),
+        "length" => match args.first()? {
+            Value::List(l) => Value::Number(l.len() as f64),
+            Value::Map(m) => Value::Number(m.keys().filter(|k| *k != ADDR_KEY).count() as f64),
+            Value::String(st) => Value::Number(st.chars().count() as f64),
+            _ => return None,
+        },
+        "zipmap" => {
+            let k = as_list(args.first()?)?;
+            let vals = as_list(args.get(1)?)?;
+            Value::Map(k.iter().zip(vals).filter_map(|(k, v)| Some((k.to_symbolic_string()?, v))).collect())
+        }
+        "setproduct" => {
+            let mut acc: Vec<Vec<Value>> = vec![Vec::new()];
+            for a in args {
+                let l = as_list(a)?;
+                let mut next = Vec::new();
+                for prefix in &acc {
+                    for x in &l {
+                        let mut p = prefix.clone();
+                        p.push(x.clone());
+                        next.push(p);
+                        if next.len() > MAX_COLLECTION_ITEMS {
+                            return None;
+                        }
+                    }
+                }
+                acc = next;
+            }
+            Value::List(acc.into_iter().map(Value::List).collect())
+        }
+        "setunion" => {
+            let mut out: Vec<Value> = Vec::new();
+            for a in args {
+                for x in as_list(a)? {
+                    if !out.contains(&x) {
+                        out.push(x);
+                    }
+                }
+            }
+            Value::List(out)
+        }
+        "setintersection" => {
+            let mut out = as_list(args.first()?)?;
+            for a in &args[1..] {
+                let l = as_list(a)?;
+                out.retain(|x| l.contains(x));
+            }
+            Value::List(out)
+        }
+        "setsubtract" => {
+            let l = as_list(args.get(1)?)?;
+            Value::List(as_list(args.first()?)?.into_iter().filter(|x| !l.contains(x)).collect())
+        }
+        "one" => {
+            let l = as_list(args.first()?)?;
+            match l.len() {
+                0 => Value::Null,
+                1 => l[0].clone(),
+                _ => return None,
+            }
+        }
+        "sort" => {
+            let mut l: Vec<String> = as_list(args.first()?)?.iter().filter_map(|x| x.to_symbolic_string()).collect();
+            l.sort();
+            Value::List(l.into_iter().map(Value::String).collect())
+        }
+        "reverse" => {
+            let mut l = as_list(args.first()?)?;
+            l.reverse();
+            Value::List(l)
+        }
+        "slice" => {
+            let l = as_list(args.first()?)?;
+            let a = to_number(args.get(1)?)? as usize;
+            let b = to_number(args.get(2)?)? as usize;
+            Value::List(l.get(a..b.min(l.len()))?.to_vec())
+        }
+        "range" => {
+            let nums: Vec<f64> = args.iter().filter_map(to_number).collect();
+            let (start, end, step) = match nums.as_slice() {
+                [e] => (0.0, *e, 1.0),
+                [s, e] => (*s, *e, 1.0),
+                [s, e, st] => (*s, *e, *st),
+                _ => return None,
+            };
+            if step == 0.0 {
+                return None;
+            }
+            let mut out = Vec::new();
+            let mut x = start;
+            while (step > 0.0 && x < end) || (step < 0.0 && x > end) {
+                out.push(Value::Number(x));
+                x += step;
+                if out.len() > MAX_COLLECTION_ITEMS {
+                    return None;
+                }
+            }
+            Value::List(out)
+        }
+        "min" | "max" => {
+            let nums: Vec<f64> = args.iter().filter_map(to_number).collect();
+            if nums.is_empty() {
+                return None;
+            }
+            let init = nums[0];
+            Value::Number(nums.into_iter().fold(init, |a, b| if name == "min" { a.min(b) } else { a.max(b) }))
+        }
+        "abs" => Value::Number(to_number(args.first()?)?.abs()),
+        "floor" => Value::Number(to_number(args.first()?)?.floor()),
+        "ceil" => Value::Number(to_number(args.first()?)?.ceil()),
+        "sum" => Value::Number(as_list(args.first()?)?.iter().filter_map(to_number).sum()),
+        "tonumber" => Value::Number(to_number(args.first()?)?),
+        "tostring" => Value::String(s(0)?),
+        "alltrue" => Value::Bool(as_list(args.first()?)?.iter().all(|x| x.truthy() == Some(true))),
+        "anytrue" => Value::Bool(as_list(args.first()?)?.iter().any(|x| x.truthy() == Some(true))),
+        "lower" => Value::String(s(0)?.to_lowercase()),
+        "upper" => Value::String(s(0)?.to_uppercase()),
+        "title" => Value::String(
+            s(0)?
+                .split(' ')
+                .map(|w| {
+                    let mut c = w.chars();
+                    match c.next() {
+                        Some(f) => f.to_uppercase().collect::<String>() + c.as_str(),
+                        None => String::new(),
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join(" "),
+        ),
+        "trimspace" => Value::String(s(0)?.trim().to_string()),
+        "trimprefix" => {
+            let (a, p) = (s(0)?, s(1)?);
+            Value::String(a.strip_prefix(p.as_str()).unwrap_or(&a).to_string())
+        }
+        "trimsuffix" => {
+            let (a, p) = (s(0)?, s(1)?);
+            Value::String(a.strip_suffix(p.as_str()).unwrap_or(&a).to_string())
+        }
+        "trim" => {
+            let (a, cut) = (s(0)?, s(1)?);
+            Value::String(a.trim_matches(|c| cut.contains(c)).to_string())
+        }
+        "startswith" => Value::Bool(s(0)?.starts_with(&s(1)?)),
+        "endswith" => Value::Bool(s(0)?.ends_with(&s(1)?)),
+        "strcontains" => Value::Bool(s(0)?.contains(&s(1)?)),
+        "replace" => {
+            let (a, from, to) = (s(0)?, s(1)?, s(2)?);
+            if from.len() > 1 && from.starts_with('/') && from.ends_with('/') {
+                return None; // regular expressions are not evaluated
+            }
+            Value::String(a.replace(&from, &to))
+        }
+        "substr" => {
+            let a: Vec<char> = s(0)?.chars().collect();
+            let off = to_number(args.get(1)?)? as usize;
+            let len = to_number(args.get(2)?)?;
+            let end = if len < 0.0 { a.len() } else { (off + len as usize).min(a.len()) };
+            Value::String(a.get(off.min(a.len())..end)?.iter().collect())
+        }
+        "split" => Value::List(s(1)?.split(s(0)?.as_str()).map(|x| Value::String(x.to_string())).collect()),
+        "join" => {
+            let sep = s(0)?;
+            let mut parts = Vec::new();
+            for a in &args[1..] {
+                for x in as_list(a)? {
+                    parts.push(x.to_symbolic_string()?);
+                }
+            }
+            let joined = parts.join(&sep);
+            if parts.iter().any(|p| p.contains("${")) {
+                Value::Unknown(joined)
+            } else {
+                Value::String(joined)
+            }
+        }
+        "format" => {
+            let rendered = format_string(&s(0)?, &args[1..])?;
+            if args[1..].iter().any(Value::is_unknown) {
+                Value::Unknown(rendered)
+            } else {
+                Value::String(rendered)
+            }
+        }
+        "formatlist" => {
+            let fmt = s(0)?;
+            let lists: Vec<Option<Vec<Value>>> = args[1..].iter().map(as_list).collect();
+            let n = lists.iter().flatten().map(Vec::len).max().unwrap_or(1);
+            let mut out = Vec::new();
+            for i in 0..n {
+                let row: Vec<Value> = args[1..]
+                    .iter()
+                    .zip(&lists)
+                    .map(|(a, l)| match l {
+                        Some(l) => l.get(i).cloned().unwrap_or(Value::Null),
+                        None => a.clone(),
+                    })
+                    .collect();
+                let rendered = format_string(&fmt, &row)?;
+                out.push(if row.iter().any(Value::is_unknown) {
+                    Value::Unknown(rendered)
+                } else {
+                    Value::String(rendered)
+                });
+            }
+            Value::List(out)
+        }
+        "jsonencode" => {
+            if args.first()?.contains_unknown() {
+                return None;
+            }
+            Value::String(args.first()?.to_json().to_string())
+        }
+        "sha256" => {
+            use sha2::Digest;
+            Value::String(hex::encode(sha2::Sha256::digest(s(0)?.as_bytes())))
+        }
+        "jsondecode" => Value::from_json(&serde_json::from_str(&s(0)?).ok()?),
+        _ => return None,
+    };
+    Some(v)
+}
+
+fn format_string(fmt: &str, args: &[Value]) -> Option<String> {
+    let mut out = String::new();
+    let mut it = args.iter();
+    let mut chars = fmt.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '%' {
+            out.push(c);
+            continue;
+        }
+        // Skip flags/width, then the verb.
+        let mut verb = None;
+        while let Some(&n) = chars.peek() {
+            chars.next();
+            if n.is_ascii_alphabetic() || n == '%' {
+                verb = Some(n);
+                break;
+            }
+        }
+        match verb? {
+            '%' => out.push('%'),
+            'q' => out.push_str(&format!("\"{}\"", it.next()?.to_symbolic_string()?)),
+            _ => out.push_str(&it.next()?.to_symbolic_string()?),
+        }
+    }
+    Some(out)
+}
+
+/// Attributes the provider computes and that other resources commonly reference. Only what
+/// is deterministic from the configuration is filled in; the rest stays symbolic.
+fn computed_attributes(
+    rtype: &str,
+    mode: Mode,
+    address: &str,
+    attrs: &mut BTreeMap<String, Value>,
+    default_project: &Value,
+) {
+    let get = |attrs: &BTreeMap<String, Value>, k: &str| -> Option<String> {
+        attrs.get(k).and_then(|v| v.to_symbolic_string())
+    };
+    let project = get(attrs, "project")
+        .or_else(|| default_project.to_symbolic_string())
+        .unwrap_or_else(|| "${provider.project}".into());
+    let sym = |s: String| -> Value {
+        if s.contains("${") {
+            Value::Unknown(s)
+        } else {
+            Value::String(s)
+        }
+    };
+    fn put(attrs: &mut BTreeMap<String, Value>, k: &str, v: Value) {
+        attrs.entry(k.to_string()).or_insert(v);
+    }
+    match (mode, rtype) {
+        (_, "google_service_account") => {
+            let account = {
+                let a = attrs.get("account_id").and_then(|v| v.to_symbolic_string());
+                a.unwrap_or_else(|| format!("${{{address}.account_id}}"))
+            };
+            let email = if account.contains('@') {
+                account.clone()
+            } else {
+                format!("{account}@{project}.iam.gserviceaccount.com")
+            };
+            put(attrs, "email", sym(email.clone()));
+            put(attrs, "member", sym(format!("serviceAccount:{email}")));
+            put(attrs, "name", sym(format!("projects/{project}/serviceAccounts/{email}")));
+            put(attrs, "id", sym(format!("projects/{project}/serviceAccounts/{email}")));
+            put(attrs, "project", sym(project));
+            put(attrs, "unique_id", Value::unknown(format!("{address}.unique_id")));
+        }
+        (Mode::Managed, "google_project_iam_custom_role") => {
+            let role = get(attrs, "role_id").unwrap_or_else(|| format!("${{{address}.role_id}}"));
+            let id = format!("projects/{project}/roles/{role}");
+            put(attrs, "id", sym(id.clone()));
+            put(attrs, "name", sym(id));
+        }
+        (Mode::Managed, "google_organization_iam_custom_role") => {
+            let role = get(attrs, "role_id").unwrap_or_else(|| format!("${{{address}.role_id}}"));
+            let org = get(attrs, "org_id").unwrap_or_else(|| format!("${{{address}.org_id}}"));
+            let id = format!("organizations/{org}/roles/{role}");
+            put(attrs, "id", sym(id.clone()));
+            put(attrs, "name", sym(id));
+        }
+        (_, "google_project") => {
+            let pid = get(attrs, "project_id").unwrap_or(project);
+            put(attrs, "id", sym(format!("projects/{pid}")));
+            put(attrs, "project_id", sym(pid));
+            put(attrs, "number", Value::unknown(format!("{address}.number")));
+        }
+        (_, "google_secret_manager_secret") => {
+            let sid = get(attrs, "secret_id").unwrap_or_else(|| format!("${{{address}.secret_id}}"));
+            let id = format!("projects/{project}/secrets/{sid}");
+            put(attrs, "id", sym(id.clone()));
+            put(attrs, "name", sym(id));
+        }
+        (_, "google_storage_bucket") => {
+            if let Some(n) = get(attrs, "name") {
+                put(attrs, "id", sym(n.clone()));
+                put(attrs, "url", sym(format!("gs://{n}")));
+            }
+        }
+        (_, "google_iam_workload_identity_pool") => {
+            let pid = get(attrs, "workload_identity_pool_id").unwrap_or_else(|| format!("${{{address}.id}}"));
+            let name = format!("projects/{project}/locations/global/workloadIdentityPools/{pid}");
+            put(attrs, "name", sym(name.clone()));
+            put(attrs, "id", sym(name));
+        }
+        (_, "google_cloud_identity_group") => {
+            let key = attrs
+                .get("group_key")
+                .and_then(|g| match g {
+                    Value::List(l) => l.first().and_then(|x| x.get_str("id")),
+                    other => other.get_str("id"),
+                })
+                .unwrap_or_else(|| format!("${{{address}.group_key}}"));
+            put(attrs, "name", sym(format!("groups/{key}")));
+            put(attrs, "id", sym(format!("groups/{key}")));
+        }
+        (_, "google_pubsub_topic") => {
+            if let Some(n) = get(attrs, "name") {
+                put(attrs, "id", sym(format!("projects/{project}/topics/{n}")));
+            }
+        }
+        (_, "google_bigquery_dataset") => {
+            if let Some(n) = get(attrs, "dataset_id") {
+                put(attrs, "id", sym(format!("projects/{project}/datasets/{n}")));
+            }
+        }
+        (Mode::Data, "google_iam_policy") => {
+            let bindings = attrs.get("binding").cloned().unwrap_or(Value::List(Vec::new()));
+            let mut policy = BTreeMap::new();
+            policy.insert("bindings".to_string(), bindings);
+            put(attrs, "policy_data", Value::Map(policy));
+        }
+        (Mode::Data, "google_client_config") => {
+            put(attrs, "project", default_project.clone());
+        }
+        _ => {}
+    }
+    attrs.entry("id".to_string()).or_insert_with(|| Value::unknown(format!("{address}.id")));
+    let _ = BTreeSet::<String>::new();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn eval_str(src: &str) -> Value {
+        let world = World::new();
+        let body = hcl::parse(&format!("v = {src}")).expect("parses");
+        const_eval(&world, attr_expr(&body, "v").expect("attr"))
+    }
+
+    #[test]
+    fn functions_and_templates() {
+        assert_eq!(eval_str("upper(\"ab\")"), Value::String("AB".into()));
+        assert_eq!(eval_str("format(\"%s-%d\", \"a\", 3)"), Value::String("a-3".into()));
+        assert_eq!(eval_str("length(concat([1], [2, 3]))"), Value::Number(3.0));
+        assert_eq!(eval_str("join(\",\", [for x in [\"b\", \"a\"] : x if x != \"b\"])"), Value::String("a".into()));
+        assert_eq!(eval_str("merge({a = 1}, {b = 2})[\"b\"]"), Value::Number(2.0));
+        assert_eq!(eval_str("\"x-${1 + 2}\""), Value::String("x-3".into()));
+        assert!(eval_str("\"sa-${var.env}\"").is_unknown());
+        assert_eq!(eval_str("\"sa-${var.env}\""), Value::Unknown("sa-${var.env}".into()));
+        assert_eq!(eval_str("try(var.nope, \"d\")"), Value::String("d".into()));
+        assert_eq!(
+            eval_str("{ for k, v in {a = 1, b = 2} : k => v if v > 1 }"),
+            Value::Map([("b".to_string(), Value::Number(2.0))].into_iter().collect())
+        );
+    }
+
+    #[test]
+    fn sha256_and_symbolic_function_rendering() {
+        assert_eq!(eval_str("substr(sha256(\"abc\"), 0, 6)"), Value::String("ba7816".into()));
+        assert_eq!(eval_str("\"b-${substr(var.x, 0, 6)}\""), Value::Unknown("b-${substr(var.x, 0, 6)}".into()));
+    }
+
+    proptest::proptest! {
+        /// Whatever the text, parsing and evaluating it never panics.
+        #[test]
+        fn arbitrary_hcl_never_panics(text in "[a-z_{}()=\"$.,:?<>!&|+*/%0-9 \n-]{0,200}") {
+            let mut src = crate::source::ModuleSrc::default();
+            crate::source::parse_file_into(&mut src, "fuzz.tf", &text);
+            let world = World::new();
+            if let Ok(body) = hcl::parse(&format!("v = {text}")) {
+                if let Some(e) = attr_expr(&body, "v") {
+                    let _ = const_eval(&world, e);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn unknown_function_is_symbolic_not_an_error() {
+        assert!(eval_str("regexall(\"x\", \"y\")").is_unknown());
+        assert!(eval_str("provider::foo::bar(1)").is_unknown());
+    }
+}

@@ -1,0 +1,574 @@
+//! The facts the rules and the graph work on, extracted from evaluated resources (HCL), from a
+//! `tofu show -json` plan, or from an exported IAM policy: effective bindings (member, role,
+//! resource, condition, file:line), custom roles, service accounts, keys, org policies...
+
+use crate::eval::{ResInstance, ADDR_KEY};
+use crate::source::{Loc, Mode};
+use crate::value::{is_symbolic, Value};
+use std::collections::BTreeSet;
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TargetKind {
+    Organization,
+    Folder,
+    Project,
+    ServiceAccount,
+    Other,
+}
+
+/// The resource a binding is attached to.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+pub struct Target {
+    pub kind: TargetKind,
+    pub id: String,
+}
+
+impl Target {
+    pub fn key(&self) -> String {
+        match self.kind {
+            TargetKind::Organization => format!("organizations/{}", self.id),
+            TargetKind::Folder => format!("folders/{}", self.id),
+            TargetKind::Project => format!("projects/{}", self.id),
+            TargetKind::ServiceAccount => format!("serviceAccounts/{}", self.id),
+            TargetKind::Other => self.id.clone(),
+        }
+    }
+    /// Project, folder or organization: a grant here applies to everything beneath.
+    pub fn is_container(&self) -> bool {
+        matches!(self.kind, TargetKind::Organization | TargetKind::Folder | TargetKind::Project)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Condition {
+    pub title: String,
+    pub expression: String,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Binding {
+    pub member: String,
+    pub role: String,
+    pub target: Target,
+    pub condition: Option<Condition>,
+    pub loc: Loc,
+    /// Resource address that declares it (e.g. `module.iam.google_project_iam_member.x["a"]`).
+    pub address: String,
+}
+
+impl Binding {
+    /// Symbolic parts (values only known after a plan).
+    pub fn symbolic(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for (what, text) in [("member", &self.member), ("role", &self.role), ("resource", &self.target.id)] {
+            if is_symbolic(text) {
+                out.push(format!("{what} {text} is known only after plan"));
+            }
+        }
+        out
+    }
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CustomRole {
+    pub name: String,
+    pub permissions: BTreeSet<String>,
+    pub loc: Loc,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ServiceAccount {
+    pub email: String,
+    pub project: String,
+    pub loc: Loc,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct KeyResource {
+    /// `service-account-key`, `hmac-key` or `api-key`.
+    pub kind: &'static str,
+    pub service_account: Option<String>,
+    pub address: String,
+    pub loc: Loc,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct OrgPolicy {
+    pub constraint: String,
+    pub parent: Target,
+    /// The policy relaxes the constraint (allow all / not enforced / extra allowed values).
+    pub relaxes: bool,
+    /// The relaxation is limited by a condition (e.g. tags on one resource).
+    pub conditional: bool,
+    pub address: String,
+    pub loc: Loc,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct GroupMembership {
+    pub group: String,
+    pub member: String,
+    pub loc: Loc,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Instance {
+    pub service_account: String,
+    pub project: String,
+    pub address: String,
+    pub loc: Loc,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct WifProvider {
+    pub pool: String,
+    pub project: String,
+    pub has_condition: bool,
+    pub address: String,
+    pub loc: Loc,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ProjectParent {
+    pub project: String,
+    pub parent: Target,
+}
+
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct Inventory {
+    pub bindings: Vec<Binding>,
+    pub custom_roles: Vec<CustomRole>,
+    pub service_accounts: Vec<ServiceAccount>,
+    pub keys: Vec<KeyResource>,
+    pub org_policies: Vec<OrgPolicy>,
+    pub group_memberships: Vec<GroupMembership>,
+    pub instances: Vec<Instance>,
+    pub wif_providers: Vec<WifProvider>,
+    pub project_parents: Vec<ProjectParent>,
+    pub folder_parents: Vec<(String, Target)>,
+}
+
+fn s(v: &Value, key: &str) -> Option<String> {
+    v.get(key).and_then(|x| x.to_symbolic_string())
+}
+
+fn first_block(v: &Value, key: &str) -> Option<Value> {
+    match v.get(key)? {
+        Value::List(l) => l.first().cloned(),
+        m @ Value::Map(_) => Some(m),
+        _ => None,
+    }
+}
+
+fn strings(v: Option<Value>) -> Vec<String> {
+    match v {
+        Some(Value::List(l)) => l.iter().filter_map(Value::to_symbolic_string).collect(),
+        Some(other) => other.to_symbolic_string().into_iter().collect(),
+        None => Vec::new(),
+    }
+}
+
+/// `projects/p/serviceAccounts/e@x` → `e@x`.
+pub fn sa_email(id: &str) -> String {
+    match id.rsplit_once("/serviceAccounts/") {
+        Some((_, e)) => e.to_string(),
+        None => id.to_string(),
+    }
+}
+
+fn strip(text: &str, prefix: &str) -> String {
+    text.strip_prefix(prefix).unwrap_or(text).to_string()
+}
+
+/// The project of a service-account email (`x@p.iam.gserviceaccount.com` → `p`).
+pub fn sa_project(email: &str) -> Option<String> {
+    let (_, domain) = email.split_once('@')?;
+    domain.strip_suffix(".iam.gserviceaccount.com").map(str::to_string)
+}
+
+fn condition(attrs: &Value) -> Option<Condition> {
+    let c = first_block(attrs, "condition")?;
+    Some(Condition { title: s(&c, "title").unwrap_or_default(), expression: s(&c, "expression").unwrap_or_default() })
+}
+
+/// The target of a `google_X_iam_*` resource.
+fn iam_target(prefix: &str, attrs: &Value, default_project: &str) -> Target {
+    match prefix {
+        "project" => Target {
+            kind: TargetKind::Project,
+            id: strip(&s(attrs, "project").unwrap_or_else(|| default_project.to_string()), "projects/"),
+        },
+        "folder" => Target { kind: TargetKind::Folder, id: strip(&s(attrs, "folder").unwrap_or_default(), "folders/") },
+        "organization" => Target {
+            kind: TargetKind::Organization,
+            id: strip(&s(attrs, "org_id").unwrap_or_default(), "organizations/"),
+        },
+        "service_account" => Target {
+            kind: TargetKind::ServiceAccount,
+            id: sa_email(&s(attrs, "service_account_id").unwrap_or_default()),
+        },
+        other => {
+            const ID_KEYS: &[&str] = &[
+                "bucket",
+                "secret_id",
+                "topic",
+                "subscription",
+                "dataset_id",
+                "table_id",
+                "crypto_key_id",
+                "key_ring_id",
+                "repository",
+                "service",
+                "cloud_function",
+                "instance_name",
+                "instance",
+                "name",
+                "job",
+            ];
+            let id = ID_KEYS.iter().find_map(|k| s(attrs, k)).unwrap_or_else(|| "?".into());
+            Target { kind: TargetKind::Other, id: format!("{other}:{id}") }
+        }
+    }
+}
+
+/// Bindings of a policy document: `{bindings: [{role, members, condition}]}` (also the
+/// `binding` blocks of `data.google_iam_policy`, or a JSON string of it).
+fn policy_bindings(policy: &Value) -> Vec<(String, Vec<String>, Option<Condition>)> {
+    let policy = match policy {
+        Value::String(text) => match serde_json::from_str::<serde_json::Value>(text) {
+            Ok(j) => Value::from_json(&j),
+            Err(_) => return Vec::new(),
+        },
+        other => other.clone(),
+    };
+    let list = match policy.get("bindings").or_else(|| policy.get("binding")) {
+        Some(Value::List(l)) => l,
+        _ => return Vec::new(),
+    };
+    list.iter()
+        .map(|b| {
+            let cond = first_block(b, "condition").map(|c| Condition {
+                title: s(&c, "title").unwrap_or_default(),
+                expression: s(&c, "expression").unwrap_or_default(),
+            });
+            (s(b, "role").unwrap_or_else(|| "${role}".into()), strings(b.get("members")), cond)
+        })
+        .collect()
+}
+
+impl Inventory {
+    /// Extracts facts from evaluated resource instances.
+    pub fn from_resources(resources: &[ResInstance], default_project: &str) -> Inventory {
+        let mut inv = Inventory::default();
+        for r in resources {
+            if r.mode == Mode::Data {
+                continue;
+            }
+            inv.add_resource(&r.rtype, &r.attrs, &r.address, &r.loc, default_project);
+        }
+        inv.finish();
+        inv
+    }
+
+    /// Derived facts and deterministic order.
+    pub fn finish(&mut self) {
+        // Service accounts mentioned anywhere (bindings, members) are nodes too.
+        let mut known: BTreeSet<String> = self.service_accounts.iter().map(|s| s.email.clone()).collect();
+        let mut extra = Vec::new();
+        for b in &self.bindings {
+            let mut emails = Vec::new();
+            if let Some(e) = b.member.strip_prefix("serviceAccount:") {
+                emails.push(e.to_string());
+            }
+            if b.target.kind == TargetKind::ServiceAccount {
+                emails.push(b.target.id.clone());
+            }
+            for e in emails {
+                if known.insert(e.clone()) {
+                    if let Some(p) = sa_project(&e) {
+                        extra.push(ServiceAccount { email: e, project: p, loc: b.loc.clone() });
+                    }
+                }
+            }
+        }
+        self.service_accounts.extend(extra);
+        self.bindings.sort_by(|a, b| (&a.loc, &a.member, &a.role).cmp(&(&b.loc, &b.member, &b.role)));
+    }
+
+    pub fn add_resource(&mut self, rtype: &str, attrs: &Value, address: &str, loc: &Loc, default_project: &str) {
+        let project = s(attrs, "project").unwrap_or_else(|| default_project.to_string());
+        if let Some(rest) = rtype.strip_prefix("google_") {
+            for kind in ["member", "binding", "policy"] {
+                let suffix = format!("_iam_{kind}");
+                let Some(prefix) = rest.strip_suffix(&suffix) else {
+                    continue;
+                };
+                let target = iam_target(prefix, attrs, default_project);
+                let mut push = |member: String, role: String, cond: Option<Condition>| {
+                    self.bindings.push(Binding {
+                        member: member.trim().to_string(),
+                        role,
+                        target: target.clone(),
+                        condition: cond,
+                        loc: loc.clone(),
+                        address: address.to_string(),
+                    });
+                };
+                match kind {
+                    "member" => push(
+                        s(attrs, "member").unwrap_or_else(|| format!("${{{address}.member}}")),
+                        s(attrs, "role").unwrap_or_else(|| format!("${{{address}.role}}")),
+                        condition(attrs),
+                    ),
+                    "binding" => {
+                        let role = s(attrs, "role").unwrap_or_else(|| format!("${{{address}.role}}"));
+                        let members = match attrs.get("members") {
+                            Some(Value::Unknown(u)) => vec![crate::value::symbolic_fragment(&u)],
+                            other => strings(other),
+                        };
+                        for m in members {
+                            push(m, role.clone(), condition(attrs));
+                        }
+                    }
+                    _ => {
+                        let policy = attrs.get("policy_data").unwrap_or(Value::Null);
+                        for (role, members, cond) in policy_bindings(&policy) {
+                            for m in members {
+                                push(m, role.clone(), cond.clone());
+                            }
+                        }
+                    }
+                }
+                return;
+            }
+        }
+        match rtype {
+            "google_project_iam_custom_role" | "google_organization_iam_custom_role" => {
+                let name = s(attrs, "name").or_else(|| s(attrs, "id")).unwrap_or_default();
+                self.custom_roles.push(CustomRole {
+                    name,
+                    permissions: strings(attrs.get("permissions")).into_iter().collect(),
+                    loc: loc.clone(),
+                });
+            }
+            "google_service_account" => {
+                if let Some(email) = s(attrs, "email") {
+                    self.service_accounts.push(ServiceAccount { email, project, loc: loc.clone() });
+                }
+            }
+            "google_service_account_key" => self.keys.push(KeyResource {
+                kind: "service-account-key",
+                service_account: s(attrs, "service_account_id").map(|x| sa_email(&x)),
+                address: address.to_string(),
+                loc: loc.clone(),
+            }),
+            "google_storage_hmac_key" => self.keys.push(KeyResource {
+                kind: "hmac-key",
+                service_account: s(attrs, "service_account_email"),
+                address: address.to_string(),
+                loc: loc.clone(),
+            }),
+            "google_apikeys_key" => self.keys.push(KeyResource {
+                kind: "api-key",
+                service_account: None,
+                address: address.to_string(),
+                loc: loc.clone(),
+            }),
+            "google_org_policy_policy" => {
+                let parent_text = s(attrs, "parent").unwrap_or_default();
+                let parent = parent_target(&parent_text);
+                let name = s(attrs, "name").unwrap_or_default();
+                let constraint = name.rsplit_once("/policies/").map(|(_, c)| c.to_string()).unwrap_or(name);
+                let mut relaxes = false;
+                let mut conditional = false;
+                if let Some(spec) = first_block(attrs, "spec") {
+                    if let Some(Value::List(rules)) = spec.get("rules") {
+                        for rule in &rules {
+                            let allow_all = s(rule, "allow_all").is_some_and(|x| x.eq_ignore_ascii_case("true"));
+                            let not_enforced = s(rule, "enforce").is_some_and(|x| x.eq_ignore_ascii_case("false"));
+                            let allowed_values = first_block(rule, "values")
+                                .map(|v| !strings(v.get("allowed_values")).is_empty())
+                                .unwrap_or(false);
+                            if allow_all || not_enforced || allowed_values {
+                                relaxes = true;
+                                if first_block(rule, "condition").is_some() {
+                                    conditional = true;
+                                }
+                            }
+                        }
+                    }
+                    if s(&spec, "inherit_from_parent").is_some_and(|x| x == "false") {
+                        // Not a relaxation by itself.
+                    }
+                }
+                self.org_policies.push(OrgPolicy {
+                    constraint,
+                    parent,
+                    relaxes,
+                    conditional,
+                    address: address.to_string(),
+                    loc: loc.clone(),
+                });
+            }
+            "google_project_organization_policy"
+            | "google_folder_organization_policy"
+            | "google_organization_policy" => {
+                let parent = match rtype {
+                    "google_project_organization_policy" => Target { kind: TargetKind::Project, id: project.clone() },
+                    "google_folder_organization_policy" => Target {
+                        kind: TargetKind::Folder,
+                        id: strip(&s(attrs, "folder").unwrap_or_default(), "folders/"),
+                    },
+                    _ => Target {
+                        kind: TargetKind::Organization,
+                        id: strip(&s(attrs, "org_id").unwrap_or_default(), "organizations/"),
+                    },
+                };
+                let relaxes = first_block(attrs, "list_policy").is_some_and(|lp| {
+                    first_block(&lp, "allow").is_some_and(|a| {
+                        s(&a, "all").is_some_and(|x| x == "true") || !strings(a.get("values")).is_empty()
+                    })
+                }) || first_block(attrs, "boolean_policy")
+                    .is_some_and(|b| s(&b, "enforced").is_some_and(|x| x == "false"));
+                self.org_policies.push(OrgPolicy {
+                    constraint: strip(&s(attrs, "constraint").unwrap_or_default(), "constraints/"),
+                    parent,
+                    relaxes,
+                    conditional: false,
+                    address: address.to_string(),
+                    loc: loc.clone(),
+                });
+            }
+            "google_cloud_identity_group_membership" => {
+                let group = strip(&s(attrs, "group").unwrap_or_default(), "groups/");
+                let member = first_block(attrs, "preferred_member_key").and_then(|k| s(&k, "id")).unwrap_or_default();
+                if !group.is_empty() && !member.is_empty() {
+                    let member = if member.contains(".iam.gserviceaccount.com") {
+                        format!("serviceAccount:{member}")
+                    } else {
+                        format!("user:{member}")
+                    };
+                    self.group_memberships.push(GroupMembership {
+                        group: format!("group:{group}"),
+                        member,
+                        loc: loc.clone(),
+                    });
+                }
+            }
+            "google_compute_instance" | "google_compute_instance_template" => {
+                if let Some(sa) = first_block(attrs, "service_account").and_then(|b| s(&b, "email")) {
+                    self.instances.push(Instance {
+                        service_account: sa,
+                        project,
+                        address: address.to_string(),
+                        loc: loc.clone(),
+                    });
+                }
+            }
+            "google_iam_workload_identity_pool_provider" => {
+                let pool = s(attrs, "workload_identity_pool_id").unwrap_or_default();
+                let pool = pool.rsplit('/').next().unwrap_or_default().to_string();
+                self.wif_providers.push(WifProvider {
+                    pool,
+                    project,
+                    has_condition: s(attrs, "attribute_condition").is_some_and(|c| !c.trim().is_empty()),
+                    address: address.to_string(),
+                    loc: loc.clone(),
+                });
+            }
+            "google_project" => {
+                let pid = s(attrs, "project_id").unwrap_or_default();
+                let parent = if let Some(f) = s(attrs, "folder_id") {
+                    Some(Target { kind: TargetKind::Folder, id: strip(&f, "folders/") })
+                } else {
+                    s(attrs, "org_id")
+                        .map(|o| Target { kind: TargetKind::Organization, id: strip(&o, "organizations/") })
+                };
+                if let Some(parent) = parent {
+                    self.project_parents.push(ProjectParent { project: pid, parent });
+                }
+            }
+            "google_folder" => {
+                let id = s(attrs, "folder_id").or_else(|| s(attrs, "name")).map(|x| strip(&x, "folders/"));
+                if let (Some(id), Some(parent)) = (id, s(attrs, "parent")) {
+                    self.folder_parents.push((id, parent_target(&parent)));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Facts from a `tofu show -json` plan (planned values, all modules).
+    pub fn from_plan(plan: &serde_json::Value, file: &str) -> Inventory {
+        let mut inv = Inventory::default();
+        fn walk(inv: &mut Inventory, module: &serde_json::Value, file: &str, depth: u32) {
+            if depth > 32 {
+                return;
+            }
+            if let Some(resources) = module.get("resources").and_then(|r| r.as_array()) {
+                for r in resources {
+                    if r.get("mode").and_then(|m| m.as_str()) == Some("data") {
+                        continue;
+                    }
+                    let rtype = r.get("type").and_then(|t| t.as_str()).unwrap_or_default();
+                    let address = r.get("address").and_then(|t| t.as_str()).unwrap_or_default();
+                    let mut attrs = match r.get("values").map(Value::from_json) {
+                        Some(Value::Map(m)) => m,
+                        _ => Default::default(),
+                    };
+                    attrs.insert(ADDR_KEY.to_string(), Value::String(address.to_string()));
+                    let loc = Loc { file: format!("{file}#{address}"), line: 0 };
+                    let attrs = Value::Map(attrs);
+                    let project = s(&attrs, "project").unwrap_or_else(|| "${provider.project}".into());
+                    if rtype == "google_service_account" && attrs.get("email").is_some_and(|e| matches!(e, Value::Null))
+                    {
+                        continue;
+                    }
+                    inv.add_resource(rtype, &attrs, address, &loc, &project);
+                }
+            }
+            if let Some(children) = module.get("child_modules").and_then(|c| c.as_array()) {
+                for c in children {
+                    walk(inv, c, file, depth + 1);
+                }
+            }
+        }
+        if let Some(root) = plan.get("planned_values").and_then(|p| p.get("root_module")) {
+            walk(&mut inv, root, file, 0);
+        }
+        inv.finish();
+        inv
+    }
+
+    /// Facts from an exported IAM policy (`gcloud projects get-iam-policy --format=json`).
+    pub fn from_policy(policy: &serde_json::Value, file: &str, target: Target) -> Inventory {
+        let mut inv = Inventory::default();
+        let value = Value::from_json(policy);
+        for (i, (role, members, cond)) in policy_bindings(&value).into_iter().enumerate() {
+            for m in members {
+                inv.bindings.push(Binding {
+                    member: m,
+                    role: role.clone(),
+                    target: target.clone(),
+                    condition: cond.clone(),
+                    loc: Loc { file: file.to_string(), line: 0 },
+                    address: format!("bindings[{i}]"),
+                });
+            }
+        }
+        inv.finish();
+        inv
+    }
+}
+
+/// `organizations/1`, `folders/2`, `projects/p` → target.
+pub fn parent_target(text: &str) -> Target {
+    if let Some(o) = text.strip_prefix("organizations/") {
+        Target { kind: TargetKind::Organization, id: o.to_string() }
+    } else if let Some(f) = text.strip_prefix("folders/") {
+        Target { kind: TargetKind::Folder, id: f.to_string() }
+    } else {
+        Target { kind: TargetKind::Project, id: strip(text, "projects/") }
+    }
+}
