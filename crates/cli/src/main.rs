@@ -36,26 +36,25 @@ enum Command {
     /// Run everything on embedded defaults (database, API, CDC) in the foreground until Ctrl-C
     Up(up::UpArgs),
     /// Run the HTTP API
-    Serve(NotBuilt),
+    Serve(fintrail_api::cli::ServeArgs),
     /// Manage the private PostgreSQL cluster: start, status, migrate, stop
     Db(db_cmd::DbArgs),
     /// Replicate PostgreSQL into the analytics store (DuckDB, BigQuery)
-    Cdc(NotBuilt),
+    Cdc(fintrail_cdc::cli::CdcArgs),
     /// Verify and checkpoint the tamper-evident audit trail
-    Audit(NotBuilt),
+    Audit(fintrail_api::cli::AuditArgs),
     /// Analyze OpenTofu/Terraform code for least privilege and escalation paths
     Iam(fintrail_iam::cli::IamArgs),
     /// Trace commits to tasks and check that every change has one
     Trace(fintrail_trace::cli::TraceArgs),
     /// Measure ours against a baseline in the same run and print `ratio: X`
     Bench(BenchArgs),
-}
-
-/// A part of fintrail whose issue has not landed yet.
-#[derive(Debug, clap::Args)]
-struct NotBuilt {
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
-    rest: Vec<String>,
+    /// Issue and revoke staff bearer tokens
+    Token(fintrail_api::cli::TokenArgs),
+    /// Query the analytics store (the DuckDB file written by `cdc`)
+    Analytics(fintrail_cdc::cli::AnalyticsArgs),
+    /// Prove the ledger's invariants on a live database (`ledger check`)
+    Ledger(fintrail_api::ledger::cli::LedgerArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -67,20 +66,15 @@ struct BenchArgs {
 #[derive(Debug, Subcommand)]
 enum BenchName {
     /// HTTP POST /transfers against pgbench TPC-B on the same cluster
-    Transfers(NotBuilt),
+    Transfers(fintrail_api::ledger::bench::BenchArgs),
     /// Audit-trail verification speed and API throughput with the trail on vs off
-    Audit(NotBuilt),
+    Audit(fintrail_api::bench::BenchArgs),
     /// Our CDC pipeline into DuckDB against pg_recvlogical on the same slot data
-    Cdc(NotBuilt),
+    Cdc(fintrail_cdc::bench::BenchArgs),
     /// pgbench TPS with the CDC pipeline streaming vs no consumer
-    CdcImpact(NotBuilt),
+    CdcImpact(fintrail_cdc::bench::BenchArgs),
     /// Our IAM analyzer against Checkov on the same generated root
     Iam(fintrail_iam::bench::BenchArgs),
-}
-
-fn not_built(what: &str, issue: u32) -> anyhow::Result<u8> {
-    eprintln!("fintrail {what}: not built yet (issue {issue}); nothing was done");
-    Ok(2)
 }
 
 fn main() -> ExitCode {
@@ -99,6 +93,19 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
 }
 
+/// Prepares the database (starting and migrating the private cluster, or connecting to
+/// `--database-url`) and runs `f` with the context.
+fn with_context<F, Fut>(home: &fintrail_db::Home, url: Option<&str>, f: F) -> anyhow::Result<u8>
+where
+    F: FnOnce(fintrail_db::Context) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<u8>>,
+{
+    runtime()?.block_on(async {
+        let ctx = fintrail_db::prepare(home, url).await?;
+        f(ctx).await
+    })
+}
+
 fn run(cli: Cli) -> anyhow::Result<u8> {
     let home = fintrail_db::Home::new(&cli.home)?;
     let url = cli.database_url.as_deref();
@@ -107,15 +114,37 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Trace(args) => Ok(fintrail_trace::cli::run(args)),
         Command::Db(args) => runtime()?.block_on(db_cmd::run(args, &home, url)),
         Command::Up(args) => runtime()?.block_on(up::run(args, &home, url)),
-        Command::Serve(_) => not_built("serve", 3),
-        Command::Cdc(_) => not_built("cdc", 5),
-        Command::Audit(_) => not_built("audit", 3),
+        Command::Serve(args) => {
+            with_context(&home, url, |ctx| async move { fintrail_api::cli::run_serve(args, &ctx).await })
+        }
+        Command::Audit(args) => {
+            with_context(&home, url, |ctx| async move { fintrail_api::cli::run_audit(args, &ctx).await })
+        }
+        Command::Token(args) => {
+            with_context(&home, url, |ctx| async move { fintrail_api::cli::run_token(args, &ctx).await })
+        }
+        Command::Ledger(args) => {
+            with_context(&home, url, |ctx| async move { fintrail_api::ledger::cli::run_ledger(args, &ctx).await })
+        }
+        Command::Cdc(args) => {
+            with_context(&home, url, |ctx| async move { fintrail_cdc::cli::run_cdc(args, &ctx).await })
+        }
+        Command::Analytics(args) => {
+            // Reads only the DuckDB file: it never touches (or starts) the transactional database.
+            let ctx = fintrail_db::Context {
+                db: fintrail_db::Database::external("postgres://analytics-only@127.0.0.1/none")?,
+                home,
+            };
+            runtime()?.block_on(fintrail_cdc::cli::run_analytics(args, &ctx))
+        }
         Command::Bench(b) => match b.name {
             BenchName::Iam(args) => fintrail_iam::bench::run(args).map(|()| 0),
-            BenchName::Transfers(_) => not_built("bench transfers", 4),
-            BenchName::Audit(_) => not_built("bench audit", 3),
-            BenchName::Cdc(_) => not_built("bench cdc", 5),
-            BenchName::CdcImpact(_) => not_built("bench cdc-impact", 5),
+            BenchName::Transfers(args) => {
+                runtime()?.block_on(fintrail_api::ledger::bench::transfers(args, &home)).map(|()| 0)
+            }
+            BenchName::Audit(args) => runtime()?.block_on(fintrail_api::bench::audit(args, &home)).map(|()| 0),
+            BenchName::Cdc(args) => runtime()?.block_on(fintrail_cdc::bench::cdc(args, &home)).map(|()| 0),
+            BenchName::CdcImpact(args) => runtime()?.block_on(fintrail_cdc::bench::cdc_impact(args, &home)).map(|()| 0),
         },
     }
 }

@@ -22,6 +22,15 @@ pub struct UpArgs {
     /// Leave the private cluster running on exit (default: stop it).
     #[arg(long)]
     keep_db: bool,
+    /// Where the API listens (loopback by default: nothing is exposed to the network).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: std::net::SocketAddr,
+    /// Do not seed the demo data (customers, KYC cases, an organization).
+    #[arg(long)]
+    no_demo: bool,
+    /// Do not run the CDC pipeline into FINTRAIL_HOME/analytics.duckdb.
+    #[arg(long)]
+    no_cdc: bool,
 }
 
 pub async fn run(args: UpArgs, home: &Home, url: Option<&str>) -> anyhow::Result<u8> {
@@ -58,19 +67,67 @@ pub async fn run(args: UpArgs, home: &Home, url: Option<&str>) -> anyhow::Result
         let cluster = Cluster::new(home.clone())?;
         crate::db_cmd::print_cluster(&cluster, &ctx.db);
     }
-    say!("api:       not built yet (issue 3)");
-    say!("cdc:       not built yet (issue 5)");
+    let server = fintrail_api::start_server(&ctx, args.listen)
+        .await
+        .with_context(|| format!("starting the API on {} (is the port taken? use --listen)", args.listen))?;
+    say!("api:       http://{}  (OpenAPI at /openapi.json)", server.local_addr());
+    if !args.no_demo {
+        let demo = fintrail_api::seed_demo(&ctx).await.context("seeding the demo data")?;
+        say!("demo:      {} customers, organization {:?}", demo.customer_ids.len(), demo.organization_id);
+        say!("staff token (role admin, shown once): {}", demo.admin_token);
+    }
+    // The pipeline stops when this channel fires; it then commits and confirms what it has.
+    let (stop_cdc, cdc_stopped) = tokio::sync::oneshot::channel::<()>();
+    let cdc = if args.no_cdc {
+        None
+    } else {
+        let ctx = ctx.clone();
+        say!("cdc:       streaming into {}", home.analytics_db().display());
+        Some(tokio::spawn(async move {
+            let shutdown = async {
+                let _ = cdc_stopped.await;
+            };
+            fintrail_cdc::run_pipeline(&ctx, shutdown).await
+        }))
+    };
     say!("fintrail up: running; press Ctrl-C to stop");
 
-    shutdown.wait().await;
+    // Run until a signal, or until the pipeline fails (it stops with a clear error rather
+    // than dropping data; the API keeps nothing half-done either way).
+    let cdc_outcome = match cdc {
+        Some(mut task) => {
+            tokio::select! {
+                () = shutdown.wait() => { let _ = stop_cdc.send(()); Some(task.await) }
+                r = &mut task => Some(r),
+            }
+        }
+        None => {
+            shutdown.wait().await;
+            None
+        }
+    };
     say!("fintrail up: shutting down");
+    let mut code = 0;
+    match cdc_outcome {
+        Some(Ok(Ok(()))) | None => {}
+        Some(Ok(Err(e))) => {
+            eprintln!("error: the CDC pipeline stopped: {e:#}");
+            code = 1;
+        }
+        Some(Err(e)) => {
+            eprintln!("error: the CDC pipeline task failed: {e}");
+            code = 1;
+        }
+    }
+    server.shutdown().await?;
+    say!("api stopped");
     if url.is_none() && !args.keep_db {
         let cluster = Cluster::new(home.clone())?;
         tokio::task::spawn_blocking(move || cluster.stop()).await??;
         say!("private PostgreSQL stopped");
     }
     drop(lock);
-    Ok(0)
+    Ok(code)
 }
 
 /// Ctrl-C (SIGINT) and SIGTERM, caught from the moment it is installed: install it before

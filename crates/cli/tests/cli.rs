@@ -65,11 +65,22 @@ fn external_database_url_is_not_started_or_stopped() {
     assert_eq!(out.status.code(), Some(1), "an unreachable external server is 'not running'");
 }
 
+/// A minimal HTTP/1.1 GET over a real socket; returns the raw response.
+fn http_get(addr: &str, path: &str) -> String {
+    use std::io::{Read as _, Write as _};
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect to the API");
+    stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").expect("send");
+    let mut out = String::new();
+    let _ = stream.read_to_string(&mut out);
+    out
+}
+
 /// Starts `fintrail up` and waits until it says it is running (the caller reaps the child).
 #[allow(clippy::zombie_processes)]
 fn spawn_up(home: &Path) -> (Child, Vec<String>) {
     let mut child = bin()
-        .arg("up")
+        .args(["up", "--listen", "127.0.0.1:0"])
         .env("FINTRAIL_HOME", home)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -105,6 +116,10 @@ fn up_runs_once_per_home_survives_kill_9_and_stops_cleanly() {
     let home = temp_home("up");
     let (mut first, lines) = spawn_up(&home);
     assert!(lines.iter().any(|l| l.contains("database ready: postgres://fintrail_app@127.0.0.1:")), "{lines:?}");
+    assert!(lines.iter().any(|l| l.starts_with("staff token")), "{lines:?}");
+    let api = lines.iter().find_map(|l| l.strip_prefix("api:       http://")).expect("api address printed");
+    let addr = api.split_whitespace().next().expect("address");
+    assert!(http_get(addr, "/openapi.json").starts_with("HTTP/1.1 200"), "the API answers");
 
     // A second `up` on the same home fails clearly.
     let second = bin().arg("up").env("FINTRAIL_HOME", &home).output().expect("second up");

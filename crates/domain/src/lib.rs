@@ -4,4 +4,12 @@
 //! every other crate depends on it, it depends on none of them. Time is passed
 //! in, never read here, so every rule is testable exhaustively.
 
+pub mod access;
+pub mod audit;
 pub mod db_role;
+pub mod ledger;
+pub mod media;
+pub mod state_machine;
+
+pub use access::{Permission, PrincipalKind, Role};
+pub use state_machine::{KybState, KycState, State, Transition};

@@ -1,0 +1,226 @@
+//! The middleware chain, in this order: request id → access log → authentication →
+//! authorization (one permission per route) → handler.
+//!
+//! Authentication resolves `Authorization: Bearer <token>` to a [`Principal`] (the token's
+//! SHA-256 is looked up; expired and revoked tokens do not resolve). A request without a valid
+//! token is answered 401 here and never reaches authorization or the handler. Authorization
+//! checks the route's single permission against the principal's role, and records every
+//! denial in the audit trail (in a transaction of its own).
+
+use axum::extract::{FromRequestParts, Request, State};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderValue};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use fintrail_domain::audit::AuditAction;
+use fintrail_domain::{Permission, Role};
+use rand::RngCore;
+
+use crate::audit::NewEvent;
+use crate::error::ApiError;
+use crate::state::AppState;
+use crate::tokens;
+
+/// The request id header.
+pub const REQUEST_ID: &str = "x-request-id";
+
+/// The request id of this request (from a valid incoming header, or generated).
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+/// Who is calling.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    /// The token's id (names the session in the trail).
+    pub token_id: i64,
+    /// The role the token was issued with.
+    pub role: Role,
+    /// The customer, for customer tokens.
+    pub customer_id: Option<i64>,
+    /// The token's label (staff name, "customer").
+    pub label: String,
+}
+
+impl Principal {
+    /// The actor string recorded in the trail.
+    pub fn actor(&self) -> String {
+        match self.customer_id {
+            Some(c) => format!("customer:{c}"),
+            None => format!("staff:{}:{}", self.token_id, self.label),
+        }
+    }
+}
+
+/// The permission the route required and the principal holds (set by authorization).
+#[derive(Debug, Clone, Copy)]
+pub struct Granted(pub Permission);
+
+/// Everything a protected handler needs to know about the caller.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// Who.
+    pub principal: Principal,
+    /// With which permission.
+    pub permission: Permission,
+    /// For which request.
+    pub request_id: String,
+}
+
+impl Caller {
+    /// The customer of a customer principal (customer routes are scoped to it).
+    pub fn own_customer(&self) -> Result<i64, ApiError> {
+        self.principal.customer_id.ok_or_else(|| ApiError::forbidden("customer routes need a customer token"))
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let principal = parts.extensions.get::<Principal>().cloned();
+        let granted = parts.extensions.get::<Granted>().copied();
+        let request_id = parts.extensions.get::<RequestId>().map(|r| r.0.clone()).unwrap_or_default();
+        match (principal, granted) {
+            (Some(principal), Some(Granted(permission))) => Ok(Caller { principal, permission, request_id }),
+            // Only reachable if a route was registered without the middleware: fail closed.
+            _ => Err(ApiError::unauthenticated("no authenticated principal")),
+        }
+    }
+}
+
+fn valid_request_id(v: &str) -> bool {
+    (1..=64).contains(&v.len()) && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+}
+
+/// Stage 1: request id. Keeps a well-formed incoming `x-request-id` (≤ 64 chars of
+/// `[A-Za-z0-9._-]`), otherwise generates one; echoes it on the response.
+pub async fn request_id(mut req: Request, next: Next) -> Response {
+    let incoming =
+        req.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()).filter(|v| valid_request_id(v)).map(str::to_owned);
+    let id = incoming.unwrap_or_else(|| {
+        let mut b = [0u8; 12];
+        rand::thread_rng().fill_bytes(&mut b);
+        hex::encode(b)
+    });
+    req.extensions_mut().insert(RequestId(id.clone()));
+    let mut res = next.run(req).await;
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        res.headers_mut().insert(REQUEST_ID, v);
+    }
+    res
+}
+
+/// Stage 2: the access log (`log_class = "access"`).
+pub async fn access_log(req: Request, next: Next) -> Response {
+    let started = std::time::Instant::now();
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let request_id = req.extensions().get::<RequestId>().map(|r| r.0.clone()).unwrap_or_default();
+    let res = next.run(req).await;
+    tracing::info!(
+        log_class = "access",
+        %method,
+        path = %path,
+        status = res.status().as_u16(),
+        latency_us = started.elapsed().as_micros() as u64,
+        request_id = %request_id,
+        "request"
+    );
+    res
+}
+
+fn bearer(req: &Request) -> Option<&str> {
+    let v = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = v.split_once(' ')?;
+    (scheme.eq_ignore_ascii_case("bearer") && token.len() <= tokens::TOKEN_MAX_LEN && !token.is_empty())
+        .then_some(token.trim())
+}
+
+/// Stage 3: authentication.
+pub async fn authenticate(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let request_id = req.extensions().get::<RequestId>().map(|r| r.0.clone()).unwrap_or_default();
+    state.stage(&request_id, "authn");
+    let Some(token) = bearer(&req) else {
+        return unauthenticated("missing or malformed bearer token");
+    };
+    let hash = tokens::hash(token);
+    let client = match state.pool.get().await {
+        Ok(c) => c,
+        Err(e) => return ApiError::from(e).into_response(),
+    };
+    let row = client
+        .query_opt(
+            "SELECT id, role, customer_id, label FROM fintrail.api_tokens \
+             WHERE token_hash = $1 AND revoked_at IS NULL AND expires_at > now()",
+            &[&hash.as_slice()],
+        )
+        .await;
+    drop(client);
+    let row = match row {
+        Ok(Some(r)) => r,
+        Ok(None) => return unauthenticated("unknown, expired or revoked token"),
+        Err(e) => return ApiError::from(e).into_response(),
+    };
+    let Ok(role) = row.get::<_, &str>(1).parse::<Role>() else {
+        // A role removed from the Rust table no longer grants anything.
+        return unauthenticated("token role no longer exists");
+    };
+    let principal = Principal { token_id: row.get(0), role, customer_id: row.get(2), label: row.get(3) };
+    req.extensions_mut().insert(principal);
+    next.run(req).await
+}
+
+fn unauthenticated(msg: &str) -> Response {
+    let mut res = ApiError::unauthenticated(msg).into_response();
+    res.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    res
+}
+
+/// Stage 4: authorization of the route's single permission.
+pub async fn authorize(
+    State((state, permission)): State<(AppState, Permission)>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let request_id = req.extensions().get::<RequestId>().map(|r| r.0.clone()).unwrap_or_default();
+    state.stage(&request_id, "authz");
+    let Some(principal) = req.extensions().get::<Principal>().cloned() else {
+        return unauthenticated("not authenticated");
+    };
+    if !principal.role.grants(permission) {
+        let subject = format!("route:{} {}", req.method(), req.uri().path());
+        if let Err(e) = record_denial(&state, &principal, permission, subject, &request_id).await {
+            return e.into_response();
+        }
+        return ApiError::forbidden(format!("role {} lacks permission {}", principal.role, permission)).into_response();
+    }
+    req.extensions_mut().insert(Granted(permission));
+    next.run(req).await
+}
+
+/// Stage 5 marker: the handler is about to run (lets tests prove who got this far).
+pub async fn handler_stage(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    if let Some(r) = req.extensions().get::<RequestId>() {
+        state.stage(&r.0.clone(), "handler");
+    }
+    next.run(req).await
+}
+
+/// Writes an `access.denied` event in its own transaction.
+pub async fn record_denial(
+    state: &AppState,
+    principal: &Principal,
+    missing: Permission,
+    subject: String,
+    request_id: &str,
+) -> Result<(), ApiError> {
+    let ev = NewEvent::allowed(principal.actor(), AuditAction::AccessDenied, subject, Some(missing))
+        .denied()
+        .request(Some(request_id));
+    let mut client = state.pool.get().await?;
+    let tx = client.transaction().await?;
+    state.audit.append_cached(&tx, &ev).await?;
+    tx.commit().await?;
+    state.audit.committed();
+    tracing::warn!(log_class = "app", actor = %principal.actor(), permission = %missing, request_id, "access denied");
+    Ok(())
+}

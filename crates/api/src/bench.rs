@@ -1,0 +1,190 @@
+//! `fintrail bench audit`: (1) `audit verify` speed on 1M events (target ≥ 500k events/s on
+//! one core), next to the I/O floor (the same rows read without hashing); (2) API write
+//! throughput (KYB screening transitions over real HTTP) with the audit trail on vs off, in
+//! the same run, alternating order per round. Last line: `ratio: X` = on ÷ off.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use fintrail_db::{Context, DbRole, Home};
+use fintrail_domain::Role;
+use futures_util::TryStreamExt as _;
+use serde_json::json;
+
+use crate::audit::chain::Sequencer;
+use crate::audit::verify::{record_ref, EVENT_TYPES};
+use crate::audit::EVENT_COLUMNS;
+use crate::state::AppConfig;
+use tokio_postgres::binary_copy::BinaryCopyOutStream;
+
+/// `fintrail bench audit` options.
+#[derive(clap::Args, Clone, Debug)]
+pub struct BenchArgs {
+    /// Use this PostgreSQL (admin URL) instead of the private cluster under FINTRAIL_HOME.
+    #[arg(long)]
+    pub database_url: Option<String>,
+    /// Audit events to verify.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub events: i64,
+    /// Seconds per write-throughput measurement.
+    #[arg(long, default_value_t = 5)]
+    pub write_secs: u64,
+    /// Concurrent HTTP clients.
+    #[arg(long, default_value_t = 8)]
+    pub concurrency: usize,
+    /// Rounds of (audit on, audit off); the order alternates between rounds.
+    #[arg(long, default_value_t = 2)]
+    pub rounds: usize,
+}
+
+const BENCH_DB: &str = "fintrail_bench_audit";
+/// Rows inserted per statement when generating the trail.
+const INSERT_BATCH: i64 = 100_000;
+
+/// Runs the benchmark.
+pub async fn audit(args: BenchArgs, home: &Home) -> anyhow::Result<()> {
+    anyhow::ensure!(args.events > 0 && args.events <= 100_000_000, "--events must be 1..=100000000");
+    anyhow::ensure!(args.concurrency > 0 && args.concurrency <= 256, "--concurrency must be 1..=256");
+    anyhow::ensure!(args.write_secs > 0 && args.write_secs <= 600, "--write-secs must be 1..=600");
+    let base = fintrail_db::prepare(home, args.database_url.as_deref()).await?;
+    let db = base.db.with_dbname(BENCH_DB);
+    let admin = base.db.with_dbname("postgres").connect(DbRole::Admin).await?;
+    admin.batch_execute(&format!("DROP DATABASE IF EXISTS {BENCH_DB} WITH (FORCE)")).await?;
+    fintrail_db::ensure_database(&db).await?;
+    fintrail_db::migrate::migrate(&db).await?;
+    let ctx = Context { db: db.clone(), home: home.clone() };
+
+    // 1. Verification speed.
+    eprintln!("generating {} audit events ...", args.events);
+    let su = db.connect(DbRole::Admin).await?;
+    let mut done = 0;
+    while done < args.events {
+        let n = INSERT_BATCH.min(args.events - done);
+        su.execute(
+            "INSERT INTO fintrail.audit_events (actor, on_behalf_of, action, subject, permission, allowed, request_id, before, after) \
+             SELECT 'staff:1:bench', 'customer:' || g, 'kyc.case.transitioned', 'kyc_case:' || g, 'kyc.case.review', true, \
+                    'req-' || g, '{\"state\": \"in_review\"}', jsonb_build_object('state', 'approved', 'transition_id', g)::text \
+             FROM generate_series(1, $1::bigint) AS g",
+            &[&n],
+        )
+        .await?;
+        done += n;
+    }
+    let t = Instant::now();
+    let mut seq = Sequencer::try_open(&db).await?.context("another sequencer holds the lock")?;
+    let linked = seq.run_once().await?;
+    let chain_secs = t.elapsed().as_secs_f64();
+    drop(seq);
+    let floor = read_floor(&db).await?;
+    let dir = home.root().join("bench-audit-checkpoints");
+    let _ = std::fs::remove_dir_all(&dir);
+    let t = Instant::now();
+    let outcome = crate::cli::verify_trail(&ctx, &dir).await;
+    let verify_secs = t.elapsed().as_secs_f64();
+    anyhow::ensure!(outcome.exit_code() == 0, "the generated trail must verify: {outcome:?}");
+    let n = args.events as f64;
+
+    // 2. Write throughput, audit on vs off.
+    let mut on = Vec::new();
+    let mut off = Vec::new();
+    for round in 0..args.rounds {
+        let order = if round % 2 == 0 { [true, false] } else { [false, true] };
+        for audit_on in order {
+            let ops = write_throughput(&ctx, audit_on, &args).await?;
+            eprintln!("round {} audit {:<3}: {ops:.0} transitions/s", round + 1, if audit_on { "on" } else { "off" });
+            if audit_on {
+                on.push(ops)
+            } else {
+                off.push(ops)
+            }
+        }
+    }
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+    let (on_mean, off_mean) = (mean(&on), mean(&off));
+    let ratio = if off_mean > 0.0 { on_mean / off_mean } else { 0.0 };
+
+    println!("fintrail bench audit");
+    println!("{:<44} {:>16}", "measure", "value");
+    println!("{:<44} {:>16}", "events in trail", args.events);
+    println!("{:<44} {:>16.0}", "chaining (sequencer), events/s", linked as f64 / chain_secs.max(1e-9));
+    println!("{:<44} {:>16.0}", "verify, events/s (target >= 500000)", n / verify_secs.max(1e-9));
+    println!("{:<44} {:>16.0}", "I/O floor: same rows read, no hashing, rows/s", floor);
+    println!("{:<44} {:>16.0}", "API transitions/s, audit ON (ours)", on_mean);
+    println!("{:<44} {:>16.0}", "API transitions/s, audit OFF (baseline)", off_mean);
+    println!("ratio: {ratio:.3}");
+    Ok(())
+}
+
+/// Reads the events exactly as verification does (same binary COPY, same decoding), without
+/// hashing and without the chain: the floor any verifier on this connection would hit.
+async fn read_floor(db: &fintrail_db::Database) -> anyhow::Result<f64> {
+    let mut c = db.connect(DbRole::App).await?;
+    let tx = c.build_transaction().read_only(true).start().await?;
+    let t = Instant::now();
+    let sql =
+        format!("COPY (SELECT {EVENT_COLUMNS} FROM fintrail.audit_events e ORDER BY e.seq) TO STDOUT (FORMAT binary)");
+    let stream = BinaryCopyOutStream::new(tx.copy_out(&sql).await?, &EVENT_TYPES);
+    futures_util::pin_mut!(stream);
+    let mut n = 0u64;
+    while let Some(row) = stream.try_next().await? {
+        let r = record_ref(&row)?;
+        n += u64::from(r.seq > 0);
+    }
+    Ok(n as f64 / t.elapsed().as_secs_f64().max(1e-9))
+}
+
+async fn write_throughput(ctx: &Context, audit_on: bool, args: &BenchArgs) -> anyhow::Result<f64> {
+    let config = AppConfig {
+        audit_enabled: audit_on,
+        run_sequencer: audit_on,
+        record_stages: false,
+        pool_size: args.concurrency + 2,
+        checkpoint_interval_secs: 0,
+    };
+    let handle = crate::server::start_with(ctx, "127.0.0.1:0".parse()?, config).await?;
+    let base = format!("http://{}", handle.local_addr());
+    let token = crate::identity::create_token(&ctx.db, Role::ComplianceOfficer, None, "bench", 3600, "system:bench")
+        .await?
+        .token;
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(args.write_secs);
+    let mut workers = Vec::new();
+    for _ in 0..args.concurrency {
+        let (http, base, token) = (http.clone(), base.clone(), token.clone());
+        workers.push(tokio::spawn(async move {
+            let org: serde_json::Value = http
+                .post(format!("{base}/v1/kyb/organizations"))
+                .bearer_auth(&token)
+                .json(&json!({"legal_name": "Bench GmbH", "registration_number": "B-1", "country": "DE"}))
+                .send()
+                .await?
+                .json()
+                .await?;
+            let id = org["id"].as_i64().context("organization id")?;
+            // registered → screening → clear → screening → clear ... (periodic re-screening).
+            let mut next = "screening";
+            let mut ops = 0u64;
+            while Instant::now() < deadline {
+                let res = http
+                    .post(format!("{base}/v1/kyb/organizations/{id}/screening"))
+                    .bearer_auth(&token)
+                    .json(&json!({"to": next, "reason": "bench"}))
+                    .send()
+                    .await?;
+                anyhow::ensure!(res.status().is_success(), "transition failed: {}", res.status());
+                let _ = res.bytes().await?;
+                ops += 1;
+                next = if next == "screening" { "clear" } else { "screening" };
+            }
+            Ok::<u64, anyhow::Error>(ops)
+        }));
+    }
+    let started = Instant::now();
+    let mut total = 0u64;
+    for w in workers {
+        total += w.await??;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    handle.shutdown().await?;
+    Ok(total as f64 / secs.max(1e-9))
+}

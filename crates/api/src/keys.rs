@@ -1,0 +1,77 @@
+//! Secret keys under `FINTRAIL_HOME/keys` (created on first use, mode 0600): the media URL
+//! signing key and the audit checkpoint key. A key id is the first 8 bytes of SHA-256(key),
+//! hex: it names the key in signatures without revealing it.
+
+use anyhow::Context as _;
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+use std::path::Path;
+
+/// A 32-byte HMAC key and its id.
+#[derive(Clone)]
+pub struct Key {
+    /// `hex(SHA-256(secret)[..8])`.
+    pub id: String,
+    secret: [u8; 32],
+}
+
+impl std::fmt::Debug for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Key").field("id", &self.id).finish_non_exhaustive()
+    }
+}
+
+impl Key {
+    /// A key from raw bytes.
+    pub fn from_secret(secret: [u8; 32]) -> Self {
+        let id = hex::encode(&Sha256::digest(secret)[..8]);
+        Self { id, secret }
+    }
+    /// The secret (for HMAC).
+    pub fn secret(&self) -> &[u8; 32] {
+        &self.secret
+    }
+}
+
+/// Loads `dir/name` (hex), creating it with a fresh random key when missing.
+pub fn load_or_create(dir: &Path, name: &str) -> anyhow::Result<Key> {
+    let path = dir.join(name);
+    if let Some(k) = load(dir, name)? {
+        return Ok(k);
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut secret = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut secret);
+    write_private(&path, hex::encode(secret).as_bytes())?;
+    // Another process may have won the race: whatever is on disk now is the key.
+    load(dir, name)?.context("key file vanished after creation")
+}
+
+/// Loads `dir/name` if it exists.
+pub fn load(dir: &Path, name: &str) -> anyhow::Result<Option<Key>> {
+    let path = dir.join(name);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    let bytes = hex::decode(text.trim()).with_context(|| format!("{}: not hex", path.display()))?;
+    let secret: [u8; 32] = bytes.try_into().map_err(|_| anyhow::anyhow!("{}: expected 32 bytes", path.display()))?;
+    Ok(Some(Key::from_secret(secret)))
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path);
+    match &mut f {
+        Ok(f) => f.write_all(bytes).with_context(|| format!("writing {}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(anyhow::anyhow!("creating {}: {e}", path.display())),
+    }
+}
+
+/// File name of the media URL signing key.
+pub const MEDIA_URL_KEY: &str = "media-url.key";
+/// File name of the audit checkpoint signing key.
+pub const AUDIT_CHECKPOINT_KEY: &str = "audit-checkpoint.key";

@@ -1,0 +1,308 @@
+//! `fintrail bench transfers`: our HTTP `POST /v1/transfers` (8 concurrent clients, random
+//! wallets, audit on, idempotency keys, group commit) against pgbench's TPC-B (8 clients) on the
+//! same private cluster, alternating rounds in one run; then the hot-account scenario (every
+//! transfer credits one merchant wallet) with group commit against one transaction and row
+//! lock per transfer (`batch_max = 1`). Ends with `ratio: X` (ours ÷ TPC-B).
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use fintrail_db::{Context, DbRole};
+use fintrail_domain::Role;
+use serde_json::json;
+
+use super::fixtures;
+use crate::server::start_with;
+use crate::state::AppConfig;
+
+/// `fintrail bench transfers` options.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchArgs {
+    /// Alternated rounds (pgbench, then ours, each round).
+    #[arg(long, default_value_t = 3)]
+    pub rounds: u32,
+    /// Seconds per round and per side.
+    #[arg(long, default_value_t = 10)]
+    pub round_secs: u64,
+    /// Concurrent clients on both sides.
+    #[arg(long, default_value_t = 8)]
+    pub clients: usize,
+    /// Wallets the random transfers choose from.
+    #[arg(long, default_value_t = 1000)]
+    pub wallets: usize,
+    /// Seconds per side of the hot-account scenario (0 = skip it).
+    #[arg(long, default_value_t = 5)]
+    pub hot_secs: u64,
+    /// pgbench scale factor (branches; default: one per client, the usual fair setting).
+    #[arg(long)]
+    pub pgbench_scale: Option<u32>,
+    /// Use this external PostgreSQL (admin URL) instead of the private cluster.
+    #[arg(long)]
+    pub database_url: Option<String>,
+}
+
+/// Most clients (bounds tasks and connections).
+pub const CLIENTS_MAX: usize = 256;
+/// Most wallets.
+pub const WALLETS_MAX: usize = 100_000;
+const PGBENCH: &str = "/usr/lib/postgresql/15/bin/pgbench";
+const PGBENCH_DB: &str = "fintrail_pgbench";
+
+/// Result of one load run.
+#[derive(Debug, Clone, Default)]
+struct Run {
+    ok: u64,
+    errors: u64,
+    secs: f64,
+    latencies_us: Vec<u64>,
+}
+
+impl Run {
+    fn tps(&self) -> f64 {
+        if self.secs > 0.0 {
+            self.ok as f64 / self.secs
+        } else {
+            0.0
+        }
+    }
+    fn pct(&mut self, p: f64) -> f64 {
+        if self.latencies_us.is_empty() {
+            return 0.0;
+        }
+        self.latencies_us.sort_unstable();
+        let i = ((self.latencies_us.len() as f64 - 1.0) * p).round() as usize;
+        self.latencies_us[i] as f64 / 1000.0
+    }
+    fn merge(&mut self, o: Run) {
+        self.ok += o.ok;
+        self.errors += o.errors;
+        self.secs += o.secs;
+        self.latencies_us.extend(o.latencies_us);
+    }
+}
+
+fn pgbench_bin() -> String {
+    std::env::var("FINTRAIL_PGBENCH").unwrap_or_else(|_| PGBENCH.to_owned())
+}
+
+async fn pgbench(ctx: &Context, args: &[String]) -> anyhow::Result<String> {
+    let p = ctx.db.params(DbRole::Admin);
+    let mut cmd = tokio::process::Command::new(pgbench_bin());
+    cmd.args(args)
+        .env("PGHOST", &p.host)
+        .env("PGPORT", p.port.to_string())
+        .env("PGUSER", &p.user)
+        .env("PGDATABASE", PGBENCH_DB);
+    if let Some(pw) = &p.password {
+        cmd.env("PGPASSWORD", pw);
+    }
+    let out = cmd.stdin(Stdio::null()).output().await.with_context(|| format!("running {}", pgbench_bin()))?;
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    anyhow::ensure!(out.status.success(), "pgbench failed: {text}");
+    Ok(text)
+}
+
+fn parse_tps(out: &str) -> anyhow::Result<f64> {
+    out.lines()
+        .find_map(|l| {
+            l.trim().strip_prefix("tps = ").and_then(|r| r.split_whitespace().next()).and_then(|n| n.parse().ok())
+        })
+        .with_context(|| format!("no tps in pgbench output: {out}"))
+}
+
+fn parse_latency_ms(out: &str) -> Option<f64> {
+    out.lines().find_map(|l| {
+        l.trim()
+            .strip_prefix("latency average = ")
+            .and_then(|r| r.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+    })
+}
+
+/// Simple xorshift: the load generator needs speed, not quality.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+/// Drives `clients` HTTP clients for `secs`; `hot` sends every transfer to `wallets[0]`.
+async fn load(base: &str, token: &str, wallets: &[i64], clients: usize, secs: u64, hot: bool, tag: &str) -> Run {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let (base, token, wallets, tag) = (base.to_owned(), token.to_owned(), wallets.to_vec(), tag.to_owned());
+        tasks.push(tokio::spawn(async move {
+            let http = reqwest::Client::builder().pool_max_idle_per_host(1).build().unwrap_or_default();
+            let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ ((c as u64 + 1) * 0x1000_0000_01B3));
+            let mut run = Run::default();
+            let url = format!("{base}/v1/transfers");
+            let mut i = 0u64;
+            while Instant::now() < deadline {
+                let to = if hot { 0 } else { rng.below(wallets.len()) };
+                let mut from = 1 + rng.below(wallets.len() - 1);
+                if from == to {
+                    from = (from + 1) % wallets.len();
+                }
+                let body = json!({ "from_wallet_id": wallets[from], "to_wallet_id": wallets[to],
+                    "amount_minor": 1 + rng.below(100) as i64, "currency": "EUR" });
+                let t0 = Instant::now();
+                let r = http
+                    .post(&url)
+                    .bearer_auth(&token)
+                    .header("Idempotency-Key", format!("{tag}-{c}-{i}"))
+                    .json(&body)
+                    .send()
+                    .await;
+                i += 1;
+                match r {
+                    Ok(res) if res.status().as_u16() == 201 => {
+                        let _ = res.bytes().await;
+                        run.ok += 1;
+                        run.latencies_us.push(t0.elapsed().as_micros() as u64);
+                    }
+                    Ok(res) => {
+                        let _ = res.bytes().await;
+                        run.errors += 1;
+                    }
+                    Err(_) => run.errors += 1,
+                }
+            }
+            run
+        }));
+    }
+    let mut total = Run::default();
+    for t in tasks {
+        if let Ok(r) = t.await {
+            total.merge(r);
+        }
+    }
+    total.secs = started.elapsed().as_secs_f64();
+    total
+}
+
+/// Runs the benchmark (see the module docs).
+pub async fn transfers(args: BenchArgs, home: &fintrail_db::Home) -> anyhow::Result<()> {
+    anyhow::ensure!((1..=CLIENTS_MAX).contains(&args.clients), "--clients must be 1..={CLIENTS_MAX}");
+    anyhow::ensure!((2..=WALLETS_MAX).contains(&args.wallets), "--wallets must be 2..={WALLETS_MAX}");
+    anyhow::ensure!(args.rounds >= 1 && args.round_secs >= 1, "--rounds and --round-secs must be at least 1");
+    let ctx = fintrail_db::prepare(home, args.database_url.as_deref()).await?;
+
+    // pgbench's database on the same cluster.
+    let pg = ctx.db.with_dbname(PGBENCH_DB);
+    fintrail_db::ensure_database(&pg).await?;
+    let scale = args.pgbench_scale.unwrap_or(args.clients as u32).max(1);
+    eprintln!("bench: pgbench -i -s {scale} ...");
+    pgbench(&ctx, &["-i".into(), "-q".into(), "-s".into(), scale.to_string()]).await?;
+
+    // Our fixtures: approved customers, funded wallets, an admin token, the server.
+    eprintln!("bench: {} funded wallets ...", args.wallets);
+    let wallets = fixtures::funded_wallets(&ctx.db, args.wallets, 1_000_000_000_000).await?;
+    let token = fixtures::token(&ctx.db, Role::Admin, None).await?;
+    let config =
+        AppConfig { pool_size: (args.clients * 2).max(16), checkpoint_interval_secs: 0, ..AppConfig::default() };
+    let server = start_with(&ctx, "127.0.0.1:0".parse()?, config).await?;
+    let base = format!("http://{}", server.local_addr());
+    // Warm up (connections, plans, batcher).
+    let _ = load(&base, &token, &wallets, args.clients, 1, false, "warm").await;
+
+    let mut ours = Run::default();
+    let mut theirs_tps = Vec::new();
+    let mut theirs_lat = Vec::new();
+    let t_arg = args.round_secs.to_string();
+    let c_arg = args.clients.to_string();
+    let j_arg = args.clients.clamp(1, 4).to_string();
+    for round in 1..=args.rounds {
+        let out = pgbench(
+            &ctx,
+            &["-n".into(), "-c".into(), c_arg.clone(), "-j".into(), j_arg.clone(), "-T".into(), t_arg.clone()],
+        )
+        .await?;
+        let tps = parse_tps(&out)?;
+        theirs_tps.push(tps);
+        if let Some(l) = parse_latency_ms(&out) {
+            theirs_lat.push(l);
+        }
+        let r = load(&base, &token, &wallets, args.clients, args.round_secs, false, &format!("r{round}")).await;
+        eprintln!("bench: round {round}: pgbench {tps:.0} tps, ours {:.0} transfers/s ({} errors)", r.tps(), r.errors);
+        ours.merge(r);
+    }
+    let pg_tps = theirs_tps.iter().sum::<f64>() / theirs_tps.len() as f64;
+    let pg_lat = if theirs_lat.is_empty() { 0.0 } else { theirs_lat.iter().sum::<f64>() / theirs_lat.len() as f64 };
+
+    // Hot account: group commit vs one transaction (and row lock) per transfer.
+    let mut hot = None;
+    if args.hot_secs > 0 {
+        let batched = load(&base, &token, &wallets, args.clients, args.hot_secs, true, "hotb").await;
+        server.state.ledger.set_batch_max(1);
+        let single = load(&base, &token, &wallets, args.clients, args.hot_secs, true, "hot1").await;
+        server.state.ledger.set_batch_max(super::engine::BATCH_MAX_DEFAULT);
+        hot = Some((batched, single));
+    }
+
+    // The ledger must still be intact after all that.
+    let mut client = ctx.db.connect(DbRole::App).await?;
+    let report = super::check::run(&mut client).await?;
+    server.shutdown().await?;
+
+    let ours_tps = ours.tps();
+    println!(
+        "fintrail bench transfers — {} rounds × {} s, {} clients, {} wallets",
+        args.rounds, args.round_secs, args.clients, args.wallets
+    );
+    println!("{:<44} {:>12} {:>10} {:>10} {:>8}", "scenario", "per second", "p50 ms", "p99 ms", "errors");
+    println!(
+        "{:<44} {:>12.0} {:>10} {:>10} {:>8}",
+        format!("pgbench TPC-B (scale {scale}, avg latency)"),
+        pg_tps,
+        format!("{pg_lat:.2}"),
+        "-",
+        "-"
+    );
+    let (p50, p99) = (ours.pct(0.5), ours.pct(0.99));
+    println!(
+        "{:<44} {:>12.0} {:>10.2} {:>10.2} {:>8}",
+        "ours: POST /v1/transfers, random wallets", ours_tps, p50, p99, ours.errors
+    );
+    if let Some((mut b, mut s)) = hot {
+        let (b50, b99, s50, s99) = (b.pct(0.5), b.pct(0.99), s.pct(0.5), s.pct(0.99));
+        println!(
+            "{:<44} {:>12.0} {:>10.2} {:>10.2} {:>8}",
+            "hot account, group commit (ours)",
+            b.tps(),
+            b50,
+            b99,
+            b.errors
+        );
+        println!(
+            "{:<44} {:>12.0} {:>10.2} {:>10.2} {:>8}",
+            "hot account, row lock per transfer",
+            s.tps(),
+            s50,
+            s99,
+            s.errors
+        );
+        if s.tps() > 0.0 {
+            println!("hot-account ratio (group commit ÷ row lock per transfer): {:.2}", b.tps() / s.tps());
+        }
+    }
+    println!(
+        "ledger check after the run: {} ({} transfers, {} violations)",
+        if report.ok() { "intact" } else { "VIOLATED" },
+        report.transfers,
+        report.violation_count
+    );
+    anyhow::ensure!(report.ok(), "the ledger check failed after the benchmark: {:?}", report.violations.first());
+    let ratio = if pg_tps > 0.0 { ours_tps / pg_tps } else { 0.0 };
+    println!("ratio: {ratio:.2}");
+    Ok(())
+}

@@ -1,0 +1,148 @@
+//! `fintrail ledger check`: proves the ledger's invariants on a live database, in one
+//! repeatable-read snapshot (a consistent view while transfers keep flowing):
+//!
+//! 1. Σ entries per currency = 0 (no money created or destroyed);
+//! 2. every transfer has exactly one debit and one credit entry, summing to 0, in the
+//!    transfer's currency, on the transfer's wallets;
+//! 3. every wallet's balance equals the sum of its entries, its held amount the sum of its
+//!    pending holds, and `balance - held` respects its floor; every entry's currency is its
+//!    wallet's.
+//!
+//! The aggregation runs in SQL (the ledger may be large); the verdicts are the pure functions
+//! of `fintrail_domain::ledger`.
+
+use fintrail_domain::ledger::{check_wallet, Currency, Violation, WalletCheck, WalletId};
+use futures_util::TryStreamExt as _;
+
+/// Most violations reported (the first ones; the count is exact).
+pub const VIOLATIONS_MAX: usize = 1000;
+
+/// What a check found.
+#[derive(Debug, Clone, Default)]
+pub struct CheckReport {
+    /// Wallets checked.
+    pub wallets: u64,
+    /// Transfers checked.
+    pub transfers: u64,
+    /// Entries checked.
+    pub entries: u64,
+    /// Currencies seen.
+    pub currencies: u64,
+    /// The first [`VIOLATIONS_MAX`] violations.
+    pub violations: Vec<Violation>,
+    /// The number of violations.
+    pub violation_count: u64,
+}
+
+impl CheckReport {
+    fn push(&mut self, v: Violation) {
+        self.violation_count += 1;
+        if self.violations.len() < VIOLATIONS_MAX {
+            self.violations.push(v);
+        }
+    }
+    /// Whether every invariant holds.
+    pub fn ok(&self) -> bool {
+        self.violation_count == 0
+    }
+}
+
+fn i128_of(s: &str) -> anyhow::Result<i128> {
+    s.parse::<i128>().map_err(|e| anyhow::anyhow!("sum {s:?} is not an integer: {e}"))
+}
+
+/// Runs every check in one snapshot.
+pub async fn run(client: &mut tokio_postgres::Client) -> anyhow::Result<CheckReport> {
+    let tx = client
+        .build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await?;
+    let mut report = CheckReport::default();
+
+    // 1. Per currency.
+    for r in tx
+        .query(
+            "SELECT currency, sum(amount_minor)::text FROM fintrail.entries GROUP BY currency ORDER BY currency",
+            &[],
+        )
+        .await?
+    {
+        report.currencies += 1;
+        let sum = i128_of(r.get(1))?;
+        if sum != 0 {
+            let currency = Currency::parse(r.get(0)).map_err(|e| anyhow::anyhow!("{e}"))?;
+            report.push(Violation::CurrencyNotBalanced { currency, sum_minor: sum });
+        }
+    }
+
+    // 2. Per transfer (only the broken ones come back).
+    let counts = tx
+        .query_one("SELECT (SELECT count(*) FROM fintrail.transfers), (SELECT count(*) FROM fintrail.entries)", &[])
+        .await?;
+    report.transfers = counts.get::<_, i64>(0) as u64;
+    report.entries = counts.get::<_, i64>(1) as u64;
+    let bad = tx
+        .query_raw(
+            "SELECT t.id, count(e.id), coalesce(sum(e.amount_minor), 0)::text FROM fintrail.transfers t \
+             LEFT JOIN fintrail.entries e ON e.transfer_id = t.id GROUP BY t.id \
+             HAVING count(e.id) <> 2 OR coalesce(sum(e.amount_minor), 0) <> 0 \
+                OR count(*) FILTER (WHERE e.amount_minor = -t.amount_minor AND e.wallet_id = t.debit_wallet_id) <> 1 \
+                OR count(*) FILTER (WHERE e.amount_minor = t.amount_minor AND e.wallet_id = t.credit_wallet_id) <> 1 \
+                OR bool_or(e.currency <> t.currency) \
+             ORDER BY t.id",
+            std::iter::empty::<i64>(),
+        )
+        .await?;
+    futures_util::pin_mut!(bad);
+    while let Some(r) = bad.try_next().await? {
+        let entries: i64 = r.get(1);
+        report.push(Violation::TransferNotBalanced {
+            transfer_id: r.get(0),
+            sum_minor: i128_of(r.get(2))?,
+            entries: entries as usize,
+        });
+    }
+    // Entries in another currency than their wallet.
+    for r in tx
+        .query(
+            "SELECT e.transfer_id, e.wallet_id FROM fintrail.entries e JOIN fintrail.wallets w ON w.id = e.wallet_id \
+             WHERE e.currency <> w.currency ORDER BY e.id LIMIT $1",
+            &[&(VIOLATIONS_MAX as i64)],
+        )
+        .await?
+    {
+        report.push(Violation::EntryCurrency { transfer_id: r.get(0), wallet: WalletId(r.get(1)) });
+    }
+
+    // 3. Per wallet.
+    let wallets = tx
+        .query_raw(
+            "SELECT w.id, w.balance_minor, w.held_minor, w.floor_minor, coalesce(e.s, 0)::text, coalesce(h.s, 0)::text \
+             FROM fintrail.wallets w \
+             LEFT JOIN (SELECT wallet_id, sum(amount_minor) AS s FROM fintrail.entries GROUP BY wallet_id) e ON e.wallet_id = w.id \
+             LEFT JOIN (SELECT debit_wallet_id, sum(amount_minor) AS s FROM fintrail.holds WHERE status = 'pending' \
+                        GROUP BY debit_wallet_id) h ON h.debit_wallet_id = w.id \
+             ORDER BY w.id",
+            std::iter::empty::<i64>(),
+        )
+        .await?;
+    futures_util::pin_mut!(wallets);
+    while let Some(r) = wallets.try_next().await? {
+        report.wallets += 1;
+        let w = WalletCheck {
+            wallet: WalletId(r.get(0)),
+            balance_minor: r.get(1),
+            held_minor: r.get(2),
+            floor_minor: r.get(3),
+            entries_minor: i128_of(r.get(4))?,
+            pending_holds_minor: i128_of(r.get(5))?,
+        };
+        for v in check_wallet(&w) {
+            report.push(v);
+        }
+    }
+    tx.commit().await?;
+    Ok(report)
+}

@@ -1,0 +1,144 @@
+//! Ledger fixtures for the benchmark and the integration tests: customers driven to an
+//! approved KYC case through the real state machine (history rows, triggers), cleared
+//! organizations, bearer tokens, wallets and opening deposits — all written through the same
+//! SQL and triggers as the API, as the application role.
+
+use fintrail_db::{Database, DbRole};
+use fintrail_domain::{KybState, KycState, Role, State as _};
+
+use crate::identity::{insert_token, Issuer};
+use crate::machines::{apply_transition, Machine};
+
+const ACTOR: &str = "system:ledger-fixtures";
+
+async fn drive<M: Machine>(tx: &tokio_postgres::Transaction<'_>, id: i64, target: M) -> anyhow::Result<()> {
+    let mut at = M::INITIAL;
+    for next in M::path_from_initial(target).unwrap_or_default() {
+        apply_transition::<M, _>(tx, id, at, next, ACTOR, "fixture", None).await?;
+        at = next;
+    }
+    Ok(())
+}
+
+/// Creates `n` customers, each with an approved KYC case; returns their ids.
+pub async fn approved_customers(db: &Database, n: usize) -> anyhow::Result<Vec<i64>> {
+    let mut client = db.connect(DbRole::App).await?;
+    let tx = client.transaction().await?;
+    let mut ids = Vec::with_capacity(n);
+    for i in 0..n {
+        let r = tx
+            .query_one(
+                "INSERT INTO fintrail.customers (display_name, email) VALUES ($1, $2) RETURNING id",
+                &[&format!("Ledger customer {i}"), &format!("ledger{i}@fixtures.fintrail.invalid")],
+            )
+            .await?;
+        let id: i64 = r.get(0);
+        let case: i64 = tx
+            .query_one(
+                "INSERT INTO fintrail.kyc_cases (customer_id, state) VALUES ($1, 'started') RETURNING id",
+                &[&id],
+            )
+            .await?
+            .get(0);
+        drive(&tx, case, KycState::Approved).await?;
+        ids.push(id);
+    }
+    tx.commit().await?;
+    Ok(ids)
+}
+
+/// A customer whose KYC case is in `state` (for eligibility tests).
+pub async fn customer_in_kyc_state(db: &Database, state: KycState) -> anyhow::Result<i64> {
+    let mut client = db.connect(DbRole::App).await?;
+    let tx = client.transaction().await?;
+    let id: i64 = tx
+        .query_one(
+            "INSERT INTO fintrail.customers (display_name, email) VALUES ('Pending', 'pending@fixtures.fintrail.invalid') RETURNING id",
+            &[],
+        )
+        .await?
+        .get(0);
+    let case: i64 = tx
+        .query_one("INSERT INTO fintrail.kyc_cases (customer_id, state) VALUES ($1, 'started') RETURNING id", &[&id])
+        .await?
+        .get(0);
+    drive(&tx, case, state).await?;
+    tx.commit().await?;
+    Ok(id)
+}
+
+/// An organization in screening state `state`.
+pub async fn organization(db: &Database, state: KybState) -> anyhow::Result<i64> {
+    let mut client = db.connect(DbRole::App).await?;
+    let tx = client.transaction().await?;
+    let id: i64 = tx
+        .query_one(
+            "INSERT INTO fintrail.organizations (legal_name, registration_number, country, state) \
+             VALUES ('Merchant Ltd', 'R-1', 'DE', 'registered') RETURNING id",
+            &[],
+        )
+        .await?
+        .get(0);
+    drive(&tx, id, state).await?;
+    tx.commit().await?;
+    Ok(id)
+}
+
+/// A bearer token with `role` (customer tokens name their customer), valid 8 hours.
+pub async fn token(db: &Database, role: Role, customer_id: Option<i64>) -> anyhow::Result<String> {
+    let mut client = db.connect(DbRole::App).await?;
+    let tx = client.transaction().await?;
+    let audit = crate::audit::AuditWriter::new(true);
+    let issued = insert_token(
+        &audit,
+        &tx,
+        role,
+        customer_id,
+        "ledger-fixture",
+        8 * 3600,
+        &Issuer { actor: ACTOR, permission: None, request_id: None },
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(issued.token)
+}
+
+/// `n` customer wallets in EUR for fresh approved customers, each funded with `amount_minor`
+/// by a deposit from the EUR external-funding account (through the transfers trigger).
+pub async fn funded_wallets(db: &Database, n: usize, amount_minor: i64) -> anyhow::Result<Vec<i64>> {
+    let customers = approved_customers(db, n).await?;
+    let mut client = db.connect(DbRole::App).await?;
+    let tx = client.transaction().await?;
+    let rows = tx
+        .query(
+            "INSERT INTO fintrail.wallets (kind, customer_id, currency) SELECT 'customer', c, 'EUR' FROM unnest($1::bigint[]) AS c \
+             RETURNING id",
+            &[&customers],
+        )
+        .await?;
+    let mut wallets: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
+    wallets.sort_unstable();
+    tx.execute(
+        "INSERT INTO fintrail.wallets (kind, system_name, currency) VALUES ('system', 'external_funding', 'EUR') \
+         ON CONFLICT (system_name, currency) WHERE kind = 'system' DO NOTHING",
+        &[],
+    )
+    .await?;
+    let funding: i64 = tx
+        .query_one("SELECT id FROM fintrail.wallets WHERE kind = 'system' AND system_name = 'external_funding' AND currency = 'EUR'", &[])
+        .await?
+        .get(0);
+    tx.execute(
+        "INSERT INTO fintrail.transfers (kind, debit_wallet_id, credit_wallet_id, amount_minor, currency, actor) \
+         SELECT 'deposit', $1, w, $2, 'EUR', $3 FROM unnest($4::bigint[]) AS w",
+        &[&funding, &amount_minor, &ACTOR, &wallets],
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(wallets)
+}
+
+/// The initial state is never a target worth driving to (kept for completeness of `drive`).
+pub fn kyc_initial() -> KycState {
+    KycState::INITIAL
+}

@@ -1,0 +1,128 @@
+//! `AppState`: what every handler can reach. Extend it (issue 4: a ledger service) by adding
+//! a field to [`Inner`] and setting it in [`AppState::new`].
+
+use std::sync::{Arc, Mutex};
+
+use fintrail_db::{Context, DbRole};
+
+use crate::audit::AuditWriter;
+use crate::media::signing::UrlSigner;
+use crate::media::store::{LocalStore, MediaStore};
+
+/// Tunables of one server instance.
+#[derive(Debug, Clone)]
+pub struct AppConfig {
+    /// Write audit events (always true except for the benchmark's baseline).
+    pub audit_enabled: bool,
+    /// Run the chain sequencer in this process.
+    pub run_sequencer: bool,
+    /// Record the middleware stages each request passed (tests only).
+    pub record_stages: bool,
+    /// Most pooled database connections.
+    pub pool_size: usize,
+    /// Seconds between automatic signed checkpoints (0 = never).
+    pub checkpoint_interval_secs: u64,
+}
+
+impl Default for AppConfig {
+    fn default() -> Self {
+        Self {
+            audit_enabled: true,
+            run_sequencer: true,
+            record_stages: false,
+            pool_size: 16,
+            checkpoint_interval_secs: 300,
+        }
+    }
+}
+
+/// Shared state (cheap to clone).
+#[derive(Clone)]
+pub struct AppState(pub Arc<Inner>);
+
+/// The parts of [`AppState`].
+pub struct Inner {
+    /// Pool of `fintrail_app` connections.
+    pub pool: deadpool_postgres::Pool,
+    /// The audit writer.
+    pub audit: AuditWriter,
+    /// Where media bytes live.
+    pub media: Arc<dyn MediaStore>,
+    /// Signs and verifies media download URLs.
+    pub signer: UrlSigner,
+    /// Middleware stage recorder (tests), bounded.
+    pub stages: Option<Stages>,
+    /// The database and home (for the sequencer and checkpoints).
+    pub ctx: Context,
+    /// The configuration it was built with.
+    pub config: AppConfig,
+    /// The ledger's posting engine (group commit).
+    pub ledger: crate::ledger::Ledger,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+impl AppState {
+    /// Builds the state: a connection pool as the app role, the local media store under
+    /// `home.media_dir()` and the URL signing key under `home.keys_dir()`.
+    pub fn new(ctx: &Context, config: AppConfig) -> anyhow::Result<Self> {
+        let pg = ctx.db.config(DbRole::App)?;
+        let mgr = deadpool_postgres::Manager::from_config(
+            pg,
+            tokio_postgres::NoTls,
+            deadpool_postgres::ManagerConfig { recycling_method: deadpool_postgres::RecyclingMethod::Fast },
+        );
+        let pool = deadpool_postgres::Pool::builder(mgr)
+            .max_size(config.pool_size)
+            .wait_timeout(Some(std::time::Duration::from_secs(10)))
+            .create_timeout(Some(std::time::Duration::from_secs(10)))
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .build()?;
+        let key = crate::keys::load_or_create(&ctx.home.keys_dir(), crate::keys::MEDIA_URL_KEY)?;
+        let media: Arc<dyn MediaStore> = Arc::new(LocalStore::new(ctx.home.media_dir())?);
+        Ok(AppState(Arc::new(Inner {
+            ledger: crate::ledger::Ledger::new(pool.clone()),
+            pool,
+            audit: AuditWriter::new(config.audit_enabled),
+            media,
+            signer: UrlSigner::new(key),
+            stages: config.record_stages.then(Stages::default),
+            ctx: ctx.clone(),
+            config,
+        })))
+    }
+
+    /// Records that request `request_id` reached `stage` (no-op unless recording).
+    pub fn stage(&self, request_id: &str, stage: &'static str) {
+        if let Some(s) = &self.stages {
+            s.record(request_id, stage);
+        }
+    }
+}
+
+/// Which middleware stages each request reached (bounded ring; tests only).
+#[derive(Default)]
+pub struct Stages(Mutex<Vec<(String, &'static str)>>);
+
+/// Most stage records kept.
+const STAGES_MAX: usize = 100_000;
+
+impl Stages {
+    fn record(&self, request_id: &str, stage: &'static str) {
+        let mut v = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if v.len() >= STAGES_MAX {
+            v.remove(0);
+        }
+        v.push((request_id.to_owned(), stage));
+    }
+    /// The stages request `request_id` reached, in order.
+    pub fn of(&self, request_id: &str) -> Vec<&'static str> {
+        let v = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        v.iter().filter(|(r, _)| r == request_id).map(|(_, s)| *s).collect()
+    }
+}

@@ -1,0 +1,83 @@
+//! The one transition procedure both machines use: lock, check the Rust table, check the
+//! endpoint's permission is the one the table names, write history + state + audit event in
+//! one transaction. The database re-checks all of it (defense in depth).
+
+use fintrail_domain::audit::AuditAction;
+use serde_json::json;
+
+use crate::audit::NewEvent;
+use crate::auth::{record_denial, Caller};
+use crate::error::{ApiError, ApiResult};
+use crate::machines::{apply_transition, Machine};
+use crate::state::AppState;
+
+/// Longest transition reason (matches the database's CHECK).
+pub const REASON_MAX_CHARS: usize = 1000;
+
+/// A record's state after a transition.
+pub struct Transitioned<M> {
+    /// From.
+    pub from: M,
+    /// The history row.
+    pub transition_id: i64,
+}
+
+/// Performs `to` on record `id`. `scope` limits the record to one customer (customer routes):
+/// another customer's record is "not found" (and the attempt is recorded as denied).
+pub async fn transition<M: Machine>(
+    state: &AppState,
+    caller: &Caller,
+    id: i64,
+    scope: Option<i64>,
+    to: M,
+    reason: &str,
+) -> ApiResult<Transitioned<M>> {
+    crate::validate::text("reason", reason, REASON_MAX_CHARS)?;
+    let mut client = state.pool.get().await?;
+    let tx = client.transaction().await?;
+    let owner_col = if M::TABLE == "kyc_cases" { "customer_id" } else { "NULL::bigint" };
+    let row = tx
+        .query_opt(&format!("SELECT state, {owner_col} FROM fintrail.{} WHERE id = $1 FOR UPDATE", M::TABLE), &[&id])
+        .await?;
+    let subject = format!("{}:{id}", M::SUBJECT);
+    let Some(row) = row else { return Err(ApiError::not_found(M::SUBJECT)) };
+    let owner: Option<i64> = row.get(1);
+    if scope.is_some() && owner != scope {
+        drop(tx);
+        drop(client);
+        record_denial(state, &caller.principal, caller.permission, subject, &caller.request_id).await?;
+        return Err(ApiError::not_found(M::SUBJECT));
+    }
+    let from = M::parse(row.get::<_, &str>(0)).map_err(ApiError::internal)?;
+    let Some(needed) = M::transition(from, to) else {
+        return Err(ApiError::conflict(
+            "invalid_transition",
+            format!("{} {id}: transition {} -> {} is not allowed", M::SUBJECT, from.as_str(), to.as_str()),
+        ));
+    };
+    if needed != caller.permission {
+        drop(tx);
+        drop(client);
+        record_denial(state, &caller.principal, needed, subject, &caller.request_id).await?;
+        return Err(ApiError::forbidden(format!(
+            "transition {} -> {} requires {needed}, not this endpoint's {}",
+            from.as_str(),
+            to.as_str(),
+            caller.permission
+        )));
+    }
+    let actor = caller.principal.actor();
+    let transition_id = apply_transition::<M, _>(&*tx, id, from, to, &actor, reason, Some(&caller.request_id)).await?;
+    let ev = NewEvent::allowed(actor, M::ACTION, subject, Some(needed))
+        .on_behalf_of(owner.map(|c| format!("customer:{c}")))
+        .request(Some(&caller.request_id))
+        .change(
+            Some(json!({ "state": from.as_str() })),
+            Some(json!({ "state": to.as_str(), "transition_id": transition_id })),
+        );
+    state.audit.append_cached(&tx, &ev).await?;
+    tx.commit().await?;
+    state.audit.committed();
+    debug_assert!(matches!(M::ACTION, AuditAction::KycCaseTransitioned | AuditAction::OrganizationTransitioned));
+    Ok(Transitioned { from, transition_id })
+}

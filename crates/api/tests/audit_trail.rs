@@ -1,0 +1,340 @@
+//! The audit trail: append-only in the database, chained by the sequencer in sequence order
+//! despite commit order and rollbacks, and `audit verify` detects update, delete, insert,
+//! reorder, tail truncation after a checkpoint, a recomputed chain and a forged checkpoint —
+//! each naming the first broken event — while an untouched trail verifies.
+
+use fintrail_api::audit::chain::Sequencer;
+use fintrail_api::audit::checkpoint;
+use fintrail_api::audit::verify::Outcome;
+use fintrail_api::audit::{AuditWriter, NewEvent};
+use fintrail_api::cli::{run_audit, verify_trail, AuditArgs, AuditCommand};
+use fintrail_db::testing::{fresh_db, TestDb};
+use fintrail_db::{Context, DbRole, Home};
+use fintrail_domain::audit::AuditAction;
+use fintrail_domain::Permission;
+use serde_json::json;
+
+struct Env {
+    db: TestDb,
+    ctx: Context,
+    _home: tempfile::TempDir,
+}
+
+async fn env() -> Env {
+    let db = fresh_db().await;
+    let home = tempfile::tempdir().expect("home");
+    let ctx = Context { db: db.database().clone(), home: Home::new(home.path()).expect("home") };
+    Env { db, ctx, _home: home }
+}
+
+fn event(i: i64) -> NewEvent {
+    NewEvent::allowed(
+        "staff:1:test",
+        AuditAction::KycCaseTransitioned,
+        format!("kyc_case:{i}"),
+        Some(Permission::KycCaseReview),
+    )
+    .on_behalf_of(Some(format!("customer:{i}")))
+    .request(Some("req"))
+    .change(Some(json!({"state": "in_review"})), Some(json!({"state": "approved", "n": i})))
+}
+
+async fn emit(db: &TestDb, n: i64) {
+    let mut c = db.connect(DbRole::App).await.expect("app");
+    let w = AuditWriter::new(true);
+    let tx = c.transaction().await.expect("tx");
+    for i in 0..n {
+        w.append(&tx, &event(i)).await.expect("append");
+    }
+    tx.commit().await.expect("commit");
+}
+
+async fn chain(db: &TestDb) -> usize {
+    let mut s = Sequencer::try_open(db).await.expect("open").expect("no other sequencer");
+    let mut total = 0;
+    // Two rounds: a gap seen in the first is settled (its holder ended) by the second.
+    for _ in 0..3 {
+        total += s.run_once().await.expect("chain");
+    }
+    total
+}
+
+async fn verify(e: &Env) -> Outcome {
+    verify_trail(&e.ctx, &checkpoint::checkpoint_dir(&e.ctx.home)).await
+}
+
+async fn superuser(db: &TestDb) -> tokio_postgres::Client {
+    let c = db.connect(DbRole::Admin).await.expect("admin");
+    // A superuser can switch triggers off: exactly the attacker the chain is for.
+    c.batch_execute("SET session_replication_role = replica").await.expect("replica");
+    c
+}
+
+fn tampered_at(o: &Outcome) -> i64 {
+    match o {
+        Outcome::Tampered { seq, reason, .. } => {
+            assert!(
+                reason.contains(&format!("event {seq}")) || reason.contains(&format!("events {seq}")),
+                "names the event: {reason}"
+            );
+            *seq
+        }
+        other => panic!("expected tampering, got {other:?}"),
+    }
+}
+
+async fn cli_verify(e: &Env) -> u8 {
+    run_audit(AuditArgs { command: AuditCommand::Verify { checkpoint_dir: None } }, &e.ctx).await.expect("run")
+}
+
+#[tokio::test]
+async fn untouched_trail_verifies_with_checkpoints() {
+    let e = env().await;
+    emit(&e.db, 50).await;
+    let (cp, file) = checkpoint::write(&e.ctx, &checkpoint::checkpoint_dir(&e.ctx.home)).await.expect("checkpoint");
+    assert_eq!(cp.seq, 50);
+    assert!(file.exists());
+    emit(&e.db, 10).await;
+    assert_eq!(chain(&e.db).await, 10);
+    match verify(&e).await {
+        Outcome::Intact(r) => {
+            assert_eq!((r.events, r.linked, r.pending, r.head_seq), (60, 60, 0, 60));
+            assert_eq!(r.checkpoints, 2, "the database row and the file");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(cli_verify(&e).await, 0);
+    // Unchained (pending) events are reported, not flagged.
+    emit(&e.db, 3).await;
+    match verify(&e).await {
+        Outcome::Intact(r) => assert_eq!(r.pending, 3),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn update_is_detected_at_the_event() {
+    let e = env().await;
+    emit(&e.db, 20).await;
+    chain(&e.db).await;
+    superuser(&e.db)
+        .await
+        .execute("UPDATE fintrail.audit_events SET actor = 'mallory' WHERE seq = 7", &[])
+        .await
+        .expect("tamper");
+    assert_eq!(tampered_at(&verify(&e).await), 7);
+    assert_eq!(cli_verify(&e).await, 1);
+    // Even a change inside the JSON (same keys, other value) is caught.
+    let e = env().await;
+    emit(&e.db, 20).await;
+    chain(&e.db).await;
+    superuser(&e.db)
+        .await
+        .execute("UPDATE fintrail.audit_events SET after = '{\"state\": \"rejected\", \"n\": 11}' WHERE seq = 12", &[])
+        .await
+        .expect("tamper");
+    assert_eq!(tampered_at(&verify(&e).await), 12);
+}
+
+#[tokio::test]
+async fn delete_is_detected_at_the_event() {
+    let e = env().await;
+    emit(&e.db, 20).await;
+    chain(&e.db).await;
+    superuser(&e.db).await.execute("DELETE FROM fintrail.audit_events WHERE seq = 9", &[]).await.expect("tamper");
+    assert_eq!(tampered_at(&verify(&e).await), 9);
+    // Deleting the link too only moves the break to the next event.
+    superuser(&e.db).await.execute("DELETE FROM fintrail.audit_chain WHERE seq = 9", &[]).await.expect("tamper");
+    assert_eq!(tampered_at(&verify(&e).await), 10);
+    assert_eq!(cli_verify(&e).await, 1);
+}
+
+#[tokio::test]
+async fn insert_is_detected_at_the_event() {
+    let e = env().await;
+    emit(&e.db, 5).await;
+    // A rolled-back writer leaves a permanent gap (seq 6).
+    {
+        let mut c = e.db.connect(DbRole::App).await.expect("app");
+        let tx = c.transaction().await.expect("tx");
+        AuditWriter::new(true).append(&tx, &event(99)).await.expect("append");
+        tx.rollback().await.expect("rollback");
+    }
+    emit(&e.db, 5).await;
+    // The gap settles once every transaction in progress when it was seen has ended (other
+    // tests share the cluster, so allow a few rounds).
+    let mut s = Sequencer::try_open(&e.db).await.expect("open").expect("lock");
+    let mut linked = 0;
+    for _ in 0..100 {
+        linked += s.run_once().await.expect("round");
+        if linked == 10 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    drop(s);
+    assert_eq!(linked, 10, "the settled gap is skipped");
+    assert_eq!(cli_verify(&e).await, 0);
+    let su = superuser(&e.db).await;
+    su.execute(
+        "INSERT INTO fintrail.audit_events (seq, at, txid, actor, action, subject, allowed) \
+         VALUES (6, now(), pg_current_xact_id(), 'mallory', 'token.issued', 'token:1', true)",
+        &[],
+    )
+    .await
+    .expect("tamper");
+    assert_eq!(tampered_at(&verify(&e).await), 6);
+}
+
+#[tokio::test]
+async fn reorder_is_detected_at_the_first_moved_event() {
+    let e = env().await;
+    emit(&e.db, 20).await;
+    chain(&e.db).await;
+    let su = superuser(&e.db).await;
+    su.batch_execute(
+        "UPDATE fintrail.audit_events SET seq = -5 WHERE seq = 5; \
+         UPDATE fintrail.audit_events SET seq = 5 WHERE seq = 6; \
+         UPDATE fintrail.audit_events SET seq = 6 WHERE seq = -5;",
+    )
+    .await
+    .expect("tamper");
+    assert_eq!(tampered_at(&verify(&e).await), 5);
+}
+
+#[tokio::test]
+async fn truncating_the_tail_after_a_checkpoint_is_detected() {
+    let e = env().await;
+    emit(&e.db, 30).await;
+    checkpoint::write(&e.ctx, &checkpoint::checkpoint_dir(&e.ctx.home)).await.expect("checkpoint");
+    let su = superuser(&e.db).await;
+    // The attacker removes the last events, their links, and even the checkpoint row: the file
+    // copy of the checkpoint still says the trail reached event 30.
+    su.batch_execute(
+        "DELETE FROM fintrail.audit_events WHERE seq >= 25; \
+         DELETE FROM fintrail.audit_chain WHERE seq >= 25; \
+         DELETE FROM fintrail.audit_checkpoints;",
+    )
+    .await
+    .expect("tamper");
+    assert_eq!(tampered_at(&verify(&e).await), 25);
+    assert_eq!(cli_verify(&e).await, 1);
+}
+
+#[tokio::test]
+async fn a_recomputed_chain_is_caught_by_the_signed_checkpoint() {
+    let e = env().await;
+    emit(&e.db, 30).await;
+    checkpoint::write(&e.ctx, &checkpoint::checkpoint_dir(&e.ctx.home)).await.expect("checkpoint");
+    let su = superuser(&e.db).await;
+    su.batch_execute(
+        "UPDATE fintrail.audit_events SET actor = 'mallory' WHERE seq = 12; \
+         DELETE FROM fintrail.audit_chain WHERE seq >= 12;",
+    )
+    .await
+    .expect("tamper");
+    // Relink with the real algorithm: the chain itself is consistent again.
+    assert_eq!(chain(&e.db).await, 19);
+    let o = verify(&e).await;
+    let seq = tampered_at(&o);
+    assert!(seq <= 12, "the reported range starts at or before the rewritten event: {o:?}");
+}
+
+#[tokio::test]
+async fn forged_checkpoint_and_missing_key() {
+    let e = env().await;
+    emit(&e.db, 10).await;
+    let dir = checkpoint::checkpoint_dir(&e.ctx.home);
+    let (_, file) = checkpoint::write(&e.ctx, &dir).await.expect("checkpoint");
+    let text = std::fs::read_to_string(&file).expect("read");
+    let v: serde_json::Value = serde_json::from_str(&text).expect("json");
+    let forged = text.replace(v["link"].as_str().expect("link"), &"ab".repeat(32));
+    std::fs::write(&file, forged).expect("write");
+    assert!(matches!(verify(&e).await, Outcome::Tampered { .. }));
+    std::fs::remove_file(&file).expect("rm");
+    assert_eq!(cli_verify(&e).await, 0);
+    std::fs::remove_file(e.ctx.home.keys_dir().join(fintrail_api::keys::AUDIT_CHECKPOINT_KEY)).expect("rm key");
+    assert_eq!(cli_verify(&e).await, 2, "checkpoints exist but cannot be checked");
+}
+
+#[tokio::test]
+async fn the_trail_is_append_only_in_the_database() {
+    let e = env().await;
+    emit(&e.db, 5).await;
+    chain(&e.db).await;
+    let app = e.db.connect(DbRole::App).await.expect("app");
+    for sql in [
+        "UPDATE audit_events SET actor = 'x'",
+        "DELETE FROM audit_events",
+        "TRUNCATE audit_events",
+        "UPDATE audit_chain SET link = link",
+        "DELETE FROM audit_chain",
+        "DELETE FROM audit_checkpoints",
+        "ALTER TABLE audit_events DISABLE TRIGGER ALL",
+        "SET session_replication_role = replica",
+        "SELECT fintrail.audit_purge_through(1)",
+        "SELECT setval('audit_events_seq', 1)",
+    ] {
+        assert!(app.batch_execute(sql).await.is_err(), "app role: {sql}");
+    }
+    // The app cannot choose seq, time or txid: the trigger assigns them.
+    let seq: i64 = app
+        .query_one("INSERT INTO audit_events (seq, at, actor, action, subject, allowed) VALUES (1, '2000-01-01', 'a', 'x.y', 's', true) RETURNING seq", &[])
+        .await
+        .expect("insert")
+        .get(0);
+    assert_eq!(seq, 6);
+    // Not even the owner may rewrite it outside the retention procedure.
+    let owner = e.db.connect(DbRole::Admin).await.expect("admin");
+    owner.batch_execute("SET ROLE fintrail_owner").await.expect("owner");
+    for sql in [
+        "UPDATE fintrail.audit_events SET actor = 'x'",
+        "DELETE FROM fintrail.audit_events",
+        "TRUNCATE fintrail.audit_events",
+    ] {
+        let err = owner.batch_execute(sql).await.expect_err(sql);
+        assert!(
+            err.as_db_error().is_some_and(|d| d.code().code() == "FT004"),
+            "owner refused by the trigger: {sql}: {err}"
+        );
+    }
+    // The documented retention procedure: purge up to a signed checkpoint; the rest verifies.
+    chain(&e.db).await;
+    let (cp, _) = checkpoint::write(&e.ctx, &checkpoint::checkpoint_dir(&e.ctx.home)).await.expect("checkpoint");
+    emit(&e.db, 4).await;
+    chain(&e.db).await;
+    let id: i64 = owner
+        .query_one("SELECT id FROM fintrail.audit_checkpoints WHERE seq = $1", &[&cp.seq])
+        .await
+        .expect("cp")
+        .get(0);
+    let purged: i64 = owner.query_one("SELECT fintrail.audit_purge_through($1)", &[&id]).await.expect("purge").get(0);
+    assert_eq!(purged, 6);
+    match verify(&e).await {
+        Outcome::Intact(r) => assert_eq!((r.events, r.linked), (4, 4)),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn sequencer_chains_in_sequence_order_not_commit_order() {
+    let e = env().await;
+    let w = AuditWriter::new(true);
+    let mut slow = e.db.connect(DbRole::App).await.expect("c1");
+    let mut fast = e.db.connect(DbRole::App).await.expect("c2");
+    let mut seqr = Sequencer::try_open(&e.db).await.expect("open").expect("lock");
+    assert!(Sequencer::try_open(&e.db).await.expect("open").is_none(), "one sequencer per database");
+    let slow_tx = slow.transaction().await.expect("tx");
+    let s1 = w.append(&slow_tx, &event(1)).await.expect("a").expect("seq");
+    let fast_tx = fast.transaction().await.expect("tx");
+    let s2 = w.append(&fast_tx, &event(2)).await.expect("b").expect("seq");
+    fast_tx.commit().await.expect("commit");
+    assert!(s1 < s2);
+    // s2 is committed, s1 is not: nothing may be linked past the hole.
+    assert_eq!(seqr.run_once().await.expect("round"), 0);
+    assert_eq!(seqr.run_once().await.expect("round"), 0, "still in flight: not skipped");
+    slow_tx.commit().await.expect("commit");
+    assert_eq!(seqr.run_once().await.expect("round"), 2);
+    assert_eq!(seqr.last_seq(), s2);
+    assert_eq!(verify_trail(&e.ctx, &checkpoint::checkpoint_dir(&e.ctx.home)).await.exit_code(), 0);
+}

@@ -1,0 +1,448 @@
+//! The ledger over real HTTP on 127.0.0.1 against a real PostgreSQL: wallets, deposits,
+//! transfers, idempotency, bad input (each refused with a JSON error and nothing written),
+//! reversals, holds, statements, and concurrency with a hot account.
+
+use std::sync::Arc;
+
+use fintrail_api::ledger::fixtures;
+use fintrail_api::{start_with, AppConfig, ServerHandle};
+use fintrail_db::testing::{fresh_db, TestDb};
+use fintrail_db::DbRole;
+use fintrail_domain::{KycState, Role};
+use serde_json::{json, Value};
+
+struct Env {
+    _db: TestDb,
+    _home: std::path::PathBuf,
+    server: ServerHandle,
+    http: reqwest::Client,
+    base: String,
+    admin: String,
+    db: fintrail_db::Database,
+}
+
+async fn env() -> Env {
+    let db = fresh_db().await;
+    let n = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    let home_dir = std::env::temp_dir().join(format!("fintrail-ledger-test-{}-{n}", std::process::id()));
+    let home = fintrail_db::Home::new(&home_dir).unwrap();
+    let ctx = fintrail_db::Context { db: db.database().clone(), home };
+    let config = AppConfig { checkpoint_interval_secs: 0, ..AppConfig::default() };
+    let server = start_with(&ctx, "127.0.0.1:0".parse().unwrap(), config).await.unwrap();
+    let base = format!("http://{}", server.local_addr());
+    let admin = fixtures::token(&db, Role::Admin, None).await.unwrap();
+    Env { db: db.database().clone(), _db: db, _home: home_dir, server, http: reqwest::Client::new(), base, admin }
+}
+
+impl Env {
+    async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: &str,
+        key: Option<&str>,
+        body: Option<Value>,
+    ) -> (u16, Value, bool) {
+        let mut rb = self.http.request(method.parse().unwrap(), format!("{}{path}", self.base)).bearer_auth(token);
+        if let Some(k) = key {
+            rb = rb.header("Idempotency-Key", k);
+        }
+        if let Some(b) = body {
+            rb = rb.json(&b);
+        }
+        let res = rb.send().await.unwrap();
+        let status = res.status().as_u16();
+        let replayed = res.headers().get("idempotent-replayed").is_some();
+        let text = res.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)), replayed)
+    }
+    async fn post(&self, path: &str, token: &str, key: &str, body: Value) -> (u16, Value) {
+        let (s, v, _) = self.call("POST", path, token, Some(key), Some(body)).await;
+        (s, v)
+    }
+    async fn get(&self, path: &str, token: &str) -> (u16, Value) {
+        let (s, v, _) = self.call("GET", path, token, None, None).await;
+        (s, v)
+    }
+    async fn open(&self, customer: i64, currency: &str) -> i64 {
+        let (s, v, _) = self
+            .call(
+                "POST",
+                "/v1/wallets",
+                &self.admin,
+                None,
+                Some(json!({ "customer_id": customer, "currency": currency })),
+            )
+            .await;
+        assert_eq!(s, 201, "{v}");
+        v["id"].as_i64().unwrap()
+    }
+    async fn deposit(&self, wallet: i64, amount: i64) {
+        let key = format!("dep-{wallet}-{amount}-{}", rand_suffix());
+        let (s, v) = self
+            .post(
+                "/v1/deposits",
+                &self.admin,
+                &key,
+                json!({ "wallet_id": wallet, "amount_minor": amount, "currency": "EUR" }),
+            )
+            .await;
+        assert_eq!(s, 201, "{v}");
+    }
+    async fn balance(&self, wallet: i64) -> i64 {
+        let (s, v) = self.get(&format!("/v1/wallets/{wallet}"), &self.admin).await;
+        assert_eq!(s, 200, "{v}");
+        v["balance_minor"].as_i64().unwrap()
+    }
+    async fn counts(&self) -> (i64, i64, i64) {
+        let c = self.db.connect(DbRole::App).await.unwrap();
+        let r = c
+            .query_one(
+                "SELECT (SELECT count(*) FROM fintrail.transfers), (SELECT count(*) FROM fintrail.entries), \
+                 (SELECT count(*) FROM fintrail.idempotency_keys)",
+                &[],
+            )
+            .await
+            .unwrap();
+        (r.get(0), r.get(1), r.get(2))
+    }
+    async fn check(&self) {
+        let mut c = self.db.connect(DbRole::App).await.unwrap();
+        let report = fintrail_api::ledger::check::run(&mut c).await.unwrap();
+        assert!(report.ok(), "{:?}", report.violations);
+    }
+}
+
+fn rand_suffix() -> u64 {
+    use rand::Rng;
+    rand::thread_rng().gen()
+}
+
+#[tokio::test]
+async fn transfers_are_idempotent_audited_and_leave_a_balanced_ledger() {
+    let e = env().await;
+    let c = fixtures::approved_customers(&e.db, 2).await.unwrap();
+    let (a, b) = (e.open(c[0], "EUR").await, e.open(c[1], "EUR").await);
+    e.deposit(a, 10_000).await;
+    let body = json!({ "from_wallet_id": a, "to_wallet_id": b, "amount_minor": 2_500, "currency": "EUR" });
+    let (s1, t1, r1) = e.call("POST", "/v1/transfers", &e.admin, Some("t-1"), Some(body.clone())).await;
+    assert_eq!((s1, r1), (201, false), "{t1}");
+    // Same key, same body (different JSON spelling): the original result, not a second transfer.
+    let respelled = json!({ "currency": "EUR", "amount_minor": 2_500, "to_wallet_id": b, "from_wallet_id": a });
+    let (s2, t2, r2) = e.call("POST", "/v1/transfers", &e.admin, Some("t-1"), Some(respelled)).await;
+    assert_eq!((s2, r2), (201, true));
+    assert_eq!(t1, t2);
+    // Same key, different body: 409, nothing written.
+    let before = e.counts().await;
+    let other = json!({ "from_wallet_id": a, "to_wallet_id": b, "amount_minor": 2_600, "currency": "EUR" });
+    let (s3, v3) = e.post("/v1/transfers", &e.admin, "t-1", other).await;
+    assert_eq!((s3, v3["code"].as_str()), (409, Some("idempotency_key_reused")), "{v3}");
+    assert_eq!(e.counts().await, before);
+    // Keys are scoped per principal: another principal may use "t-1".
+    let cust = fixtures::token(&e.db, Role::Customer, Some(c[0])).await.unwrap();
+    let (s4, v4) = e.post("/v1/me/transfers", &cust, "t-1", body.clone()).await;
+    assert_eq!(s4, 201, "{v4}");
+    assert_ne!(v4["id"], t1["id"]);
+    assert_eq!(e.balance(a).await, 5_000);
+    assert_eq!(e.balance(b).await, 5_000);
+    // The transfer's audit event is in the trail.
+    let app = e.db.connect(DbRole::App).await.unwrap();
+    let n: i64 = app
+        .query_one(
+            "SELECT count(*) FROM fintrail.audit_events WHERE action = 'ledger.transfer.posted' AND subject = $1 AND permission = 'wallet.transfer.create'",
+            &[&format!("transfer:{}", t1["id"])],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 1);
+    // Statement: running balances, paginated.
+    let (s, st) = e.get(&format!("/v1/wallets/{a}/entries?limit=2"), &e.admin).await;
+    assert_eq!(s, 200, "{st}");
+    let lines: Vec<(i64, i64)> = st["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| (l["amount_minor"].as_i64().unwrap(), l["balance_after_minor"].as_i64().unwrap()))
+        .collect();
+    assert_eq!(lines, vec![(10_000, 10_000), (-2_500, 7_500)]);
+    let next = st["next_after"].as_i64().unwrap();
+    let (_, st2) = e.get(&format!("/v1/wallets/{a}/entries?limit=2&after={next}"), &e.admin).await;
+    assert_eq!(st2["entries"][0]["balance_after_minor"], 5_000);
+    assert!(st2["next_after"].is_null());
+    // The customer sees their own statement, not another's.
+    assert_eq!(e.get(&format!("/v1/me/wallets/{a}/entries"), &cust).await.0, 200);
+    assert_eq!(e.get(&format!("/v1/me/wallets/{b}/entries"), &cust).await.0, 404);
+    e.check().await;
+    e.server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn bad_input_is_refused_with_json_errors_and_writes_nothing() {
+    let e = env().await;
+    let c = fixtures::approved_customers(&e.db, 2).await.unwrap();
+    let (a, b) = (e.open(c[0], "EUR").await, e.open(c[1], "EUR").await);
+    let usd = e.open(c[1], "USD").await;
+    e.deposit(a, 1_000).await;
+    let cust_b = fixtures::token(&e.db, Role::Customer, Some(c[1])).await.unwrap();
+    let before = e.counts().await;
+    let t = |from: i64, to: i64, amount: Value, cur: &str| json!({ "from_wallet_id": from, "to_wallet_id": to, "amount_minor": amount, "currency": cur });
+    let cases: Vec<(&str, &str, Value, u16, &str)> = vec![
+        ("negative amount", "/v1/transfers", t(a, b, json!(-5), "EUR"), 422, "invalid_request"),
+        ("zero amount", "/v1/transfers", t(a, b, json!(0), "EUR"), 422, "invalid_request"),
+        (
+            "amount above the limit",
+            "/v1/transfers",
+            t(a, b, json!(1_000_000_000_000_001i64), "EUR"),
+            422,
+            "invalid_request",
+        ),
+        ("fractional amount", "/v1/transfers", t(a, b, json!(1.5), "EUR"), 422, "unprocessable"),
+        ("currency mismatch", "/v1/transfers", t(a, usd, json!(5), "EUR"), 422, "currency_mismatch"),
+        ("wrong request currency", "/v1/transfers", t(a, b, json!(5), "USD"), 422, "currency_mismatch"),
+        ("malformed currency", "/v1/transfers", t(a, b, json!(5), "eur"), 422, "invalid_request"),
+        ("unknown wallet", "/v1/transfers", t(a, 999_999, json!(5), "EUR"), 404, "not_found"),
+        ("same wallet", "/v1/transfers", t(a, a, json!(5), "EUR"), 422, "invalid_request"),
+        ("insufficient funds", "/v1/transfers", t(a, b, json!(1_001), "EUR"), 409, "insufficient_funds"),
+        (
+            "withdraw more than the balance",
+            "/v1/withdrawals",
+            json!({ "wallet_id": b, "amount_minor": 1, "currency": "EUR" }),
+            409,
+            "insufficient_funds",
+        ),
+        (
+            "deposit to an unknown wallet",
+            "/v1/deposits",
+            json!({ "wallet_id": 999_999, "amount_minor": 1, "currency": "EUR" }),
+            404,
+            "not_found",
+        ),
+    ];
+    for (i, (what, path, body, status, code)) in cases.into_iter().enumerate() {
+        let (s, v) = e.post(path, &e.admin, &format!("bad-{i}"), body).await;
+        assert_eq!((s, v["code"].as_str()), (status, Some(code)), "{what}: {v}");
+        assert!(v["message"].as_str().is_some_and(|m| !m.is_empty()), "{what}: {v}");
+    }
+    // An amount that does not fit in i64 (raw JSON: serde_json cannot even build it).
+    let raw =
+        format!(r#"{{"from_wallet_id":{a},"to_wallet_id":{b},"amount_minor":92233720368547758070,"currency":"EUR"}}"#);
+    let res = e
+        .http
+        .post(format!("{}/v1/transfers", e.base))
+        .bearer_auth(&e.admin)
+        .header("Idempotency-Key", "overflow")
+        .header("content-type", "application/json")
+        .body(raw)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 422);
+    let v: Value = res.json().await.unwrap();
+    assert_eq!(v["code"], "unprocessable", "{v}");
+    // Wrong owner: customer B moves money out of A's wallet.
+    let (s, v) = e.post("/v1/me/transfers", &cust_b, "steal", t(a, b, json!(5), "EUR")).await;
+    assert_eq!((s, v["code"].as_str()), (404, Some("not_found")), "{v}");
+    // No Idempotency-Key, malformed key.
+    let (s, v, _) = e.call("POST", "/v1/transfers", &e.admin, None, Some(t(a, b, json!(5), "EUR"))).await;
+    assert_eq!((s, v["code"].as_str()), (400, Some("idempotency_key_required")));
+    let (s, _) = e.post("/v1/transfers", &e.admin, "has space", t(a, b, json!(5), "EUR")).await;
+    assert_eq!(s, 400);
+    // Unknown field, missing field.
+    let (s, _) = e
+        .post(
+            "/v1/transfers",
+            &e.admin,
+            "x1",
+            json!({ "from_wallet_id": a, "to_wallet_id": b, "amount_minor": 5, "currency": "EUR", "fee": 1 }),
+        )
+        .await;
+    assert_eq!(s, 422);
+    let (s, _) = e
+        .post("/v1/transfers", &e.admin, "x2", json!({ "from_wallet_id": a, "amount_minor": 5, "currency": "EUR" }))
+        .await;
+    assert_eq!(s, 422);
+    // A customer token cannot use staff routes (403) and nothing moved.
+    assert_eq!(e.post("/v1/transfers", &cust_b, "x3", t(a, b, json!(5), "EUR")).await.0, 403);
+    assert_eq!(e.counts().await, before, "refused requests wrote nothing");
+    assert_eq!(e.balance(a).await, 1_000);
+    // A refused request does not consume its key: the same key works once funds exist.
+    e.deposit(a, 1).await;
+    let (s, v) = e.post("/v1/transfers", &e.admin, "bad-10", t(a, b, json!(1_001), "EUR")).await;
+    assert_eq!(s, 201, "{v}");
+    e.check().await;
+    e.server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn wallets_need_kyc_and_reversals_happen_once() {
+    let e = env().await;
+    let pending = fixtures::customer_in_kyc_state(&e.db, KycState::DocumentsSubmitted).await.unwrap();
+    let (s, v, _) =
+        e.call("POST", "/v1/wallets", &e.admin, None, Some(json!({ "customer_id": pending, "currency": "EUR" }))).await;
+    assert_eq!((s, v["code"].as_str()), (409, Some("not_eligible")), "{v}");
+    let c = fixtures::approved_customers(&e.db, 2).await.unwrap();
+    let cust = fixtures::token(&e.db, Role::Customer, Some(c[0])).await.unwrap();
+    let (s, w, _) = e.call("POST", "/v1/me/wallets", &cust, None, Some(json!({ "currency": "EUR" }))).await;
+    assert_eq!(s, 201, "{w}");
+    let a = w["id"].as_i64().unwrap();
+    let (s, _, _) = e.call("POST", "/v1/me/wallets", &cust, None, Some(json!({ "currency": "EUR" }))).await;
+    assert_eq!(s, 409, "one wallet per currency");
+    let b = e.open(c[1], "EUR").await;
+    e.deposit(a, 300).await;
+    let (_, t) = e
+        .post(
+            "/v1/transfers",
+            &e.admin,
+            "r-1",
+            json!({ "from_wallet_id": a, "to_wallet_id": b, "amount_minor": 300, "currency": "EUR" }),
+        )
+        .await;
+    let id = t["id"].as_i64().unwrap();
+    let (s, r) = e.post(&format!("/v1/transfers/{id}/reversal"), &e.admin, "rev-1", json!({})).await;
+    assert_eq!(s, 201, "{r}");
+    assert_eq!((r["kind"].as_str(), r["reverses_transfer_id"].as_i64()), (Some("reversal"), Some(id)));
+    assert_eq!((e.balance(a).await, e.balance(b).await), (300, 0));
+    // Retry of the same reversal: replayed; a new reversal: refused; reversing a reversal: refused.
+    let (s, r2) = e.post(&format!("/v1/transfers/{id}/reversal"), &e.admin, "rev-1", json!({})).await;
+    assert_eq!((s, &r2), (201, &r));
+    let (s, v) = e.post(&format!("/v1/transfers/{id}/reversal"), &e.admin, "rev-2", json!({})).await;
+    assert_eq!((s, v["code"].as_str()), (409, Some("already_reversed")), "{v}");
+    let (s, v) = e.post(&format!("/v1/transfers/{}/reversal", r["id"]), &e.admin, "rev-3", json!({})).await;
+    assert_eq!((s, v["code"].as_str()), (409, Some("not_reversible")), "{v}");
+    assert_eq!(e.post("/v1/transfers/999999/reversal", &e.admin, "rev-4", json!({})).await.0, 404);
+    e.check().await;
+    e.server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn holds_reserve_post_partially_void_and_expire() {
+    let e = env().await;
+    let c = fixtures::approved_customers(&e.db, 2).await.unwrap();
+    let (a, b) = (e.open(c[0], "EUR").await, e.open(c[1], "EUR").await);
+    e.deposit(a, 1_000).await;
+    let hold = |amount: i64, secs: i64| json!({ "from_wallet_id": a, "to_wallet_id": b, "amount_minor": amount, "currency": "EUR", "expires_in_secs": secs });
+    let (s, h) = e.post("/v1/holds", &e.admin, "h-1", hold(600, 3600)).await;
+    assert_eq!(s, 201, "{h}");
+    let h1 = h["id"].as_i64().unwrap();
+    let (_, w) = e.get(&format!("/v1/wallets/{a}"), &e.admin).await;
+    assert_eq!((w["held_minor"].as_i64(), w["available_minor"].as_i64()), (Some(600), Some(400)));
+    // Held funds cannot be spent twice.
+    let (s, v) = e.post("/v1/holds", &e.admin, "h-2", hold(401, 3600)).await;
+    assert_eq!((s, v["code"].as_str()), (409, Some("insufficient_funds")));
+    let (s, v) = e
+        .post(
+            "/v1/transfers",
+            &e.admin,
+            "h-t",
+            json!({ "from_wallet_id": a, "to_wallet_id": b, "amount_minor": 401, "currency": "EUR" }),
+        )
+        .await;
+    assert_eq!((s, v["code"].as_str()), (409, Some("insufficient_funds")));
+    // Post 250 of 600: 250 moves, 350 is released.
+    let (s, t) = e.post(&format!("/v1/holds/{h1}/post"), &e.admin, "p-1", json!({ "amount_minor": 250 })).await;
+    assert_eq!(s, 201, "{t}");
+    assert_eq!((t["kind"].as_str(), t["hold_id"].as_i64()), (Some("hold_post"), Some(h1)));
+    let (_, w) = e.get(&format!("/v1/wallets/{a}"), &e.admin).await;
+    assert_eq!((w["balance_minor"].as_i64(), w["held_minor"].as_i64()), (Some(750), Some(0)));
+    assert_eq!(e.balance(b).await, 250);
+    let (s, v) = e.post(&format!("/v1/holds/{h1}/void"), &e.admin, "v-1", json!({})).await;
+    assert_eq!((s, v["code"].as_str()), (409, Some("hold_not_pending")));
+    // Void releases everything.
+    let (_, h2) = e.post("/v1/holds", &e.admin, "h-3", hold(700, 3600)).await;
+    let (s, v) = e.post(&format!("/v1/holds/{}/void", h2["id"]), &e.admin, "v-2", json!({})).await;
+    assert_eq!((s, v["status"].as_str()), (200, Some("voided")), "{v}");
+    // Expiry: a 1-second hold cannot be posted after it expired, and the job releases it.
+    let (_, h3) = e.post("/v1/holds", &e.admin, "h-4", hold(100, 1)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1_500)).await;
+    let (s, v) = e.post(&format!("/v1/holds/{}/post", h3["id"]), &e.admin, "p-2", json!({})).await;
+    assert_eq!((s, v["code"].as_str()), (409, Some("hold_expired")), "{v}");
+    let mut app = e.db.connect(DbRole::App).await.unwrap();
+    assert_eq!(fintrail_api::ledger::holds::expire_overdue(&mut app).await.unwrap(), 1);
+    let (_, v) = e.get(&format!("/v1/holds/{}", h3["id"]), &e.admin).await;
+    assert_eq!(v["status"].as_str(), Some("expired"));
+    let (_, w) = e.get(&format!("/v1/wallets/{a}"), &e.admin).await;
+    assert_eq!((w["balance_minor"].as_i64(), w["held_minor"].as_i64()), (Some(750), Some(0)));
+    e.check().await;
+    e.server.shutdown().await.unwrap();
+}
+
+/// 32 concurrent clients, skewed choice (most transfers go to one hot merchant wallet), with
+/// every 10th request sent twice: money is conserved, no floor is crossed, every key applied
+/// at most once, and the ledger check passes.
+#[tokio::test]
+async fn concurrent_transfers_with_a_hot_account_keep_every_invariant() {
+    let e = Arc::new(env().await);
+    const WALLETS: usize = 8;
+    const CLIENTS: usize = 32;
+    const PER_CLIENT: usize = 25;
+    let c = fixtures::approved_customers(&e.db, WALLETS).await.unwrap();
+    let mut wallets = Vec::new();
+    for id in &c {
+        let w = e.open(*id, "EUR").await;
+        e.deposit(w, 5_000).await;
+        wallets.push(w);
+    }
+    let wallets = Arc::new(wallets);
+    let mut tasks = Vec::new();
+    for client in 0..CLIENTS {
+        let (e, wallets) = (e.clone(), wallets.clone());
+        tasks.push(tokio::spawn(async move {
+            use rand::Rng;
+            let mut ok = 0u32;
+            for i in 0..PER_CLIENT {
+                let (from, to, amount) = {
+                    let mut rng = rand::thread_rng();
+                    let from = wallets[rng.gen_range(1..WALLETS)];
+                    // 80% to the hot wallet 0.
+                    let to = if rng.gen_bool(0.8) { wallets[0] } else { wallets[rng.gen_range(1..WALLETS)] };
+                    (from, to, rng.gen_range(1..400i64))
+                };
+                if from == to {
+                    continue;
+                }
+                let key = format!("c{client}-{i}");
+                let body =
+                    json!({ "from_wallet_id": from, "to_wallet_id": to, "amount_minor": amount, "currency": "EUR" });
+                let (s, v) = e.post("/v1/transfers", &e.admin, &key, body.clone()).await;
+                assert!(s == 201 || (s == 409 && v["code"] == "insufficient_funds"), "{s} {v}");
+                if s == 201 {
+                    ok += 1;
+                }
+                if i % 10 == 0 {
+                    let (s2, v2) = e.post("/v1/transfers", &e.admin, &key, body).await;
+                    if s == 201 {
+                        assert_eq!((s2, &v2), (201, &v), "a retry returns the original");
+                    }
+                }
+            }
+            ok
+        }));
+    }
+    let mut posted = 0;
+    for t in tasks {
+        posted += t.await.unwrap();
+    }
+    let app = e.db.connect(DbRole::App).await.unwrap();
+    let dup: i64 = app
+        .query_one(
+            "SELECT count(*) FROM (SELECT actor, idempotency_key FROM fintrail.transfers WHERE kind = 'transfer' \
+             GROUP BY 1, 2 HAVING count(*) > 1) d",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(dup, 0, "a key applied twice");
+    let n: i64 =
+        app.query_one("SELECT count(*) FROM fintrail.transfers WHERE kind = 'transfer'", &[]).await.unwrap().get(0);
+    assert_eq!(n, i64::from(posted));
+    let mut total = 0;
+    for w in wallets.iter() {
+        let b = e.balance(*w).await;
+        assert!(b >= 0);
+        total += b;
+    }
+    assert_eq!(total, 5_000 * WALLETS as i64, "money is conserved");
+    e.check().await;
+}
