@@ -143,30 +143,136 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
         return unauthenticated("missing or malformed bearer token");
     };
     let hash = tokens::hash(token);
-    let client = match state.pool.get().await {
-        Ok(c) => c,
-        Err(e) => return ApiError::from(e).into_response(),
+    let server = token_cache::server_of(&state);
+    let principal = match token_cache::get(server, &hash) {
+        Some(p) => p,
+        None => match lookup_token(&state, &hash).await {
+            Ok(Ok((p, valid_for))) => {
+                token_cache::put(server, hash, &p, valid_for);
+                p
+            }
+            Ok(Err(msg)) => return unauthenticated(msg),
+            Err(e) => return e.into_response(),
+        },
     };
+    let revoking = token_cache::revoked_token_of(&req);
+    req.extensions_mut().insert(principal);
+    let res = next.run(req).await;
+    if let Some(token_id) = revoking {
+        if res.status().is_success() {
+            // Revoked through this server: gone from its cache at once (other processes'
+            // revocations, e.g. `fintrail token revoke`, take effect within the cache TTL).
+            token_cache::forget(server, token_id);
+        }
+    }
+    res
+}
+
+/// The token's principal and how long it stays valid, from the database.
+async fn lookup_token(
+    state: &AppState,
+    hash: &[u8; 32],
+) -> Result<Result<(Principal, std::time::Duration), &'static str>, ApiError> {
+    let client = state.pool.get().await?;
     let row = client
         .query_opt(
-            "SELECT id, role, customer_id, label FROM fintrail.api_tokens \
-             WHERE token_hash = $1 AND revoked_at IS NULL AND expires_at > now()",
+            "SELECT id, role, customer_id, label, extract(epoch FROM expires_at - now())::float8 \
+             FROM fintrail.api_tokens WHERE token_hash = $1 AND revoked_at IS NULL AND expires_at > now()",
             &[&hash.as_slice()],
         )
-        .await;
+        .await?;
     drop(client);
-    let row = match row {
-        Ok(Some(r)) => r,
-        Ok(None) => return unauthenticated("unknown, expired or revoked token"),
-        Err(e) => return ApiError::from(e).into_response(),
-    };
+    let Some(row) = row else { return Ok(Err("unknown, expired or revoked token")) };
     let Ok(role) = row.get::<_, &str>(1).parse::<Role>() else {
         // A role removed from the Rust table no longer grants anything.
-        return unauthenticated("token role no longer exists");
+        return Ok(Err("token role no longer exists"));
     };
     let principal = Principal { token_id: row.get(0), role, customer_id: row.get(2), label: row.get(3) };
-    req.extensions_mut().insert(principal);
-    next.run(req).await
+    let valid_for = std::time::Duration::try_from_secs_f64(row.get::<_, f64>(4)).unwrap_or_default();
+    Ok(Ok((principal, valid_for)))
+}
+
+/// A bounded in-process cache of authenticated tokens, so that a request does not cost a
+/// database round trip to resolve its token (measured: a lookup per request was a large share
+/// of the ledger's per-transfer work on a 2-core box).
+///
+/// * Keyed by (server, SHA-256 of the token); only valid tokens are cached (unknown tokens
+///   always reach the database, so garbage cannot fill the cache).
+/// * An entry lives at most [`TTL`](token_cache::TTL) (2 s) and never past the token's expiry.
+/// * **Revocation delay**: a token revoked through this server's API is dropped from its cache
+///   when the revocation succeeds (immediately); a token revoked elsewhere (another server
+///   process, `fintrail token revoke`) keeps authenticating on this server for at most 2 s.
+/// * At most [`ENTRIES_MAX`](token_cache::ENTRIES_MAX) entries: when full, expired entries are
+///   swept, and if it is still full the cache is cleared (a cold cache costs lookups, never
+///   correctness).
+pub mod token_cache {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    use std::time::{Duration, Instant};
+
+    use super::Principal;
+    use crate::state::AppState;
+
+    /// Longest time a cached token is trusted without asking the database.
+    pub const TTL: Duration = Duration::from_secs(2);
+    /// Most cached tokens (across the servers of this process).
+    pub const ENTRIES_MAX: usize = 10_000;
+
+    type Key = (usize, [u8; 32]);
+    static CACHE: OnceLock<Mutex<HashMap<Key, (Instant, Principal)>>> = OnceLock::new();
+
+    fn cache() -> std::sync::MutexGuard<'static, HashMap<Key, (Instant, Principal)>> {
+        // A panic while holding the lock cannot leave the map inconsistent (single inserts
+        // and removals): keep using it.
+        CACHE.get_or_init(Default::default).lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Identifies one running server (its state), so that servers sharing a process (tests)
+    /// never share entries.
+    pub fn server_of(state: &AppState) -> usize {
+        std::sync::Arc::as_ptr(&state.0) as usize
+    }
+
+    /// The cached principal, if fresh.
+    pub fn get(server: usize, hash: &[u8; 32]) -> Option<Principal> {
+        let mut c = cache();
+        let key = (server, *hash);
+        match c.get(&key) {
+            Some((until, p)) if Instant::now() < *until => Some(p.clone()),
+            Some(_) => {
+                c.remove(&key);
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// Caches `p` for min([`TTL`], `valid_for`).
+    pub fn put(server: usize, hash: [u8; 32], p: &Principal, valid_for: Duration) {
+        let now = Instant::now();
+        let mut c = cache();
+        if c.len() >= ENTRIES_MAX {
+            c.retain(|_, (until, _)| now < *until);
+            if c.len() >= ENTRIES_MAX {
+                c.clear();
+            }
+        }
+        c.insert((server, hash), (now + TTL.min(valid_for), p.clone()));
+        debug_assert!(c.len() <= ENTRIES_MAX);
+    }
+
+    /// Drops every cached entry of `token_id` on `server`.
+    pub fn forget(server: usize, token_id: i64) {
+        cache().retain(|(s, _), (_, p)| !(*s == server && p.token_id == token_id));
+    }
+
+    /// The token id a request revokes (`POST /v1/tokens/{token_id}/revoke`), if it is one.
+    pub fn revoked_token_of(req: &axum::extract::Request) -> Option<i64> {
+        if req.method() != axum::http::Method::POST {
+            return None;
+        }
+        req.uri().path().strip_prefix("/v1/tokens/")?.strip_suffix("/revoke")?.parse().ok()
+    }
 }
 
 fn unauthenticated(msg: &str) -> Response {

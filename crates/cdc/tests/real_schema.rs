@@ -177,6 +177,16 @@ async fn every_policy_column_exists_in_the_migrated_schema() {
         for u in policy.unknown_columns(t, &names) {
             problems.push(format!("{t}.{u} does not exist (columns: {})", cols.join(", ")));
         }
+        // Every column of a replicated table carries an explicit decision: a column added by a
+        // later migration is withheld by default deny, but someone must decide it (keep,
+        // pseudonymize or drop) in analytics/replication.toml, in the same change.
+        for col in &cols {
+            if matches!(policy.decide(t, col), Decision::Withhold { listed: false }) {
+                problems.push(format!(
+                    "{t}.{col} has no rule in analytics/replication.toml (decide keep | pseudonymize | drop)"
+                ));
+            }
+        }
         // The key must leave (keep or pseudonymize), or the table could never be published.
         let pk: Vec<String> = c
             .query(

@@ -33,14 +33,23 @@ pub const EXPIRE_MAX: i64 = 1000;
 #[serde(deny_unknown_fields)]
 pub struct HoldRequest {
     /// Wallet whose funds are reserved (and later debited).
+    #[schema(minimum = 1)]
+    #[serde(deserialize_with = "super::de::int")]
     pub from_wallet_id: i64,
-    /// Wallet credited when the hold is posted.
+    /// Wallet credited when the hold is posted (another wallet: 409 `same_wallet` otherwise).
+    #[schema(minimum = 1)]
+    #[serde(deserialize_with = "super::de::int")]
     pub to_wallet_id: i64,
-    /// Positive amount in minor units.
+    /// Positive amount in minor units (at most 10^15).
+    #[schema(minimum = 1, maximum = 1_000_000_000_000_000_i64)]
+    #[serde(deserialize_with = "super::de::int")]
     pub amount_minor: i64,
-    /// ISO 4217 code.
+    /// ISO 4217 code; must be both wallets' currency (409 `currency_mismatch` otherwise).
+    #[schema(min_length = 3, max_length = 3, pattern = "^[A-Z]{3}$")]
     pub currency: String,
     /// Lifetime in seconds (default 3600, at most 30 days).
+    #[schema(minimum = 1, maximum = 2592000)]
+    #[serde(default, deserialize_with = "super::de::opt_int")]
     pub expires_in_secs: Option<i64>,
 }
 
@@ -48,7 +57,10 @@ pub struct HoldRequest {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HoldPostRequest {
-    /// How much to post (default: the whole hold; at most the held amount).
+    /// How much to post (default: the whole hold; more than the held amount: 409
+    /// `exceeds_hold`).
+    #[schema(minimum = 1, maximum = 1_000_000_000_000_000_i64)]
+    #[serde(default, deserialize_with = "super::de::opt_int")]
     pub amount_minor: Option<i64>,
 }
 
@@ -122,10 +134,9 @@ async fn replay_or_conflict(state: &AppState, idem: &IdemKey) -> ApiResult<Respo
 /// Reserve funds for a later posting.
 #[utoipa::path(post, path = "/v1/holds", tag = "ledger", security(("bearer" = [])),
     description = "Requires `wallet.hold.create`. Needs an `Idempotency-Key` header.",
-    params(("Idempotency-Key" = String, Header, description = "1–128 visible ASCII characters, unique per request")),
+    params(("Idempotency-Key" = String, Header, min_length = 1, max_length = 128, pattern = "^[!-~]+$", description = "1–128 visible ASCII characters, unique per request (scoped to the caller)")),
     request_body = HoldRequest,
-    responses((status = 201, body = HoldView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
-        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    responses((status = 201, body = HoldView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn create_hold(
     State(state): State<AppState>,
     caller: Caller,
@@ -140,11 +151,7 @@ pub async fn create_hold(
         return Err(ApiError::unprocessable(format!("expires_in_secs must be between 1 and {HOLD_MAX_SECS}")));
     }
     if body.from_wallet_id == body.to_wallet_id {
-        return Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_request",
-            "from and to must be different wallets",
-        ));
+        return Err(super::same_wallet());
     }
     if let Some(r) = idempotency::replay(&state, &idem).await? {
         return Ok(r);
@@ -164,7 +171,7 @@ pub async fn create_hold(
             )));
         }
         if w.state.floor_minor.is_none() {
-            return Err(ApiError::unprocessable("holds are between customer or organization wallets"));
+            return Err(ApiError::conflict("system_wallet", "holds are between customer or organization wallets"));
         }
     }
     reserve(&from.state, WalletId(body.from_wallet_id), amount).map_err(ledger_error)?;
@@ -209,8 +216,8 @@ fn event(caller: &Caller, action: &'static str, hold_id: i64, after: serde_json:
 /// A hold.
 #[utoipa::path(get, path = "/v1/holds/{hold_id}", tag = "ledger", security(("bearer" = [])),
     description = "Requires `wallet.read`.",
-    params(("hold_id" = i64, Path, description = "Hold id")),
-    responses((status = 200, body = HoldView), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    params(("hold_id" = i64, Path, minimum = 1, description = "Hold id")),
+    responses((status = 200, body = HoldView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn get_hold(
     State(state): State<AppState>,
     _caller: Caller,
@@ -248,11 +255,10 @@ fn require_pending(h: &HoldView, overdue: bool) -> ApiResult<()> {
 /// Post a hold, fully or partially; the rest of the reservation is released.
 #[utoipa::path(post, path = "/v1/holds/{hold_id}/post", tag = "ledger", security(("bearer" = [])),
     description = "Requires `wallet.hold.settle`. Needs an `Idempotency-Key` header.",
-    params(("hold_id" = i64, Path, description = "Hold id"),
-        ("Idempotency-Key" = String, Header, description = "1–128 visible ASCII characters, unique per request")),
+    params(("hold_id" = i64, Path, minimum = 1, description = "Hold id"),
+        ("Idempotency-Key" = String, Header, min_length = 1, max_length = 128, pattern = "^[!-~]+$", description = "1–128 visible ASCII characters, unique per request (scoped to the caller)")),
     request_body = HoldPostRequest,
-    responses((status = 201, body = TransferView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
-        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    responses((status = 201, body = TransferView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn post_hold(
     State(state): State<AppState>,
     caller: Caller,
@@ -270,7 +276,7 @@ pub async fn post_hold(
     require_pending(&hold, overdue)?;
     let amount = parse_amount(body.amount_minor.unwrap_or(hold.amount_minor))?;
     if amount.minor() > hold.amount_minor {
-        return Err(ApiError::unprocessable(format!("amount_minor exceeds the held {}", hold.amount_minor)));
+        return Err(ApiError::conflict("exceeds_hold", format!("amount_minor exceeds the held {}", hold.amount_minor)));
     }
     let currency = parse_currency(&hold.currency)?;
     // The Rust decision (the reservation turns into the debit; the trigger and CHECK agree).
@@ -316,10 +322,9 @@ pub async fn post_hold(
 /// Void a pending hold (releases the reservation, moves no money).
 #[utoipa::path(post, path = "/v1/holds/{hold_id}/void", tag = "ledger", security(("bearer" = [])),
     description = "Requires `wallet.hold.settle`. Needs an `Idempotency-Key` header.",
-    params(("hold_id" = i64, Path, description = "Hold id"),
-        ("Idempotency-Key" = String, Header, description = "1–128 visible ASCII characters, unique per request")),
-    responses((status = 200, body = HoldView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
-        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+    params(("hold_id" = i64, Path, minimum = 1, description = "Hold id"),
+        ("Idempotency-Key" = String, Header, min_length = 1, max_length = 128, pattern = "^[!-~]+$", description = "1–128 visible ASCII characters, unique per request (scoped to the caller)")),
+    responses((status = 200, body = HoldView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn void_hold(
     State(state): State<AppState>,
     caller: Caller,

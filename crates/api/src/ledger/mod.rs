@@ -129,15 +129,40 @@ pub struct WalletView {
     pub created_at: DateTime<Utc>,
 }
 
-/// `POST /v1/wallets`.
+/// `POST /v1/wallets`: exactly one owner, a customer or an organization (the schema says so
+/// with `oneOf`, each alternative closed by `additionalProperties: false`).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum OpenWallet {
+    /// For a customer.
+    Customer(OpenCustomerWallet),
+    /// For an organization.
+    Organization(OpenOrganizationWallet),
+}
+
+/// A customer's wallet (the customer needs an approved KYC case).
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct OpenWallet {
-    /// Open for this customer (needs an approved KYC case) ...
-    pub customer_id: Option<i64>,
-    /// ... or for this organization (needs state `cleared`).
-    pub organization_id: Option<i64>,
+pub struct OpenCustomerWallet {
+    /// The owner.
+    #[schema(minimum = 1)]
+    #[serde(deserialize_with = "de::int")]
+    pub customer_id: i64,
     /// ISO 4217 code.
+    #[schema(min_length = 3, max_length = 3, pattern = "^[A-Z]{3}$")]
+    pub currency: String,
+}
+
+/// An organization's wallet (the organization needs state `cleared`).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OpenOrganizationWallet {
+    /// The owner.
+    #[schema(minimum = 1)]
+    #[serde(deserialize_with = "de::int")]
+    pub organization_id: i64,
+    /// ISO 4217 code.
+    #[schema(min_length = 3, max_length = 3, pattern = "^[A-Z]{3}$")]
     pub currency: String,
 }
 
@@ -146,6 +171,7 @@ pub struct OpenWallet {
 #[serde(deny_unknown_fields)]
 pub struct OpenOwnWallet {
     /// ISO 4217 code.
+    #[schema(min_length = 3, max_length = 3, pattern = "^[A-Z]{3}$")]
     pub currency: String,
 }
 
@@ -154,12 +180,19 @@ pub struct OpenOwnWallet {
 #[serde(deny_unknown_fields)]
 pub struct TransferRequest {
     /// Debited wallet.
+    #[schema(minimum = 1)]
+    #[serde(deserialize_with = "de::int")]
     pub from_wallet_id: i64,
-    /// Credited wallet.
+    /// Credited wallet (another wallet than the debited one: 409 `same_wallet` otherwise).
+    #[schema(minimum = 1)]
+    #[serde(deserialize_with = "de::int")]
     pub to_wallet_id: i64,
     /// Positive amount in minor units (at most 10^15).
+    #[schema(minimum = 1, maximum = 1_000_000_000_000_000_i64)]
+    #[serde(deserialize_with = "de::int")]
     pub amount_minor: i64,
-    /// ISO 4217 code; must be both wallets' currency.
+    /// ISO 4217 code; must be both wallets' currency (409 `currency_mismatch` otherwise).
+    #[schema(min_length = 3, max_length = 3, pattern = "^[A-Z]{3}$")]
     pub currency: String,
 }
 
@@ -168,10 +201,15 @@ pub struct TransferRequest {
 #[serde(deny_unknown_fields)]
 pub struct FundsRequest {
     /// The customer's or organization's wallet.
+    #[schema(minimum = 1)]
+    #[serde(deserialize_with = "de::int")]
     pub wallet_id: i64,
     /// Positive amount in minor units (at most 10^15).
+    #[schema(minimum = 1, maximum = 1_000_000_000_000_000_i64)]
+    #[serde(deserialize_with = "de::int")]
     pub amount_minor: i64,
-    /// ISO 4217 code; must be the wallet's currency.
+    /// ISO 4217 code; must be the wallet's currency (409 `currency_mismatch` otherwise).
+    #[schema(min_length = 3, max_length = 3, pattern = "^[A-Z]{3}$")]
     pub currency: String,
 }
 
@@ -205,18 +243,66 @@ pub struct Statement {
     pub next_after: Option<i64>,
 }
 
-/// Statement pagination.
+/// Statement pagination (query parameters: without `parameter_in`, utoipa cannot tell from
+/// our own `ApiQuery` extractor and would declare them path parameters).
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct Page {
-    /// Return entries after this entry id.
+    /// Return entries after this entry id (default 0: from the first).
+    #[param(minimum = 0)]
     pub after: Option<i64>,
     /// Page size, 1–500 (default 100).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<i64>,
 }
 
 /// Largest statement page.
 pub const PAGE_MAX: i64 = 500;
+
+/// JSON Schema pattern of an ISO 4217 code (with `minLength`/`maxLength` 3, so that a regex
+/// engine whose `$` also matches before a final newline cannot widen it).
+pub const CURRENCY_PATTERN: &str = "^[A-Z]{3}$";
+/// JSON Schema pattern of an `Idempotency-Key` (1–128 visible ASCII characters, as
+/// `fintrail_domain::ledger::IdempotencyKey::parse`).
+pub const IDEMPOTENCY_KEY_PATTERN: &str = "^[!-~]+$";
+
+/// Integers in request bodies, as JSON Schema's `integer` defines them: `42` and `42.0` are the
+/// same integer (a schema-valid request spelling it `42.0` must not be refused). Anything else
+/// (a fraction, out of `i64`, not a number) is a deserialization error, i.e. 422.
+pub mod de {
+    use serde::{Deserialize, Deserializer};
+
+    /// Largest magnitude accepted in float spelling: 2^50 (above every amount, 10^15).
+    /// serde_json (default features) parses floats to within one ULP, not always exactly;
+    /// below 2^50 one ULP is at most 1/8, so an inexact parse is never integral and is
+    /// refused, never silently turned into another integer. Integer spellings are exact.
+    const FLOAT_INT_MAX: f64 = 1_125_899_906_842_624.0;
+
+    fn from_number<E: serde::de::Error>(n: &serde_json::Number) -> Result<i64, E> {
+        if let Some(i) = n.as_i64() {
+            return Ok(i);
+        }
+        match n.as_f64() {
+            // In range and without fraction: the cast is exact.
+            #[allow(clippy::cast_possible_truncation)]
+            Some(f) if f.is_finite() && f.fract() == 0.0 && f.abs() <= FLOAT_INT_MAX => Ok(f as i64),
+            _ => Err(E::custom(format!(
+                "expected an integer (in -2^63..2^63, or spelled as a float within ±2^50), got {n}"
+            ))),
+        }
+    }
+
+    /// A required integer.
+    pub fn int<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+        from_number(&serde_json::Number::deserialize(d)?)
+    }
+
+    /// An optional integer (`null` or absent: `None`; use with `#[serde(default)]`).
+    pub fn opt_int<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+        Option::<serde_json::Number>::deserialize(d)?.map(|n| from_number(&n)).transpose()
+    }
+}
 
 // ------------------------------------------------------------------------------------------
 // Parsing helpers.
@@ -228,6 +314,12 @@ pub(crate) fn parse_currency(s: &str) -> ApiResult<Currency> {
 
 pub(crate) fn parse_amount(minor: i64) -> ApiResult<Amount> {
     Amount::new(minor).map_err(ledger_error)
+}
+
+/// A posting between a wallet and itself. A ledger rule, not a shape the schema can state
+/// (JSON Schema cannot say "two fields differ"), hence 409 like every other rule, not 422.
+pub(crate) fn same_wallet() -> ApiError {
+    ApiError::conflict("same_wallet", "from and to must be different wallets")
 }
 
 fn wallet_view(r: &tokio_postgres::Row) -> WalletView {
@@ -341,15 +433,18 @@ async fn insert_wallet(
 #[utoipa::path(post, path = "/v1/wallets", tag = "ledger", security(("bearer" = [])),
     description = "Requires `wallet.open`. The customer needs an approved KYC case, the organization state `cleared`.",
     request_body = OpenWallet,
-    responses((status = 201, body = WalletView), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
-        (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    responses((status = 201, body = WalletView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn open_wallet(
     State(state): State<AppState>,
     caller: Caller,
     ApiJson(body): ApiJson<OpenWallet>,
 ) -> ApiResult<(StatusCode, Json<WalletView>)> {
-    let currency = parse_currency(&body.currency)?;
-    let w = insert_wallet(&state, &caller, body.customer_id, body.organization_id, currency).await?;
+    let (customer, organization, currency) = match &body {
+        OpenWallet::Customer(b) => (Some(b.customer_id), None, &b.currency),
+        OpenWallet::Organization(b) => (None, Some(b.organization_id), &b.currency),
+    };
+    let currency = parse_currency(currency)?;
+    let w = insert_wallet(&state, &caller, customer, organization, currency).await?;
     Ok((StatusCode::CREATED, Json(w)))
 }
 
@@ -357,8 +452,7 @@ pub async fn open_wallet(
 #[utoipa::path(post, path = "/v1/me/wallets", tag = "ledger", security(("bearer" = [])),
     description = "Requires `wallet.own.open` (customers; needs an approved KYC case).",
     request_body = OpenOwnWallet,
-    responses((status = 201, body = WalletView), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
-        (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    responses((status = 201, body = WalletView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn open_own_wallet(
     State(state): State<AppState>,
     caller: Caller,
@@ -373,8 +467,8 @@ pub async fn open_own_wallet(
 /// A wallet and its balance.
 #[utoipa::path(get, path = "/v1/wallets/{wallet_id}", tag = "ledger", security(("bearer" = [])),
     description = "Requires `wallet.read`.",
-    params(("wallet_id" = i64, Path, description = "Wallet id")),
-    responses((status = 200, body = WalletView), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    params(("wallet_id" = i64, Path, minimum = 1, description = "Wallet id")),
+    responses((status = 200, body = WalletView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn get_wallet(
     State(state): State<AppState>,
     _caller: Caller,
@@ -386,8 +480,8 @@ pub async fn get_wallet(
 /// One's own wallet and its balance.
 #[utoipa::path(get, path = "/v1/me/wallets/{wallet_id}", tag = "ledger", security(("bearer" = [])),
     description = "Requires `wallet.own.read` (other customers' wallets are not found).",
-    params(("wallet_id" = i64, Path, description = "Wallet id")),
-    responses((status = 200, body = WalletView), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    params(("wallet_id" = i64, Path, minimum = 1, description = "Wallet id")),
+    responses((status = 200, body = WalletView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn get_own_wallet(
     State(state): State<AppState>,
     caller: Caller,
@@ -404,6 +498,9 @@ async fn load_statement(state: &AppState, id: i64, owner: Option<i64>, page: Pag
         return Err(ApiError::unprocessable(format!("limit must be between 1 and {PAGE_MAX}")));
     }
     let after = page.after.unwrap_or(0);
+    if after < 0 {
+        return Err(ApiError::unprocessable("after must be 0 or more"));
+    }
     let client = state.pool.get().await?;
     let rows = client
         .query(
@@ -433,8 +530,8 @@ async fn load_statement(state: &AppState, id: i64, owner: Option<i64>, page: Pag
 /// A wallet's statement: entries with the running balance, paginated by entry id.
 #[utoipa::path(get, path = "/v1/wallets/{wallet_id}/entries", tag = "ledger", security(("bearer" = [])),
     description = "Requires `ledger.read`.",
-    params(("wallet_id" = i64, Path, description = "Wallet id"), Page),
-    responses((status = 200, body = Statement), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    params(("wallet_id" = i64, Path, minimum = 1, description = "Wallet id"), Page),
+    responses((status = 200, body = Statement), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn statement(
     State(state): State<AppState>,
     _caller: Caller,
@@ -447,8 +544,8 @@ pub async fn statement(
 /// One's own wallet's statement.
 #[utoipa::path(get, path = "/v1/me/wallets/{wallet_id}/entries", tag = "ledger", security(("bearer" = [])),
     description = "Requires `wallet.own.read`.",
-    params(("wallet_id" = i64, Path, description = "Wallet id"), Page),
-    responses((status = 200, body = Statement), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    params(("wallet_id" = i64, Path, minimum = 1, description = "Wallet id"), Page),
+    responses((status = 200, body = Statement), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn own_statement(
     State(state): State<AppState>,
     caller: Caller,
@@ -497,11 +594,7 @@ fn posting(
     let amount = parse_amount(amount_minor)?;
     let currency = parse_currency(currency)?;
     if debit == credit {
-        return Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_request",
-            "from and to must be different wallets",
-        ));
+        return Err(same_wallet());
     }
     Ok(PostingRequest {
         kind,
@@ -522,10 +615,9 @@ fn posting(
 /// Transfer between two wallets of the same currency.
 #[utoipa::path(post, path = "/v1/transfers", tag = "ledger", security(("bearer" = [])),
     description = "Requires `wallet.transfer.create`. Needs an `Idempotency-Key` header: a retry with the same key and body returns the original result; the same key with another body is a 409.",
-    params(("Idempotency-Key" = String, Header, description = "1–128 visible ASCII characters, unique per request")),
+    params(("Idempotency-Key" = String, Header, min_length = 1, max_length = 128, pattern = "^[!-~]+$", description = "1–128 visible ASCII characters, unique per request (scoped to the caller)")),
     request_body = TransferRequest,
-    responses((status = 201, body = TransferView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
-        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    responses((status = 201, body = TransferView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn create_transfer(
     State(state): State<AppState>,
     caller: Caller,
@@ -549,10 +641,9 @@ pub async fn create_transfer(
 /// Transfer from one's own wallet.
 #[utoipa::path(post, path = "/v1/me/transfers", tag = "ledger", security(("bearer" = [])),
     description = "Requires `wallet.own.transfer` (customers; the debited wallet must be one's own). Needs an `Idempotency-Key` header.",
-    params(("Idempotency-Key" = String, Header, description = "1–128 visible ASCII characters, unique per request")),
+    params(("Idempotency-Key" = String, Header, min_length = 1, max_length = 128, pattern = "^[!-~]+$", description = "1–128 visible ASCII characters, unique per request (scoped to the caller)")),
     request_body = TransferRequest,
-    responses((status = 201, body = TransferView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
-        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    responses((status = 201, body = TransferView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn create_own_transfer(
     State(state): State<AppState>,
     caller: Caller,
@@ -578,10 +669,9 @@ pub async fn create_own_transfer(
 /// Deposit external funds (debits the currency's external-funding system account).
 #[utoipa::path(post, path = "/v1/deposits", tag = "ledger", security(("bearer" = [])),
     description = "Requires `wallet.deposit`. Needs an `Idempotency-Key` header.",
-    params(("Idempotency-Key" = String, Header, description = "1–128 visible ASCII characters, unique per request")),
+    params(("Idempotency-Key" = String, Header, min_length = 1, max_length = 128, pattern = "^[!-~]+$", description = "1–128 visible ASCII characters, unique per request (scoped to the caller)")),
     request_body = FundsRequest,
-    responses((status = 201, body = TransferView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
-        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    responses((status = 201, body = TransferView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn deposit(
     State(state): State<AppState>,
     caller: Caller,
@@ -608,10 +698,9 @@ pub async fn deposit(
 /// Withdraw funds (credits the currency's settlement system account).
 #[utoipa::path(post, path = "/v1/withdrawals", tag = "ledger", security(("bearer" = [])),
     description = "Requires `wallet.withdraw`. Needs an `Idempotency-Key` header.",
-    params(("Idempotency-Key" = String, Header, description = "1–128 visible ASCII characters, unique per request")),
+    params(("Idempotency-Key" = String, Header, min_length = 1, max_length = 128, pattern = "^[!-~]+$", description = "1–128 visible ASCII characters, unique per request (scoped to the caller)")),
     request_body = FundsRequest,
-    responses((status = 201, body = TransferView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
-        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    responses((status = 201, body = TransferView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn withdraw(
     State(state): State<AppState>,
     caller: Caller,
@@ -660,8 +749,8 @@ async fn load_transfer(state: &AppState, id: i64) -> ApiResult<Option<TransferVi
 /// One transfer.
 #[utoipa::path(get, path = "/v1/transfers/{transfer_id}", tag = "ledger", security(("bearer" = [])),
     description = "Requires `wallet.read`.",
-    params(("transfer_id" = i64, Path, description = "Transfer id")),
-    responses((status = 200, body = TransferView), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    params(("transfer_id" = i64, Path, minimum = 1, description = "Transfer id")),
+    responses((status = 200, body = TransferView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn get_transfer(
     State(state): State<AppState>,
     _caller: Caller,
@@ -673,10 +762,9 @@ pub async fn get_transfer(
 /// Reverse a transfer: a new transfer mirroring it (at most once; never a reversal).
 #[utoipa::path(post, path = "/v1/transfers/{transfer_id}/reversal", tag = "ledger", security(("bearer" = [])),
     description = "Requires `wallet.transfer.reverse`. Needs an `Idempotency-Key` header. A transfer is reversed at most once; a reversal is never reversed.",
-    params(("transfer_id" = i64, Path, description = "Transfer id"),
-        ("Idempotency-Key" = String, Header, description = "1–128 visible ASCII characters, unique per request")),
-    responses((status = 201, body = TransferView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
-        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    params(("transfer_id" = i64, Path, minimum = 1, description = "Transfer id"),
+        ("Idempotency-Key" = String, Header, min_length = 1, max_length = 128, pattern = "^[!-~]+$", description = "1–128 visible ASCII characters, unique per request (scoped to the caller)")),
+    responses((status = 201, body = TransferView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn reverse_transfer(
     State(state): State<AppState>,
     caller: Caller,
@@ -702,4 +790,149 @@ pub async fn reverse_transfer(
         Some(orig.id),
     )?;
     post_idempotent(&state, req).await
+}
+
+#[cfg(test)]
+mod tests {
+    use fintrail_domain::ledger::{IdempotencyKey, AMOUNT_MAX_MINOR, IDEMPOTENCY_KEY_MAX_LEN};
+    use proptest::prelude::*;
+    use serde_json::Value;
+
+    use super::*;
+
+    fn doc() -> Value {
+        crate::openapi::document()
+    }
+
+    fn schema<'a>(d: &'a Value, name: &str) -> &'a Value {
+        &d["components"]["schemas"][name]
+    }
+
+    /// The document states the handlers' real constraints (schemathesis generates from it; a
+    /// looser schema makes it send requests the handler refuses).
+    #[test]
+    fn the_schema_states_the_constraints_the_handlers_enforce() {
+        let d = doc();
+        for (name, amount_fields, id_fields) in [
+            ("TransferRequest", &["amount_minor"][..], &["from_wallet_id", "to_wallet_id"][..]),
+            ("FundsRequest", &["amount_minor"][..], &["wallet_id"][..]),
+            ("HoldRequest", &["amount_minor"][..], &["from_wallet_id", "to_wallet_id"][..]),
+            ("HoldPostRequest", &["amount_minor"][..], &[][..]),
+            ("OpenCustomerWallet", &[][..], &["customer_id"][..]),
+            ("OpenOrganizationWallet", &[][..], &["organization_id"][..]),
+        ] {
+            let s = schema(&d, name);
+            assert_eq!(s["additionalProperties"], false, "{name}");
+            for f in amount_fields {
+                let p = &s["properties"][f];
+                assert_eq!(p["minimum"].as_f64(), Some(1.0), "{name}.{f}");
+                assert_eq!(p["maximum"].as_f64(), Some(AMOUNT_MAX_MINOR as f64), "{name}.{f}");
+            }
+            for f in id_fields {
+                assert_eq!(s["properties"][f]["minimum"].as_f64(), Some(1.0), "{name}.{f}");
+            }
+            if let Some(c) = s["properties"].get("currency") {
+                assert_eq!(
+                    (c["pattern"].as_str(), c["minLength"].as_u64(), c["maxLength"].as_u64()),
+                    (Some(CURRENCY_PATTERN), Some(3), Some(3)),
+                    "{name}"
+                );
+            }
+        }
+        assert_eq!(
+            schema(&d, "HoldRequest")["properties"]["expires_in_secs"]["maximum"].as_f64(),
+            Some(holds::HOLD_MAX_SECS as f64)
+        );
+        assert_eq!(schema(&d, "OpenWallet")["oneOf"].as_array().map(Vec::len), Some(2));
+        // Every money-moving route: the header is a required parameter with the parser's rules,
+        // and every status the route can answer is documented.
+        let mut money = 0;
+        for (path, item) in d["paths"].as_object().unwrap() {
+            if !path.contains("wallets")
+                && !path.contains("transfers")
+                && !path.contains("holds")
+                && !path.contains("deposits")
+                && !path.contains("withdrawals")
+            {
+                continue;
+            }
+            for (method, op) in item.as_object().unwrap() {
+                let statuses: Vec<&str> = op["responses"].as_object().unwrap().keys().map(String::as_str).collect();
+                for s in ["401", "403"] {
+                    assert!(statuses.contains(&s), "{method} {path}: {s} undocumented");
+                }
+                let params = op["parameters"].as_array().cloned().unwrap_or_default();
+                for p in &params {
+                    if p["in"] == "path" {
+                        assert_eq!(p["schema"]["minimum"].as_f64(), Some(1.0), "{method} {path}");
+                        assert!(path.contains(&format!("{{{}}}", p["name"].as_str().unwrap())), "{method} {path}: {p}");
+                        assert!(statuses.contains(&"400") && statuses.contains(&"404"), "{method} {path}");
+                    }
+                }
+                if op.get("requestBody").is_some() {
+                    for s in ["400", "413", "415", "422"] {
+                        assert!(statuses.contains(&s), "{method} {path}: {s} undocumented");
+                    }
+                }
+                if method == "post" && !path.ends_with("/wallets") {
+                    money += 1;
+                    let h = params.iter().find(|p| p["name"] == "Idempotency-Key").expect("Idempotency-Key declared");
+                    assert_eq!((h["in"].as_str(), h["required"].as_bool()), (Some("header"), Some(true)), "{path}");
+                    assert_eq!(h["schema"]["pattern"].as_str(), Some(IDEMPOTENCY_KEY_PATTERN), "{path}");
+                    assert_eq!(h["schema"]["minLength"].as_u64(), Some(1), "{path}");
+                    assert_eq!(h["schema"]["maxLength"].as_u64(), Some(IDEMPOTENCY_KEY_MAX_LEN as u64), "{path}");
+                    assert!(statuses.contains(&"409"), "{method} {path}");
+                }
+            }
+        }
+        assert_eq!(money, 8, "money-moving routes found");
+    }
+
+    #[test]
+    fn json_integers_may_be_spelled_as_floats() {
+        let p = |s: &str| serde_json::from_str::<TransferRequest>(s).map(|t| (t.from_wallet_id, t.amount_minor));
+        let body = |a: &str| {
+            format!(r#"{{"from_wallet_id": 1.0, "to_wallet_id": 2, "amount_minor": {a}, "currency": "EUR"}}"#)
+        };
+        assert_eq!(p(&body("250")).ok(), Some((1, 250)));
+        assert_eq!(p(&body("250.0")).ok(), Some((1, 250)));
+        assert_eq!(p(&body("2.5e2")).ok(), Some((1, 250)));
+        for bad in ["2.5", "\"250\"", "null", "92233720368547758070", "9.3e18", "1e400", "true", "1125899906842625.0"] {
+            assert!(p(&body(bad)).is_err(), "{bad}");
+        }
+        // Largest and smallest i64 still parse (the domain then refuses them as amounts).
+        assert_eq!(p(&body("9223372036854775807")).ok(), Some((1, i64::MAX)));
+        assert_eq!(p(&body("-9223372036854775808")).ok(), Some((1, i64::MIN)));
+        let open = |s: &str| serde_json::from_str::<OpenWallet>(s);
+        assert!(matches!(open(r#"{"customer_id": 3, "currency": "EUR"}"#), Ok(OpenWallet::Customer(_))));
+        assert!(matches!(open(r#"{"organization_id": 3.0, "currency": "EUR"}"#), Ok(OpenWallet::Organization(_))));
+        assert!(open(r#"{"customer_id": 3, "organization_id": 4, "currency": "EUR"}"#).is_err());
+        assert!(open(r#"{"currency": "EUR"}"#).is_err());
+    }
+
+    proptest! {
+        /// What the header pattern `^[!-~]+$` with length 1–128 admits is exactly what the
+        /// parser accepts.
+        #[test]
+        fn idempotency_key_pattern_agrees_with_the_parser(s in "[ -~\u{80}-\u{ff}]{0,140}") {
+            let by_pattern = (1..=IDEMPOTENCY_KEY_MAX_LEN).contains(&s.chars().count()) && s.chars().all(|c| ('!'..='~').contains(&c));
+            prop_assert_eq!(IdempotencyKey::parse(&s).is_ok(), by_pattern);
+        }
+
+        /// `^[A-Z]{3}$` (length 3) is exactly what `Currency::parse` accepts.
+        #[test]
+        fn currency_pattern_agrees_with_the_parser(s in "[A-Za-z0-9 \u{c0}-\u{ff}]{0,5}") {
+            let by_pattern = s.chars().count() == 3 && s.chars().all(|c| c.is_ascii_uppercase());
+            prop_assert_eq!(Currency::parse(&s).is_ok(), by_pattern);
+        }
+
+        /// Any integer within ±2^50, spelled as an integer or as an integral float,
+        /// deserializes to itself.
+        #[test]
+        fn integral_floats_are_integers(n in -(1i64 << 50)..=(1i64 << 50)) {
+            let v: TransferRequest = serde_json::from_str(&format!(
+                r#"{{"from_wallet_id": {n}, "to_wallet_id": {n}.0, "amount_minor": {n}e0, "currency": "EUR"}}"#)).unwrap();
+            prop_assert_eq!((v.from_wallet_id, v.to_wallet_id, v.amount_minor), (n, n, n));
+        }
+    }
 }
