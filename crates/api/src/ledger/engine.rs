@@ -38,6 +38,10 @@ pub const BATCH_MAX_LIMIT: usize = 1024;
 pub const BATCH_MAX_DEFAULT: usize = 256;
 /// Batcher lanes: while one lane commits (WAL flush), the next collects and locks.
 pub const LANES_DEFAULT: usize = 2;
+/// Postings a lane waits for before starting a batch while another lane has one in flight.
+const GATHER_MIN: usize = 8;
+/// Longest such wait (bounds the latency it adds; see `Worker::gather`).
+const GATHER_MAX_US: u64 = 2_000;
 /// Queued postings before submitters wait (back-pressure).
 pub const QUEUE_MAX: usize = 8192;
 /// Serialization/deadlock retries of a single posting before answering 409 retry.
@@ -134,9 +138,14 @@ impl Ledger {
         self.tx.get_or_init(|| {
             let (tx, rx) = mpsc::channel::<Job>(QUEUE_MAX);
             let rx = Arc::new(Mutex::new(rx));
+            let busy = Arc::new(AtomicUsize::new(0));
             for lane in 0..self.lanes {
-                let worker =
-                    Worker { pool: self.pool.clone(), audit: audit.clone(), batch_max: self.batch_max.clone() };
+                let worker = Worker {
+                    pool: self.pool.clone(),
+                    audit: audit.clone(),
+                    batch_max: self.batch_max.clone(),
+                    busy: busy.clone(),
+                };
                 tokio::spawn(worker.run(lane, rx.clone()));
             }
             tokio::spawn(maintenance_task(self.pool.clone()));
@@ -156,6 +165,18 @@ struct Worker {
     pool: deadpool_postgres::Pool,
     audit: AuditWriter,
     batch_max: Arc<AtomicUsize>,
+    /// Batches in flight across lanes (counted from leaving the queue until answered).
+    busy: Arc<AtomicUsize>,
+}
+
+/// Moves queued jobs into `batch` without waiting, up to `max`.
+fn drain(rx: &mut mpsc::Receiver<Job>, batch: &mut Vec<Job>, max: usize) {
+    while batch.len() < max {
+        match rx.try_recv() {
+            Ok(j) => batch.push(j),
+            Err(_) => break,
+        }
+    }
 }
 
 impl Worker {
@@ -167,16 +188,44 @@ impl Worker {
                 let Some(first) = rx.recv().await else { return };
                 batch.push(first);
                 let max = self.batch_max.load(Ordering::Relaxed);
-                while batch.len() < max {
-                    match rx.try_recv() {
-                        Ok(j) => batch.push(j),
-                        Err(_) => break,
-                    }
-                }
+                drain(&mut rx, &mut batch, max);
+                self.gather(&mut rx, &mut batch, max).await;
+                // Counted before the queue is released: the next lane to hold it sees this one busy.
+                self.busy.fetch_add(1, Ordering::AcqRel);
             }
             tracing::debug!(log_class = "app", lane, size = batch.len(), "ledger batch");
             self.process(std::mem::take(&mut batch)).await;
+            let was = self.busy.fetch_sub(1, Ordering::AcqRel);
+            debug_assert!(was >= 1, "a lane finished a batch it did not count");
         }
+    }
+
+    /// Group commit across lanes: when another lane has a batch in flight, a batch started now
+    /// would queue behind that batch's locks (a hot wallet is in both) and add one more commit,
+    /// so linger until `GATHER_MIN` postings are in hand, at most `GATHER_MAX_US`, or the batch
+    /// is full. With no batch in flight it starts at once (no added latency when idle).
+    /// Measured (8 clients): waiting for the other lane's commit to return instead (bounded at
+    /// 5 ms) serialized the lanes and lost (ratio 0.40–0.52); 1 ms 0.58–0.62; 2 ms 0.61–0.66.
+    async fn gather(&self, rx: &mut mpsc::Receiver<Job>, batch: &mut Vec<Job>, max: usize) {
+        let goal = max.min(GATHER_MIN);
+        if batch.len() >= goal || self.busy.load(Ordering::Acquire) == 0 {
+            return;
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_micros(GATHER_MAX_US);
+        while batch.len() < goal {
+            tokio::select! {
+                biased;
+                job = rx.recv() => match job {
+                    Some(job) => {
+                        batch.push(job);
+                        drain(rx, batch, max);
+                    }
+                    None => break,
+                },
+                () = tokio::time::sleep_until(deadline) => break,
+            }
+        }
+        debug_assert!(batch.len() <= max);
     }
 
     async fn process(&self, jobs: Vec<Job>) {
