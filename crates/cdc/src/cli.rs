@@ -285,10 +285,11 @@ async fn status(ctx: &Context, format: Format) -> anyhow::Result<u8> {
 }
 
 /// `fintrail analytics ...`; returns the exit code.
-pub async fn run_analytics(args: AnalyticsArgs, ctx: &Context) -> anyhow::Result<u8> {
+/// Reads only the DuckDB file under `home`: it never touches the transactional database.
+pub async fn run_analytics(args: AnalyticsArgs, home: &fintrail_db::Home) -> anyhow::Result<u8> {
     match args.command {
         AnalyticsCommand::Query(q) => {
-            let path = q.sink.clone().unwrap_or_else(|| ctx.home.analytics_db());
+            let path = q.sink.clone().unwrap_or_else(|| home.analytics_db());
             let out = tokio::task::spawn_blocking(move || query(&path, &q.sql, q.limit)).await??;
             match q.format {
                 Format::Json => println!("{}", serde_json::to_string_pretty(&out.to_json())?),

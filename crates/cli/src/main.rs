@@ -129,14 +129,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Cdc(args) => {
             with_context(&home, url, |ctx| async move { fintrail_cdc::cli::run_cdc(args, &ctx).await })
         }
-        Command::Analytics(args) => {
-            // Reads only the DuckDB file: it never touches (or starts) the transactional database.
-            let ctx = fintrail_db::Context {
-                db: fintrail_db::Database::external("postgres://analytics-only@127.0.0.1/none")?,
-                home,
-            };
-            runtime()?.block_on(fintrail_cdc::cli::run_analytics(args, &ctx))
-        }
+        Command::Analytics(args) => runtime()?.block_on(fintrail_cdc::cli::run_analytics(args, &home)),
         Command::Bench(b) => match b.name {
             BenchName::Iam(args) => fintrail_iam::bench::run(args).map(|()| 0),
             BenchName::Transfers(args) => {

@@ -678,21 +678,7 @@ pub async fn deposit(
     headers: HeaderMap,
     ApiJson(body): ApiJson<FundsRequest>,
 ) -> ApiResult<Response> {
-    let idem = idempotency::key(&headers, &caller, "POST /v1/deposits", &body)?;
-    let currency = parse_currency(&body.currency)?;
-    parse_amount(body.amount_minor)?;
-    let funding = system_wallet(&state, SystemAccount::ExternalFunding, currency).await?;
-    let req = posting(
-        &caller,
-        idem,
-        TransferKind::Deposit,
-        funding,
-        body.wallet_id,
-        body.amount_minor,
-        &body.currency,
-        None,
-    )?;
-    post_idempotent(&state, req).await
+    external_funds(&state, &caller, &headers, &body, "POST /v1/deposits", TransferKind::Deposit).await
 }
 
 /// Withdraw funds (credits the currency's settlement system account).
@@ -707,21 +693,31 @@ pub async fn withdraw(
     headers: HeaderMap,
     ApiJson(body): ApiJson<FundsRequest>,
 ) -> ApiResult<Response> {
-    let idem = idempotency::key(&headers, &caller, "POST /v1/withdrawals", &body)?;
+    external_funds(&state, &caller, &headers, &body, "POST /v1/withdrawals", TransferKind::Withdrawal).await
+}
+
+/// Deposits and withdrawals: money moves between a wallet and the currency's system account
+/// (external funding is debited by a deposit; settlement is credited by a withdrawal).
+async fn external_funds(
+    state: &AppState,
+    caller: &Caller,
+    headers: &HeaderMap,
+    body: &FundsRequest,
+    route: &'static str,
+    kind: TransferKind,
+) -> ApiResult<Response> {
+    let idem = idempotency::key(headers, caller, route, body)?;
     let currency = parse_currency(&body.currency)?;
     parse_amount(body.amount_minor)?;
-    let settlement = system_wallet(&state, SystemAccount::Settlement, currency).await?;
-    let req = posting(
-        &caller,
-        idem,
-        TransferKind::Withdrawal,
-        body.wallet_id,
-        settlement,
-        body.amount_minor,
-        &body.currency,
-        None,
-    )?;
-    post_idempotent(&state, req).await
+    let (debit, credit) = match kind {
+        TransferKind::Deposit => {
+            (system_wallet(state, SystemAccount::ExternalFunding, currency).await?, body.wallet_id)
+        }
+        TransferKind::Withdrawal => (body.wallet_id, system_wallet(state, SystemAccount::Settlement, currency).await?),
+        other => unreachable!("external_funds moves deposits and withdrawals only, not {other:?}"),
+    };
+    let req = posting(caller, idem, kind, debit, credit, body.amount_minor, &body.currency, None)?;
+    post_idempotent(state, req).await
 }
 
 async fn load_transfer(state: &AppState, id: i64) -> ApiResult<Option<TransferView>> {
