@@ -497,3 +497,97 @@ async fn concurrent_transfers_with_a_hot_account_keep_every_invariant() {
     assert_eq!(total, 5_000 * WALLETS as i64, "money is conserved");
     e.check().await;
 }
+
+/// One key sent concurrently with different bodies to two servers on one database (as behind a
+/// load balancer: two batchers whose transactions race on the key in the database): each key is
+/// applied exactly once, every send of the winning body answers that one transfer, every other
+/// body is refused with 409, and the money moved is exactly the winners'.
+#[tokio::test]
+async fn one_key_sent_concurrently_with_different_bodies_is_applied_once() {
+    let e = Arc::new(env().await);
+    const PAIRS: usize = 4;
+    const KEYS: usize = 6;
+    const SENDS: usize = 16;
+    let c = fixtures::approved_customers(&e.db, 2 * PAIRS).await.unwrap();
+    let mut wallets = Vec::new();
+    for id in &c {
+        let w = e.open(*id, "EUR").await;
+        e.deposit(w, 100_000).await;
+        wallets.push(w);
+    }
+    let wallets = Arc::new(wallets);
+    // The second server: same database, its own batcher.
+    let home_dir =
+        std::env::temp_dir().join(format!("fintrail-ledger-test-2-{}-{}", std::process::id(), rand_suffix()));
+    let ctx = fintrail_db::Context { db: e.db.clone(), home: fintrail_db::Home::new(&home_dir).unwrap() };
+    let config = AppConfig { checkpoint_interval_secs: 0, ..AppConfig::default() };
+    let second = start_with(&ctx, "127.0.0.1:0".parse().unwrap(), config).await.unwrap();
+    let bases = Arc::new([e.base.clone(), format!("http://{}", second.local_addr())]);
+    for k in 0..KEYS {
+        let key = format!("race-{k}");
+        let mut tasks = Vec::new();
+        for i in 0..SENDS {
+            let (e, wallets, key, bases) = (e.clone(), wallets.clone(), key.clone(), bases.clone());
+            tasks.push(tokio::spawn(async move {
+                let p = i % PAIRS;
+                let body = json!({ "from_wallet_id": wallets[2 * p], "to_wallet_id": wallets[2 * p + 1],
+                    "amount_minor": 10 + p as i64, "currency": "EUR" });
+                let res = e
+                    .http
+                    .post(format!("{}/v1/transfers", bases[i % 2]))
+                    .bearer_auth(&e.admin)
+                    .header("Idempotency-Key", &key)
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap();
+                let s = res.status().as_u16();
+                let v: Value = res.json().await.unwrap();
+                (p, s, v)
+            }));
+        }
+        let mut winners = std::collections::BTreeSet::new();
+        let mut ids = std::collections::BTreeSet::new();
+        let mut answers = Vec::new();
+        for t in tasks {
+            let (p, s, v) = t.await.unwrap();
+            assert!(s == 201 || s == 409, "{s} {v}");
+            if s == 201 {
+                winners.insert(p);
+                ids.insert(v["id"].as_i64().unwrap());
+            }
+            answers.push((p, s));
+        }
+        assert_eq!(winners.len(), 1, "key {key}: one body wins, got {winners:?}");
+        assert_eq!(ids.len(), 1, "key {key}: every winning send answers the same transfer");
+        let winner = *winners.iter().next().unwrap();
+        for (p, s) in answers {
+            assert_eq!(s == 201, p == winner, "key {key}: the winner's body is answered 201, the others 409");
+        }
+    }
+    let app = e.db.connect(DbRole::App).await.unwrap();
+    let per_key: Vec<i64> = app
+        .query(
+            "SELECT count(*) FROM fintrail.transfers WHERE idempotency_key LIKE 'race-%' GROUP BY idempotency_key",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(per_key, vec![1; KEYS], "every key applied exactly once");
+    let total: i64 = futures_sum(&e, &wallets).await;
+    assert_eq!(total, 100_000 * 2 * PAIRS as i64, "money is conserved");
+    e.check().await;
+    second.shutdown().await.unwrap();
+    let _ = std::fs::remove_dir_all(home_dir);
+}
+
+async fn futures_sum(e: &Env, wallets: &[i64]) -> i64 {
+    let mut total = 0;
+    for w in wallets {
+        total += e.balance(*w).await;
+    }
+    total
+}
