@@ -84,6 +84,11 @@ async fn app_role_cannot_forge_entries_balances_or_history() {
         (format!("DELETE FROM fintrail.transfers WHERE id = {t}"), "FT004"),
         ("TRUNCATE fintrail.entries CASCADE".to_owned(), "FT004"),
         (format!("UPDATE fintrail.wallets SET balance_minor = 7 WHERE id = {a}"), "FT011"),
+        // Entries come only with their transfer: an entry naming no transfer is refused too.
+        (
+            format!("INSERT INTO fintrail.entries (transfer_id, wallet_id, amount_minor, currency, balance_after_minor) VALUES (999999, {a}, 5, 'EUR', 5)"),
+            "FT012",
+        ),
         (format!("UPDATE fintrail.wallets SET currency = 'USD' WHERE id = {a}"), "FT011"),
     ] {
         let e = admin
@@ -219,6 +224,8 @@ async fn ledger_check_names_tampering_by_a_superuser() {
     admin
         .batch_execute(&format!(
             "SET session_replication_role = replica; UPDATE fintrail.entries SET amount_minor = 600 WHERE wallet_id = {a}; \
+             INSERT INTO fintrail.entries (transfer_id, wallet_id, amount_minor, currency, balance_after_minor) \
+             VALUES (999999, {a}, 1, 'EUR', 1), (999998, 888888, -1, 'EUR', -1); \
              SET session_replication_role = origin;"
         ))
         .await
@@ -229,4 +236,6 @@ async fn ledger_check_names_tampering_by_a_superuser() {
     assert!(text.iter().any(|t| t.contains("currency EUR")), "{text:?}");
     assert!(text.iter().any(|t| t.contains("transfer ")), "{text:?}");
     assert!(text.iter().any(|t| t.contains(&format!("wallet {a}: stored balance 500"))), "{text:?}");
+    assert!(text.iter().any(|t| t.contains(&format!("names transfer 999999 and wallet {a}"))), "{text:?}");
+    assert!(text.iter().any(|t| t.contains("names transfer 999998 and wallet 888888")), "{text:?}");
 }

@@ -48,6 +48,9 @@ enum Command {
     /// Trace commits to tasks and check that every change has one
     Trace(fintrail_trace::cli::TraceArgs),
     /// Measure ours against a baseline in the same run and print `ratio: X`
+    ///
+    /// Log lines go to FINTRAIL_HOME/logs/bench.log (JSON), not to stderr: the table stays
+    /// readable and no terminal competes for the CPU being measured.
     Bench(BenchArgs),
     /// Issue and revoke staff bearer tokens
     Token(fintrail_api::cli::TokenArgs),
@@ -79,7 +82,13 @@ enum BenchName {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    telemetry::init(cli.log_format);
+    let sink = match &cli.command {
+        Command::Bench(_) => telemetry::LogSink::File(cli.home.join("logs").join("bench.log")),
+        _ => telemetry::LogSink::Stderr,
+    };
+    if let telemetry::LogSink::File(path) = telemetry::init(cli.log_format, sink) {
+        eprintln!("bench: log lines (the in-process server's requests and audit events) go to {}", path.display());
+    }
     match run(cli) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {

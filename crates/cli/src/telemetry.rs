@@ -26,18 +26,49 @@ pub enum LogFormat {
     Json,
 }
 
-/// Installs the global subscriber. `RUST_LOG` overrides the default filter (`info`).
-pub fn init(format: LogFormat) {
+/// Where log lines go.
+#[derive(Debug, Clone)]
+pub enum LogSink {
+    /// Standard error (every command but `bench`).
+    Stderr,
+    /// Appended to this file, always as JSON: `bench` runs a server in-process, and its request
+    /// and audit lines (two per transfer) would bury the results; worse, a terminal or pipe
+    /// reading them competes for the CPU being measured. The lines are still formatted and
+    /// written, so the benchmark still pays for logging.
+    File(std::path::PathBuf),
+}
+
+/// Installs the global subscriber. `RUST_LOG` overrides the default filter (`info`). Returns
+/// where the lines actually go (a file that cannot be opened falls back to stderr, with a note).
+pub fn init(format: LogFormat, sink: LogSink) -> LogSink {
     use std::io::IsTerminal as _;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,tokio_postgres=warn"));
+    let filter = || EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,tokio_postgres=warn"));
+    if let LogSink::File(path) = &sink {
+        let opened = path
+            .parent()
+            .map_or(Ok(()), std::fs::create_dir_all)
+            .and_then(|()| std::fs::OpenOptions::new().create(true).append(true).open(path));
+        match opened {
+            Ok(file) => {
+                let builder = tracing_subscriber::fmt()
+                    .with_env_filter(filter())
+                    .with_writer(std::sync::Mutex::new(file))
+                    .event_format(JsonWithClass);
+                // A second init (tests) is harmless: keep the first subscriber.
+                let _ = builder.try_init();
+                return sink;
+            }
+            Err(e) => eprintln!("note: cannot open {} ({e}); logging to stderr", path.display()),
+        }
+    }
     let json = match format {
         LogFormat::Json => true,
         LogFormat::Text => false,
         LogFormat::Auto => !std::io::stderr().is_terminal(),
     };
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    // A second init (tests) is harmless: keep the first subscriber.
+    let builder = tracing_subscriber::fmt().with_env_filter(filter()).with_writer(std::io::stderr);
     let _ = if json { builder.event_format(JsonWithClass).try_init() } else { builder.with_target(false).try_init() };
+    LogSink::Stderr
 }
 
 /// One JSON object per line: `ts`, `level`, `target`, `log_class`, `message`, the event's

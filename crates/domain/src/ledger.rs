@@ -434,6 +434,16 @@ pub enum Violation {
         /// The wallet.
         wallet: WalletId,
     },
+    /// An entry whose transfer or wallet does not exist (entries reference both by
+    /// construction, not by foreign key: migration 0032).
+    OrphanEntry {
+        /// The entry.
+        entry_id: i64,
+        /// The transfer it names.
+        transfer_id: i64,
+        /// The wallet it names.
+        wallet: WalletId,
+    },
 }
 
 impl fmt::Display for Violation {
@@ -459,6 +469,12 @@ impl fmt::Display for Violation {
             }
             Violation::EntryCurrency { transfer_id, wallet } => {
                 write!(f, "transfer {transfer_id}: entry on wallet {wallet} has another currency than the wallet")
+            }
+            Violation::OrphanEntry { entry_id, transfer_id, wallet } => {
+                write!(
+                    f,
+                    "entry {entry_id}: names transfer {transfer_id} and wallet {wallet}, one of which does not exist"
+                )
             }
         }
     }

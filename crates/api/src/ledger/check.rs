@@ -116,6 +116,20 @@ pub async fn run(client: &mut tokio_postgres::Client) -> anyhow::Result<CheckRep
         report.push(Violation::EntryCurrency { transfer_id: r.get(0), wallet: WalletId(r.get(1)) });
     }
 
+    // Entries whose transfer or wallet does not exist (no foreign key since migration 0032).
+    for r in tx
+        .query(
+            "SELECT e.id, e.transfer_id, e.wallet_id FROM fintrail.entries e \
+             WHERE NOT EXISTS (SELECT 1 FROM fintrail.transfers t WHERE t.id = e.transfer_id) \
+                OR NOT EXISTS (SELECT 1 FROM fintrail.wallets w WHERE w.id = e.wallet_id) \
+             ORDER BY e.id LIMIT $1",
+            &[&(VIOLATIONS_MAX as i64)],
+        )
+        .await?
+    {
+        report.push(Violation::OrphanEntry { entry_id: r.get(0), transfer_id: r.get(1), wallet: WalletId(r.get(2)) });
+    }
+
     // 3. Per wallet.
     let wallets = tx
         .query_raw(
