@@ -79,6 +79,11 @@ impl AppState {
         );
         let pool = deadpool_postgres::Pool::builder(mgr)
             .max_size(config.pool_size)
+            // Most recently returned first: a steady load runs on a few warm backends (their
+            // catalog caches, cached plans, CPU caches) instead of rotating through every
+            // connection of the pool. Measured (`fintrail bench transfers`, alternated short
+            // runs): ratio 0.63-0.67 with FIFO, 0.79-0.85 with LIFO.
+            .queue_mode(deadpool_postgres::QueueMode::Lifo)
             .wait_timeout(Some(std::time::Duration::from_secs(10)))
             .create_timeout(Some(std::time::Duration::from_secs(10)))
             .runtime(deadpool_postgres::Runtime::Tokio1)

@@ -20,11 +20,13 @@ use crate::state::AppConfig;
 /// `fintrail bench transfers` options.
 #[derive(Debug, Clone, clap::Args)]
 pub struct BenchArgs {
-    /// Alternated rounds (pgbench, then ours, each round).
-    #[arg(long, default_value_t = 3)]
+    /// Rounds; each runs pgbench and ours back to back (pgbench first in odd rounds), and
+    /// `ratio:` is the median of the rounds' ratios. Five short rounds rather than three long
+    /// ones: the same time per side, and a median one disturbed round cannot move.
+    #[arg(long, default_value_t = 5)]
     pub rounds: u32,
     /// Seconds per round and per side.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 6)]
     pub round_secs: u64,
     /// Concurrent clients on both sides.
     #[arg(long, default_value_t = 8)]
