@@ -20,6 +20,11 @@ const CLIENTS: usize = 32;
 const WALLETS: usize = 16;
 const CRASHES: usize = 5;
 const HTTP_TIMEOUT_MS: u64 = 5_000;
+/// Opening balance of every wallet: the hot wallet is never debited, so money drains into it;
+/// at 200 000 the others run dry only after ~3 000 transfers (~1 500 minor units each), so most
+/// requests are posted under the crashes and the late ones meet insufficient funds (3 runs:
+/// 2 909-3 266 posted, 94-1 267 refused). At 20 000 they drained early: ~12 % were posted.
+const FUNDING_MINOR: i64 = 200_000;
 
 /// xorshift64: deterministic enough, no dependency.
 struct Rng(u64);
@@ -114,7 +119,7 @@ struct Sent {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigkilled_server_never_loses_or_duplicates_money() {
     let db = fresh_db().await;
-    let wallets = fintrail_api::ledger::fixtures::funded_wallets(&db, WALLETS, 20_000).await.unwrap();
+    let wallets = fintrail_api::ledger::fixtures::funded_wallets(&db, WALLETS, FUNDING_MINOR).await.unwrap();
     let token = fintrail_api::ledger::fixtures::token(&db, fintrail_domain::Role::Admin, None).await.unwrap();
     let url = db.url(DbRole::Admin);
     let app_password = db.params(DbRole::App).password.unwrap_or_default();
@@ -249,7 +254,14 @@ async fn sigkilled_server_never_loses_or_duplicates_money() {
         .await
         .unwrap()
         .get(0);
-    assert_eq!(total, 20_000 * WALLETS as i64, "money is conserved");
-    eprintln!("ledger stress: {} requests, {} acknowledged, {} crashes", sent.len(), acked.len(), CRASHES);
+    assert_eq!(total, FUNDING_MINOR * WALLETS as i64, "money is conserved");
+    let refused = sent.values().filter(|s| s.acked.is_none() && s.refused.is_some()).count();
+    assert!(acked.len() > refused, "most transfers are posted ({} posted, {refused} refused)", acked.len());
+    eprintln!(
+        "ledger stress: {} requests, {} acknowledged, {refused} refused (insufficient funds), {} crashes",
+        sent.len(),
+        acked.len(),
+        CRASHES
+    );
     let _ = std::fs::remove_dir_all(&home);
 }
