@@ -39,7 +39,7 @@ pub fn load_or_create(dir: &Path, name: &str) -> anyhow::Result<Key> {
     if let Some(k) = load(dir, name)? {
         return Ok(k);
     }
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    create_private_dir(dir)?;
     let mut secret = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut secret);
     write_private(&path, hex::encode(secret).as_bytes())?;
@@ -60,6 +60,15 @@ pub fn load(dir: &Path, name: &str) -> anyhow::Result<Option<Key>> {
     Ok(Some(Key::from_secret(secret)))
 }
 
+/// Creates `dir` (and parents) and makes it owner-only: the key files are 0600 already, and the
+/// directory's listing (which keys exist, when they were rotated) is nobody else's business.
+fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("making {} private", dir.display()))
+}
+
 fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     use std::io::Write as _;
     use std::os::unix::fs::OpenOptionsExt as _;
@@ -75,3 +84,20 @@ fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
 pub const MEDIA_URL_KEY: &str = "media-url.key";
 /// File name of the audit checkpoint signing key.
 pub const AUDIT_CHECKPOINT_KEY: &str = "audit-checkpoint.key";
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    #[test]
+    fn keys_are_created_owner_only_and_stay_the_same() {
+        let dir = std::env::temp_dir().join(format!("fintrail-keys-test-{}", std::process::id())).join("keys");
+        let a = super::load_or_create(&dir, "k.key").unwrap();
+        let b = super::load_or_create(&dir, "k.key").unwrap();
+        assert_eq!(a.secret(), b.secret(), "a second call loads the same key");
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&dir), 0o700, "the keys directory is owner-only");
+        assert_eq!(mode(&dir.join("k.key")), 0o600, "a key file is owner-only");
+        let _ = std::fs::remove_dir_all(dir.parent().unwrap());
+    }
+}
