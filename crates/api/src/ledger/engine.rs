@@ -257,9 +257,12 @@ impl InFlight {
     }
 }
 
-/// The distinct wallets of `jobs`.
-fn wallets_of(jobs: &[Job]) -> Vec<i64> {
-    let mut ids: Vec<i64> = jobs.iter().flat_map(|j| [j.req.debit.0, j.req.credit.0]).collect();
+/// The distinct wallets of `reqs`, ascending (the one lock order).
+fn wallets_of<'a>(reqs: impl IntoIterator<Item = &'a PostingRequest>) -> Vec<i64> {
+    sorted_distinct(reqs.into_iter().flat_map(|r| [r.debit.0, r.credit.0]).collect())
+}
+
+fn sorted_distinct(mut ids: Vec<i64>) -> Vec<i64> {
     ids.sort_unstable();
     ids.dedup();
     ids
@@ -287,7 +290,7 @@ impl Worker {
                 drain(&mut rx, &mut batch, max);
                 self.gather(&mut rx, &mut batch, max).await;
                 // Entered before the queue is released: the next lane to gather sees these wallets.
-                let wallets = wallets_of(&batch);
+                let wallets = wallets_of(batch.iter().map(|j| &j.req));
                 self.in_flight.enter(lane, batch.len(), &wallets);
                 wallets
             };
@@ -394,7 +397,7 @@ impl Worker {
         let st = Stmts::prepare(client).await?;
         let empty = HashSet::new();
         match decide_and_write(&***client, &st, reqs, &empty, &self.audit, Pipeline::BeginAndCommit).await {
-            Ok((results, _, conflicts)) => {
+            Ok((results, conflicts)) => {
                 debug_assert!(conflicts.is_empty(), "the pipelined path reports conflicts as errors");
                 conn.release();
                 return Ok(results);
@@ -421,8 +424,7 @@ impl Worker {
         // by the batch size.
         for _ in 0..=reqs.len() {
             let tx = client.transaction().await?;
-            let (results, _, conflicts) =
-                decide_and_write(&*tx, &st, reqs, &taken, &self.audit, Pipeline::None).await?;
+            let (results, conflicts) = decide_and_write(&*tx, &st, reqs, &taken, &self.audit, Pipeline::None).await?;
             if conflicts.is_empty() {
                 tx.commit().await?;
                 conn.release();
@@ -533,9 +535,7 @@ pub(crate) async fn lock_wallets<C: GenericClient + Sync>(
     tx: &C,
     ids: &[i64],
 ) -> Result<BTreeMap<WalletId, LockedWallet>, tokio_postgres::Error> {
-    let mut ids = ids.to_vec();
-    ids.sort_unstable();
-    ids.dedup();
+    let ids = sorted_distinct(ids.to_vec());
     let rows = tx.query(LOCK_WALLETS_SQL, &[&ids]).await?;
     Ok(locked_of(&rows))
 }
@@ -740,7 +740,8 @@ async fn insert_keys_with<C: GenericClient + Sync, S: ?Sized + ToStatement + Syn
     Ok(rows.iter().map(|r| (r.0.principal.clone(), r.0.key.clone())).filter(|pk| !got.contains(pk)).collect())
 }
 
-type Decided = (Vec<Result<Outcome, ApiError>>, usize, Vec<(String, String)>);
+/// Per-request results, and the keys another transaction took meanwhile (careful path only).
+type Decided = (Vec<Result<Outcome, ApiError>>, Vec<(String, String)>);
 
 const REVERSED_SQL: &str = "SELECT reverses_transfer_id FROM fintrail.transfers WHERE reverses_transfer_id = ANY($1)";
 const IDS_SQL: &str = "SELECT nextval('fintrail.transfers_id_seq'), now() FROM generate_series(1, $1::bigint)";
@@ -781,12 +782,12 @@ impl Stmts {
     }
 }
 
-/// One batch in two round trips after `BEGIN` (then `COMMIT`): (1) lock + reversals + ids +
-/// used keys, pipelined; decide in Rust; (2) transfers + keys + events, pipelined. Pipelined
-/// statements are sent in order on one connection (`join!` polls its branches in order the
-/// first time, and each sends its request on that first poll), so PostgreSQL runs them in that
-/// order: the keys' foreign key sees the transfers. (Pipelining `BEGIN` too, with a hand-managed
-/// transaction, was measured: no gain, so the transaction stays tokio-postgres's.)
+/// One batch in two round trips: (1) lock + reversals + ids + used keys; decide in Rust;
+/// (2) transfers + keys + events — with `BEGIN` first in (1) and `COMMIT` last in (2) when
+/// `pipeline` says so (otherwise the caller holds the transaction). Pipelined statements are
+/// sent in order on one connection (`join!` polls its branches in order the first time, and
+/// each sends its request on that first poll), so PostgreSQL runs them in that order: the keys'
+/// foreign key sees the transfers.
 async fn decide_and_write<C: GenericClient + Sync>(
     tx: &C,
     st: &Stmts,
@@ -796,9 +797,7 @@ async fn decide_and_write<C: GenericClient + Sync>(
     pipeline: Pipeline,
 ) -> Result<Decided, tokio_postgres::Error> {
     let in_pipeline = pipeline == Pipeline::BeginAndCommit;
-    let mut wallet_ids: Vec<i64> = reqs.iter().flat_map(|r| [r.debit.0, r.credit.0]).collect();
-    wallet_ids.sort_unstable();
-    wallet_ids.dedup();
+    let wallet_ids = wallets_of(reqs.iter().copied());
     let reversal_ids: Vec<i64> = reqs.iter().filter_map(|r| r.reverses).collect();
     let n = reqs.len() as i64;
     let principals: Vec<&str> = reqs.iter().map(|r| r.idem.principal.as_str()).collect();
@@ -908,7 +907,7 @@ async fn decide_and_write<C: GenericClient + Sync>(
     let conflicts = k?;
     e?;
     c?;
-    Ok((results, rows.len(), conflicts))
+    Ok((results, conflicts))
 }
 
 fn decide(
