@@ -624,18 +624,7 @@ pub async fn create_transfer(
     headers: HeaderMap,
     ApiJson(body): ApiJson<TransferRequest>,
 ) -> ApiResult<Response> {
-    let idem = idempotency::key(&headers, &caller, "POST /v1/transfers", &body)?;
-    let req = posting(
-        &caller,
-        idem,
-        TransferKind::Transfer,
-        body.from_wallet_id,
-        body.to_wallet_id,
-        body.amount_minor,
-        &body.currency,
-        None,
-    )?;
-    post_idempotent(&state, req).await
+    transfer(&state, &caller, &headers, &body, "POST /v1/transfers", None).await
 }
 
 /// Transfer from one's own wallet.
@@ -651,9 +640,21 @@ pub async fn create_own_transfer(
     ApiJson(body): ApiJson<TransferRequest>,
 ) -> ApiResult<Response> {
     let customer = caller.own_customer()?;
-    let idem = idempotency::key(&headers, &caller, "POST /v1/me/transfers", &body)?;
+    transfer(&state, &caller, &headers, &body, "POST /v1/me/transfers", Some(customer)).await
+}
+
+/// Both transfer routes: `debit_owner`, when set, must own the debited wallet.
+async fn transfer(
+    state: &AppState,
+    caller: &Caller,
+    headers: &HeaderMap,
+    body: &TransferRequest,
+    route: &'static str,
+    debit_owner: Option<i64>,
+) -> ApiResult<Response> {
+    let idem = idempotency::key(headers, caller, route, body)?;
     let mut req = posting(
-        &caller,
+        caller,
         idem,
         TransferKind::Transfer,
         body.from_wallet_id,
@@ -662,8 +663,8 @@ pub async fn create_own_transfer(
         &body.currency,
         None,
     )?;
-    req.debit_owner = Some(customer);
-    post_idempotent(&state, req).await
+    req.debit_owner = debit_owner;
+    post_idempotent(state, req).await
 }
 
 /// Deposit external funds (debits the currency's external-funding system account).
