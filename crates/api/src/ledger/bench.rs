@@ -171,18 +171,19 @@ impl Rng {
     }
 }
 
-/// Drives `clients` HTTP clients for `secs`; `hot` sends every transfer to `wallets[0]`.
-#[allow(clippy::too_many_arguments)]
-async fn load(
-    rt: &tokio::runtime::Handle,
-    base: &str,
-    token: &str,
-    wallets: &[i64],
+/// What every load run shares: the client runtime, the server, the token, the wallets and the
+/// number of clients.
+struct Load<'a> {
+    rt: &'a tokio::runtime::Handle,
+    base: &'a str,
+    token: &'a str,
+    wallets: &'a [i64],
     clients: usize,
-    secs: u64,
-    hot: bool,
-    tag: &str,
-) -> Run {
+}
+
+/// Drives `load.clients` HTTP clients for `secs`; `hot` sends every transfer to `wallets[0]`.
+async fn load(load: &Load<'_>, secs: u64, hot: bool, tag: &str) -> Run {
+    let Load { rt, base, token, wallets, clients } = *load;
     let deadline = Instant::now() + Duration::from_secs(secs);
     let started = Instant::now();
     let mut tasks = Vec::new();
@@ -269,7 +270,8 @@ pub async fn transfers(args: BenchArgs, home: &fintrail_db::Home) -> anyhow::Res
     ));
     let base = format!("http://{}", server.local_addr());
     // Warm up (connections, plans, batcher).
-    let _ = load(clients_rt.handle(), &base, &token, &wallets, args.clients, 1, false, "warm").await;
+    let target = Load { rt: clients_rt.handle(), base: &base, token: &token, wallets: &wallets, clients: args.clients };
+    let _ = load(&target, 1, false, "warm").await;
 
     let mut ours = Run::default();
     let mut theirs_tps = Vec::new();
@@ -286,10 +288,9 @@ pub async fn transfers(args: BenchArgs, home: &fintrail_db::Home) -> anyhow::Res
         let tag = format!("r{round}");
         let (out, r) = if round % 2 == 1 {
             let out = pgbench(&ctx, &pgbench_args).await?;
-            (out, load(clients_rt.handle(), &base, &token, &wallets, args.clients, args.round_secs, false, &tag).await)
+            (out, load(&target, args.round_secs, false, &tag).await)
         } else {
-            let r =
-                load(clients_rt.handle(), &base, &token, &wallets, args.clients, args.round_secs, false, &tag).await;
+            let r = load(&target, args.round_secs, false, &tag).await;
             (pgbench(&ctx, &pgbench_args).await?, r)
         };
         let tps = parse_tps(&out)?;
@@ -312,11 +313,9 @@ pub async fn transfers(args: BenchArgs, home: &fintrail_db::Home) -> anyhow::Res
     // Hot account: group commit vs one transaction (and row lock) per transfer.
     let mut hot = None;
     if args.hot_secs > 0 {
-        let batched =
-            load(clients_rt.handle(), &base, &token, &wallets, args.clients, args.hot_secs, true, "hotb").await;
+        let batched = load(&target, args.hot_secs, true, "hotb").await;
         server.state.ledger.set_batch_max(1);
-        let single =
-            load(clients_rt.handle(), &base, &token, &wallets, args.clients, args.hot_secs, true, "hot1").await;
+        let single = load(&target, args.hot_secs, true, "hot1").await;
         server.state.ledger.set_batch_max(super::engine::BATCH_MAX_DEFAULT);
         hot = Some((batched, single));
     }
