@@ -52,7 +52,7 @@ pub async fn audit(args: BenchArgs, home: &Home) -> anyhow::Result<()> {
     admin.batch_execute(&format!("DROP DATABASE IF EXISTS {BENCH_DB} WITH (FORCE)")).await?;
     fintrail_db::ensure_database(&db).await?;
     fintrail_db::migrate::migrate(&db).await?;
-    let ctx = Context { db: db.clone(), home: home.clone() };
+    let ctx = base.with_db(db.clone());
 
     // 1. Verification speed.
     eprintln!("generating {} audit events ...", args.events);

@@ -13,7 +13,7 @@ fn create(role: &str, ttl: &str, customer: Option<i64>) -> TokenArgs {
 async fn token_commands_exit_codes_and_audit() {
     let db = fresh_db().await;
     let home = tempfile::tempdir().expect("home");
-    let ctx = Context { db: db.database().clone(), home: Home::new(home.path()).expect("home") };
+    let ctx = Context::new(db.database().clone(), Home::new(home.path()).expect("home"));
     assert_eq!(run_token(create("root", "8h", None), &ctx).await.expect("run"), 2, "unknown role");
     assert_eq!(run_token(create("admin", "8x", None), &ctx).await.expect("run"), 2, "bad ttl");
     assert_eq!(run_token(create("admin", "31d", None), &ctx).await.expect("run"), 2, "ttl above cap");
@@ -49,7 +49,7 @@ async fn token_commands_exit_codes_and_audit() {
 async fn demo_seed_is_idempotent_and_its_trail_verifies() {
     let db = fresh_db().await;
     let home = tempfile::tempdir().expect("home");
-    let ctx = Context { db: db.database().clone(), home: Home::new(home.path()).expect("home") };
+    let ctx = Context::new(db.database().clone(), Home::new(home.path()).expect("home"));
     let first = fintrail_api::seed_demo(&ctx).await.expect("seed");
     assert!(first.created);
     assert_eq!(first.customer_ids.len(), 5);

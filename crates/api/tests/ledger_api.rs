@@ -26,7 +26,7 @@ async fn env() -> Env {
     let n = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
     let home_dir = std::env::temp_dir().join(format!("fintrail-ledger-test-{}-{n}", std::process::id()));
     let home = fintrail_db::Home::new(&home_dir).unwrap();
-    let ctx = fintrail_db::Context { db: db.database().clone(), home };
+    let ctx = fintrail_db::Context::new(db.database().clone(), home);
     let config = AppConfig { checkpoint_interval_secs: 0, ..AppConfig::default() };
     let server = start_with(&ctx, "127.0.0.1:0".parse().unwrap(), config).await.unwrap();
     let base = format!("http://{}", server.local_addr());
@@ -78,7 +78,7 @@ impl Env {
         v["id"].as_i64().unwrap()
     }
     async fn deposit(&self, wallet: i64, amount: i64) {
-        let key = format!("dep-{wallet}-{amount}-{}", rand_suffix());
+        let key = format!("dep-{wallet}-{amount}-{}", unique_suffix());
         let (s, v) = self
             .post(
                 "/v1/deposits",
@@ -113,9 +113,11 @@ impl Env {
     }
 }
 
-fn rand_suffix() -> u64 {
-    use rand::Rng;
-    rand::thread_rng().gen()
+/// A suffix unique within this test process (keys, folder names): a counter, not a random
+/// number, so a run is replayable.
+fn unique_suffix() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 #[tokio::test]
@@ -385,7 +387,21 @@ async fn holds_reserve_post_partially_void_and_expire() {
     assert_eq!((s, v["status"].as_str()), (200, Some("voided")), "{v}");
     // Expiry: a 1-second hold cannot be posted after it expired, and the job releases it.
     let (_, h3) = e.post("/v1/holds", &e.admin, "h-4", hold(100, 1)).await;
-    tokio::time::sleep(std::time::Duration::from_millis(1_500)).await;
+    // Wait (bounded poll, the database's clock) until it is past its expiry.
+    let c = e.db.connect(DbRole::App).await.unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let past: bool = c
+            .query_one("SELECT clock_timestamp() > expires_at FROM fintrail.holds WHERE id = $1", &[&h3["id"].as_i64()])
+            .await
+            .unwrap()
+            .get(0);
+        if past {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "hold {} never expired", h3["id"]);
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     let (s, v) = e.post(&format!("/v1/holds/{}/post", h3["id"]), &e.admin, "p-2", json!({})).await;
     assert_eq!((s, v["code"].as_str()), (409, Some("hold_expired")), "{v}");
     let mut app = e.db.connect(DbRole::App).await.unwrap();
@@ -421,16 +437,19 @@ async fn concurrent_transfers_with_a_hot_account_keep_every_invariant() {
         wallets.push(w);
     }
     let wallets = Arc::new(wallets);
+    let seed = fintrail_testseed::seed!();
     let mut tasks = Vec::new();
     for client in 0..CLIENTS {
         let (e, wallets) = (e.clone(), wallets.clone());
+        // Each client's requests are the seed's (FINTRAIL_TEST_SEED replays them).
+        let client_seed = seed.derive(client as u64);
         tasks.push(tokio::spawn(async move {
-            use rand::Rng;
+            use rand::{Rng, SeedableRng};
+            let mut rng = rand::rngs::StdRng::seed_from_u64(client_seed);
             // The keys answered 201 (by either send).
             let mut ok: Vec<String> = Vec::new();
             for i in 0..PER_CLIENT {
                 let (from, to, amount) = {
-                    let mut rng = rand::thread_rng();
                     let from = wallets[rng.gen_range(1..WALLETS)];
                     // 80% to the hot wallet 0.
                     let to = if rng.gen_bool(0.8) { wallets[0] } else { wallets[rng.gen_range(1..WALLETS)] };
@@ -518,8 +537,8 @@ async fn one_key_sent_concurrently_with_different_bodies_is_applied_once() {
     let wallets = Arc::new(wallets);
     // The second server: same database, its own batcher.
     let home_dir =
-        std::env::temp_dir().join(format!("fintrail-ledger-test-2-{}-{}", std::process::id(), rand_suffix()));
-    let ctx = fintrail_db::Context { db: e.db.clone(), home: fintrail_db::Home::new(&home_dir).unwrap() };
+        std::env::temp_dir().join(format!("fintrail-ledger-test-2-{}-{}", std::process::id(), unique_suffix()));
+    let ctx = fintrail_db::Context::new(e.db.clone(), fintrail_db::Home::new(&home_dir).unwrap());
     let config = AppConfig { checkpoint_interval_secs: 0, ..AppConfig::default() };
     let second = start_with(&ctx, "127.0.0.1:0".parse().unwrap(), config).await.unwrap();
     let bases = Arc::new([e.base.clone(), format!("http://{}", second.local_addr())]);

@@ -70,7 +70,7 @@ async fn prepare(args: &BenchArgs, home: &Home) -> anyhow::Result<Context> {
     let db = ctx.db.with_dbname("fintrail_bench");
     fintrail_db::ensure_database(&db).await?;
     fintrail_db::migrate::migrate(&db).await?;
-    Ok(Context { db, home: ctx.home })
+    Ok(ctx.with_db(db))
 }
 
 async fn admin_sql(ctx: &Context, sql: &str) -> anyhow::Result<()> {

@@ -433,6 +433,7 @@ mod tests {
     }
 
     proptest! {
+        #![proptest_config(fintrail_testseed::proptest_config!())]
         #[test]
         fn sequence_numbers_sort_like_the_source(a in any::<(u64, u32)>(), b in any::<(u64, u32)>()) {
             let (sa, sb) = (change_sequence_number(a.0, a.1), change_sequence_number(b.0, b.1));

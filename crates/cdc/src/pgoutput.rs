@@ -561,6 +561,7 @@ mod tests {
     }
 
     proptest! {
+        #![proptest_config(fintrail_testseed::proptest_config!())]
         #[test]
         fn encode_then_decode_is_identity(m in message()) {
             prop_assert_eq!(decode(&encode(&m)).unwrap(), m);

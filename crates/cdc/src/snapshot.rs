@@ -314,6 +314,7 @@ mod tests {
     }
 
     proptest! {
+        #![proptest_config(fintrail_testseed::proptest_config!())]
         #[test]
         fn escape_then_parse_round_trips(fields in proptest::collection::vec(proptest::option::of(proptest::collection::vec(any::<u8>(), 0..20)), 1..8)) {
             let mut line = Vec::new();

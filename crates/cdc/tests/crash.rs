@@ -2,13 +2,19 @@
 //! and the snapshot transaction all die with it) at >= 20 random moments during snapshot and
 //! streaming while a writer keeps changing the source. Afterwards the sink equals the
 //! source, the history has no duplicate, and no withheld column is in the sink.
+//!
+//! Replayable: the kill schedule and the writer's changes come from one seed
+//! (`FINTRAIL_TEST_SEED`, printed with its replay command when the test fails). Which phase a
+//! kill lands in does not depend on the machine's speed: the first kills come before the
+//! throttled snapshot can possibly have finished, and the streaming kills wait (bounded) until
+//! the pipeline reports that it streams.
 
 mod common;
 use common::*;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use fintrail_cdc::pipeline::{self, Options};
 use fintrail_cdc::policy::Policy;
@@ -30,6 +36,17 @@ note = "pseudonymize"
 "#;
 
 const KILLS: usize = 22;
+/// The first kills are certain to land in the snapshot: the snapshot is throttled to
+/// `SNAPSHOT_ROWS_PER_SEC`, and one run of at most `EARLY_KILL_MS_MAX` copies at most one chunk
+/// plus `SNAPSHOT_ROWS_PER_SEC` x that time, i.e. 2 000 + 4 000 rows, so `EARLY_KILLS` runs
+/// copy at most 24 000 of the 33 000 rows.
+const EARLY_KILLS: usize = 4;
+const EARLY_KILL_MS_MAX: u64 = 200;
+const SNAPSHOT_ROWS_PER_SEC: u64 = 20_000;
+/// Kills after the middle ones wait for the pipeline to report `streaming` first.
+const STREAMING_KILLS_FROM: usize = 10;
+/// Bound on that wait: the snapshot needs ~1.7 s of running; a loaded CI box gets 60 s.
+const STREAMING_WAIT_MS_MAX: u64 = 60_000;
 
 fn row_hash(fields: &[Option<String>]) -> u64 {
     let mut h = Sha256::new();
@@ -67,6 +84,8 @@ async fn killed_at_random_moments_the_sink_still_equals_the_source() {
     )
     .await;
 
+    let seed = fintrail_testseed::seed!();
+    let writer_seed = seed.derive(0);
     // A writer: small transactions of inserts, updates, deletes; now and then a large one.
     let stop = Arc::new(AtomicBool::new(false));
     let writer = {
@@ -75,7 +94,7 @@ async fn killed_at_random_moments_the_sink_still_equals_the_source() {
         tokio::spawn(async move {
             let c = db.connect(DbRole::Admin).await.unwrap();
             c.batch_execute("SET ROLE fintrail_owner; SET search_path = fintrail").await.unwrap();
-            let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+            let mut rng = rand::rngs::StdRng::seed_from_u64(writer_seed);
             let mut n = 0u64;
             while !stop.load(Ordering::Relaxed) {
                 n += 1;
@@ -103,34 +122,37 @@ async fn killed_at_random_moments_the_sink_still_equals_the_source() {
         })
     };
 
-    let seed: u64 = rand::random();
-    println!("kill schedule seed {seed}");
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed.derive(1));
+    let status_path = dir.join("status.json");
     let opts = Options {
         names: names.clone(),
         batch_rows: 500,
         commit_interval: Duration::from_millis(20),
-        snapshot_rows_per_sec: Some(20_000),
+        snapshot_rows_per_sec: Some(SNAPSHOT_ROWS_PER_SEC),
+        status_path: Some(status_path.clone()),
         snapshot_chunk_rows: 2_000.0,
         ..Default::default()
     };
     let (mut in_snapshot, mut in_streaming) = (0, 0);
     for i in 0..KILLS {
+        // Drawn before the run, so the schedule is the seed's alone.
+        let ms = if i < EARLY_KILLS {
+            rng.gen_range(30..EARLY_KILL_MS_MAX)
+        } else if i < STREAMING_KILLS_FROM {
+            rng.gen_range(30..900)
+        } else {
+            rng.gen_range(100..900)
+        };
+        let _ = std::fs::remove_file(&status_path);
         let (db2, policy2, opts2, path2) = (db.clone(), policy.clone(), opts.clone(), path.clone());
         let task = tokio::spawn(async move {
             let ps = pseudonymizer();
             let mut sink = DuckSink::open(&path2)?;
             pipeline::run(&db2, &policy2, &ps, &mut sink, &opts2, std::future::pending()).await
         });
-        // Early kills land in the snapshot (throttled to ~1.7 s, resumed chunk by chunk);
-        // once a few have, a longer run lets it finish so later kills land in streaming.
-        let ms = if i < 8 {
-            rng.gen_range(30..600)
-        } else if in_streaming == 0 {
-            rng.gen_range(1500..3000)
-        } else {
-            rng.gen_range(100..900)
-        };
+        if i >= STREAMING_KILLS_FROM {
+            wait_for_streaming(&status_path, &task).await;
+        }
         tokio::time::sleep(Duration::from_millis(ms)).await;
         task.abort();
         match task.await {
@@ -146,7 +168,8 @@ async fn killed_at_random_moments_the_sink_still_equals_the_source() {
         }
     }
     println!("kills: {in_snapshot} during the snapshot, {in_streaming} while streaming");
-    assert!(in_snapshot >= 3 && in_streaming >= 3, "kills must hit both phases");
+    assert!(in_snapshot >= EARLY_KILLS, "the early kills land in the snapshot ({in_snapshot})");
+    assert!(in_streaming >= KILLS - STREAMING_KILLS_FROM, "the late kills land while streaming ({in_streaming})");
     stop.store(true, Ordering::Relaxed);
     let writes = writer.await.unwrap();
     assert!(writes > 100, "the writer made only {writes} transactions");
@@ -187,4 +210,22 @@ async fn killed_at_random_moments_the_sink_still_equals_the_source() {
     assert_eq!(withheld, 0, "a withheld column reached the sink");
     println!("writer transactions: {writes}; crash_a rows {}, crash_b rows {}", a_src.0, b_src.0);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Polls the pipeline's status file until it reports `streaming` (bounded; the pipeline must
+/// not have stopped meanwhile).
+async fn wait_for_streaming(
+    status_path: &std::path::Path,
+    task: &tokio::task::JoinHandle<anyhow::Result<pipeline::Summary>>,
+) {
+    let deadline = Instant::now() + Duration::from_millis(STREAMING_WAIT_MS_MAX);
+    loop {
+        let phase = fintrail_cdc::status::Status::read(status_path).ok().flatten().map(|s| s.phase);
+        if phase.as_deref() == Some("streaming") {
+            return;
+        }
+        assert!(!task.is_finished(), "the pipeline stopped before it streamed");
+        assert!(Instant::now() < deadline, "no `streaming` status within {STREAMING_WAIT_MS_MAX} ms (last: {phase:?})");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

@@ -102,16 +102,52 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
 }
 
+/// Exit code of a command stopped by Ctrl-C / SIGTERM (128 + SIGINT, the shell convention).
+const EXIT_INTERRUPTED: u8 = 130;
+
 /// Prepares the database (starting and migrating the private cluster, or connecting to
-/// `--database-url`) and runs `f` with the context.
-fn with_context<F, Fut>(home: &fintrail_db::Home, url: Option<&str>, f: F) -> anyhow::Result<u8>
+/// `--database-url`) and runs `f` with the context. A cluster that `prepare` started is
+/// stopped when the context is dropped: at the end, on an error, or on a signal.
+fn with_context<F, Fut>(home: &fintrail_db::Home, url: Option<&str>, signals: Signals, f: F) -> anyhow::Result<u8>
 where
     F: FnOnce(fintrail_db::Context) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<u8>>,
 {
-    runtime()?.block_on(async {
+    block_on(signals, async {
         let ctx = fintrail_db::prepare(home, url).await?;
         f(ctx).await
+    })
+}
+
+/// Who handles Ctrl-C / SIGTERM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Signals {
+    /// The command itself (`serve`, `cdc run`, `up`: they stop gracefully and return).
+    Command,
+    /// This wrapper: the command's future is dropped, which drops its context and so stops
+    /// a cluster it started, then the process exits with 130.
+    Interrupt,
+}
+
+/// Runs `fut` on a fresh runtime; with [`Signals::Interrupt`], a signal drops it instead of
+/// killing the process with the signal's default action (which would skip every cleanup).
+fn block_on<Fut>(signals: Signals, fut: Fut) -> anyhow::Result<u8>
+where
+    Fut: std::future::Future<Output = anyhow::Result<u8>>,
+{
+    runtime()?.block_on(async {
+        if signals == Signals::Command {
+            return fut.await;
+        }
+        // Installed before the work starts, so no signal falls in a gap.
+        let mut shutdown = up::Shutdown::install()?;
+        tokio::select! {
+            r = fut => r,
+            () = shutdown.wait() => {
+                eprintln!("interrupted: stopping what this command started");
+                Ok(EXIT_INTERRUPTED)
+            }
+        }
     })
 }
 
@@ -124,29 +160,55 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Db(args) => runtime()?.block_on(db_cmd::run(args, &home, url)),
         Command::Up(args) => runtime()?.block_on(up::run(args, &home, url)),
         Command::Serve(args) => {
-            with_context(&home, url, |ctx| async move { fintrail_api::cli::run_serve(args, &ctx).await })
+            with_context(
+                &home,
+                url,
+                Signals::Command,
+                |ctx| async move { fintrail_api::cli::run_serve(args, &ctx).await },
+            )
         }
         Command::Audit(args) => {
-            with_context(&home, url, |ctx| async move { fintrail_api::cli::run_audit(args, &ctx).await })
+            with_context(
+                &home,
+                url,
+                Signals::Interrupt,
+                |ctx| async move { fintrail_api::cli::run_audit(args, &ctx).await },
+            )
         }
         Command::Token(args) => {
-            with_context(&home, url, |ctx| async move { fintrail_api::cli::run_token(args, &ctx).await })
+            with_context(
+                &home,
+                url,
+                Signals::Interrupt,
+                |ctx| async move { fintrail_api::cli::run_token(args, &ctx).await },
+            )
         }
-        Command::Ledger(args) => {
-            with_context(&home, url, |ctx| async move { fintrail_api::ledger::cli::run_ledger(args, &ctx).await })
-        }
+        Command::Ledger(args) => with_context(&home, url, Signals::Interrupt, |ctx| async move {
+            fintrail_api::ledger::cli::run_ledger(args, &ctx).await
+        }),
         Command::Cdc(args) => {
-            with_context(&home, url, |ctx| async move { fintrail_cdc::cli::run_cdc(args, &ctx).await })
+            // `cdc run` stops gracefully on a signal (commits and confirms what it has).
+            let signals = match args.command {
+                fintrail_cdc::cli::CdcCommand::Run(_) => Signals::Command,
+                _ => Signals::Interrupt,
+            };
+            with_context(&home, url, signals, |ctx| async move { fintrail_cdc::cli::run_cdc(args, &ctx).await })
         }
         Command::Analytics(args) => runtime()?.block_on(fintrail_cdc::cli::run_analytics(args, &home)),
         Command::Bench(b) => match b.name {
             BenchName::Iam(args) => fintrail_iam::bench::run(args).map(|()| 0),
-            BenchName::Transfers(args) => {
-                runtime()?.block_on(fintrail_api::ledger::bench::transfers(args, &home)).map(|()| 0)
+            BenchName::Transfers(args) => block_on(Signals::Interrupt, async {
+                fintrail_api::ledger::bench::transfers(args, &home).await.map(|()| 0)
+            }),
+            BenchName::Audit(args) => {
+                block_on(Signals::Interrupt, async { fintrail_api::bench::audit(args, &home).await.map(|()| 0) })
             }
-            BenchName::Audit(args) => runtime()?.block_on(fintrail_api::bench::audit(args, &home)).map(|()| 0),
-            BenchName::Cdc(args) => runtime()?.block_on(fintrail_cdc::bench::cdc(args, &home)).map(|()| 0),
-            BenchName::CdcImpact(args) => runtime()?.block_on(fintrail_cdc::bench::cdc_impact(args, &home)).map(|()| 0),
+            BenchName::Cdc(args) => {
+                block_on(Signals::Interrupt, async { fintrail_cdc::bench::cdc(args, &home).await.map(|()| 0) })
+            }
+            BenchName::CdcImpact(args) => {
+                block_on(Signals::Interrupt, async { fintrail_cdc::bench::cdc_impact(args, &home).await.map(|()| 0) })
+            }
         },
     }
 }

@@ -303,6 +303,7 @@ mod tests {
     }
 
     proptest! {
+        #![proptest_config(fintrail_testseed::proptest_config!())]
         /// Any string (quotes, backslashes, control characters, non-ASCII) survives the trip.
         #[test]
         fn strings_round_trip_through_the_json_line(s in any::<String>(), key in "[a-z]{1,8}") {

@@ -62,6 +62,9 @@ pub async fn run(args: UpArgs, home: &Home, url: Option<&str>) -> anyhow::Result
 
     say!("fintrail up: starting (FINTRAIL_HOME={})", home.root().display());
     let ctx = fintrail_db::prepare(home, url).await?;
+    if args.keep_db {
+        ctx.keep_cluster();
+    }
     say!("database ready: {}", ctx.db.display_url(DbRole::App));
     if url.is_none() {
         let cluster = Cluster::new(home.clone())?;

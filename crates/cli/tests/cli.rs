@@ -167,3 +167,80 @@ fn json_logs_carry_a_log_class() {
     assert!(bin().args(["db", "stop"]).env("FINTRAIL_HOME", &home).status().expect("stop").success());
     let _ = std::fs::remove_dir_all(home);
 }
+
+/// Postmasters whose data directory is under `home` (cmdline `postgres -D <home>/pg`).
+fn postmasters_under(home: &Path) -> Vec<u32> {
+    let home = home.canonicalize().unwrap_or_else(|_| home.to_path_buf());
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("/proc") {
+        let Ok(entry) = entry else { continue };
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else { continue };
+        let args: Vec<String> = cmdline.split(|b| *b == 0).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
+        let is_postgres = args.first().is_some_and(|a| a.ends_with("/postgres") || a == "postgres");
+        let data = args.iter().position(|a| a == "-D").and_then(|i| args.get(i + 1));
+        if is_postgres && data.is_some_and(|d| Path::new(d).starts_with(&home)) {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+/// Polls (bounded) until `cond` holds.
+fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting until {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A command that starts the private cluster it did not find running stops it again: when it
+/// ends, when it fails, and when it is interrupted; a cluster that was already running is
+/// left running. Counted as postmaster processes under the home, before and after.
+#[test]
+fn commands_stop_the_cluster_they_started() {
+    let home = temp_home("cleanup");
+    std::fs::create_dir_all(&home).expect("home");
+    assert_eq!(postmasters_under(&home), Vec::<u32>::new(), "a fresh home has no server");
+
+    // Ends normally.
+    let out = bin().args(["ledger", "check"]).env("FINTRAIL_HOME", &home).output().expect("ledger check");
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(postmasters_under(&home), Vec::<u32>::new(), "ledger check stopped the cluster it started");
+
+    // Fails after starting the cluster (no such token).
+    let out = bin().args(["token", "revoke", "987654321"]).env("FINTRAIL_HOME", &home).output().expect("revoke");
+    assert!(!out.status.success(), "revoking a missing token fails: {out:?}");
+    assert_eq!(postmasters_under(&home), Vec::<u32>::new(), "a failed command stopped the cluster it started");
+
+    // Interrupted: a long benchmark gets SIGINT (to it alone, as `kill -INT` would send).
+    let mut bench = bin()
+        .args(["bench", "transfers", "--rounds", "50", "--round-secs", "5", "--wallets", "10", "--clients", "2"])
+        .env("FINTRAIL_HOME", &home)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("bench");
+    wait_until("the benchmark's cluster runs", Duration::from_secs(120), || postmasters_under(&home).len() == 1);
+    let pid = bench.id().to_string();
+    assert!(Command::new("kill").args(["-INT", &pid]).status().expect("kill").success());
+    let mut code = None;
+    wait_until("the interrupted benchmark exits", Duration::from_secs(60), || {
+        code = bench.try_wait().expect("wait");
+        code.is_some()
+    });
+    assert_eq!(code.and_then(|c| c.code()), Some(130), "an interrupted command exits 130");
+    assert_eq!(postmasters_under(&home), Vec::<u32>::new(), "an interrupted benchmark stopped its cluster");
+
+    // Already running: left running.
+    assert!(bin().args(["db", "start"]).env("FINTRAIL_HOME", &home).status().expect("start").success());
+    let running = postmasters_under(&home);
+    assert_eq!(running.len(), 1);
+    let out = bin().args(["ledger", "check"]).env("FINTRAIL_HOME", &home).output().expect("ledger check");
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(postmasters_under(&home), running, "a cluster found running is left running");
+    assert!(bin().args(["db", "stop"]).env("FINTRAIL_HOME", &home).status().expect("stop").success());
+    assert_eq!(postmasters_under(&home), Vec::<u32>::new());
+    let _ = std::fs::remove_dir_all(&home);
+}

@@ -322,6 +322,7 @@ mod tests {
     }
 
     proptest! {
+        #![proptest_config(fintrail_testseed::proptest_config!())]
         // Shifting bytes between adjacent fields never yields the same encoding.
         #[test]
         fn encoding_is_injective_on_field_boundaries(a in ".{0,8}", b in ".{0,8}", c in ".{0,8}", d in ".{0,8}") {

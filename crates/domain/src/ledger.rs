@@ -708,6 +708,7 @@ mod tests {
     }
 
     proptest! {
+        #![proptest_config(fintrail_testseed::proptest_config!())]
         /// Any sequence of postings, accepted or refused, conserves money, keeps every floored
         /// wallet at or above its floor, and leaves entries that pass every check.
         #[test]

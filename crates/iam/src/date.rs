@@ -107,6 +107,7 @@ mod tests {
     }
 
     proptest! {
+        #![proptest_config(fintrail_testseed::proptest_config!())]
         #[test]
         fn display_roundtrips(days in 0i64..200_000) {
             let date = Date::from_days_since_epoch(days);

@@ -1641,6 +1641,7 @@ mod tests {
     }
 
     proptest::proptest! {
+        #![proptest_config(fintrail_testseed::proptest_config!())]
         /// Whatever the text, parsing and evaluating it never panics.
         #[test]
         fn arbitrary_hcl_never_panics(text in "[a-z_{}()=\"$.,:?<>!&|+*/%0-9 \n-]{0,200}") {

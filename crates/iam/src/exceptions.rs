@@ -331,6 +331,7 @@ expires = "2030-02-30"
     }
 
     proptest! {
+        #![proptest_config(fintrail_testseed::proptest_config!())]
         #[test]
         fn any_text_field_roundtrips(s in "\\PC{1,40}") {
             prop_assume!(!s.trim().is_empty());

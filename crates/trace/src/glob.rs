@@ -180,6 +180,7 @@ mod tests {
     }
 
     proptest! {
+        #![proptest_config(fintrail_testseed::proptest_config!())]
         /// A literal path (no wildcard bytes) matches itself and `**` prefixes of it.
         #[test]
         fn literal_paths_match_themselves(parts in proptest::collection::vec("[a-z0-9_.-]{1,8}", 1..6)) {

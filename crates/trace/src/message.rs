@@ -224,6 +224,7 @@ mod tests {
     }
 
     proptest! {
+        #![proptest_config(fintrail_testseed::proptest_config!())]
         /// Arbitrary messages never panic and never yield empty or duplicate ids.
         #[test]
         fn arbitrary_messages_are_handled(msg in "\\PC{0,200}(\n\\PC{0,40}){0,6}") {

@@ -40,10 +40,12 @@ fn reply(status: u16, body: &str) -> Reply {
 }
 
 /// A fake HTTP API on 127.0.0.1: answers each connection with the next scripted reply and
-/// records the request. It stops after its script (or 10 s), so no test can hang on it.
+/// records the request. It stops after its script (or 60 s), so no test can hang on it.
 struct FakeApi {
     url: String,
     seen: Arc<Mutex<Vec<Seen>>>,
+    /// Connections accepted and not yet answered (or dropped).
+    in_flight: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl FakeApi {
@@ -54,8 +56,10 @@ impl FakeApi {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let record = Arc::clone(&seen);
         let script = Arc::new(Mutex::new(script.into_iter()));
+        let in_flight = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = Arc::clone(&in_flight);
         std::thread::spawn(move || {
-            let deadline = Instant::now() + Duration::from_secs(10);
+            let deadline = Instant::now() + Duration::from_secs(60);
             while Instant::now() < deadline {
                 let (stream, _) = match listener.accept() {
                     Ok(s) => s,
@@ -66,16 +70,26 @@ impl FakeApi {
                 };
                 let Some(r) = script.lock().unwrap().next() else { return };
                 let record = Arc::clone(&record);
+                let counter = Arc::clone(&counter);
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 // One thread per connection, so a slow reply does not delay the next request.
-                std::thread::spawn(move || serve(stream, r, &record));
+                std::thread::spawn(move || {
+                    serve(stream, r, &record);
+                    counter.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                });
             }
         });
-        Self { url, seen }
+        Self { url, seen, in_flight }
     }
 
+    /// What the fake saw, once every accepted connection has been handled (a bounded poll,
+    /// not a fixed sleep: a loaded machine may be slow to run the connection threads).
     fn seen(&self) -> Vec<Seen> {
-        // Let connection threads that already accepted a request finish recording it.
-        std::thread::sleep(Duration::from_millis(50));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.in_flight.load(std::sync::atomic::Ordering::SeqCst) > 0 {
+            assert!(Instant::now() < deadline, "the fake's connection threads did not finish within 30 s");
+            std::thread::sleep(Duration::from_millis(5));
+        }
         self.seen.lock().unwrap().clone()
     }
 }

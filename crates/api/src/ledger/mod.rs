@@ -908,6 +908,7 @@ mod tests {
     }
 
     proptest! {
+        #![proptest_config(fintrail_testseed::proptest_config!())]
         /// What the header pattern `^[!-~]+$` with length 1–128 admits is exactly what the
         /// parser accepts.
         #[test]

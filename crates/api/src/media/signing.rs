@@ -178,6 +178,7 @@ mod tests {
     }
 
     proptest! {
+        #![proptest_config(fintrail_testseed::proptest_config!())]
         #[test]
         fn a_signature_for_one_object_never_opens_another(a in 0i64..1_000_000, b in 0i64..1_000_000) {
             prop_assume!(a != b);

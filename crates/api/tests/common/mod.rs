@@ -28,7 +28,7 @@ pub async fn spawn_with(config: AppConfig) -> TestApp {
     let db = fresh_db().await;
     let home_dir = tempfile::tempdir().expect("temp home");
     let home = Home::new(home_dir.path()).expect("home");
-    let ctx = Context { db: db.database().clone(), home };
+    let ctx = Context::new(db.database().clone(), home);
     let handle =
         fintrail_api::start_with(&ctx, "127.0.0.1:0".parse().expect("addr"), config).await.expect("server starts");
     let base = format!("http://{}", handle.local_addr());
