@@ -39,10 +39,10 @@ pub fn load_or_create(dir: &Path, name: &str) -> anyhow::Result<Key> {
     if let Some(k) = load(dir, name)? {
         return Ok(k);
     }
-    create_private_dir(dir)?;
+    fintrail_db::home::owner_only::create_dir(dir)?;
     let mut secret = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut secret);
-    write_private(&path, hex::encode(secret).as_bytes())?;
+    fintrail_db::home::owner_only::create_file(&path, hex::encode(secret).as_bytes())?;
     // Another process may have won the race: whatever is on disk now is the key.
     load(dir, name)?.context("key file vanished after creation")
 }
@@ -58,26 +58,6 @@ pub fn load(dir: &Path, name: &str) -> anyhow::Result<Option<Key>> {
     let bytes = hex::decode(text.trim()).with_context(|| format!("{}: not hex", path.display()))?;
     let secret: [u8; 32] = bytes.try_into().map_err(|_| anyhow::anyhow!("{}: expected 32 bytes", path.display()))?;
     Ok(Some(Key::from_secret(secret)))
-}
-
-/// Creates `dir` (and parents) and makes it owner-only: the key files are 0600 already, and the
-/// directory's listing (which keys exist, when they were rotated) is nobody else's business.
-fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
-    use std::os::unix::fs::PermissionsExt as _;
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-        .with_context(|| format!("making {} private", dir.display()))
-}
-
-fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path);
-    match &mut f {
-        Ok(f) => f.write_all(bytes).with_context(|| format!("writing {}", path.display())),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-        Err(e) => Err(anyhow::anyhow!("creating {}: {e}", path.display())),
-    }
 }
 
 /// File name of the media URL signing key.

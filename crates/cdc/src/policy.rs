@@ -178,10 +178,10 @@ impl Pseudonymizer {
         let dir = home_root.join("keys");
         let path = dir.join("pseudonymize.key");
         if !path.exists() {
-            std::fs::create_dir_all(&dir)?;
             let mut key = [0u8; 32];
             rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut key);
-            write_private(&path, hex::encode(key).as_bytes())?;
+            // Owner-only file in an owner-only `keys/`; a concurrent creator's key wins.
+            fintrail_db::home::owner_only::create_file(&path, hex::encode(key).as_bytes())?;
         }
         let text =
             std::fs::read_to_string(&path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
@@ -196,22 +196,6 @@ impl Pseudonymizer {
         m.update(value);
         hex::encode(m.finalize().into_bytes())
     }
-}
-
-#[cfg(unix)]
-fn write_private(path: &Path, data: &[u8]) -> anyhow::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
-    f.write_all(data)?;
-    f.sync_all()?;
-    Ok(())
-}
-
-#[cfg(not(unix))]
-fn write_private(path: &Path, data: &[u8]) -> anyhow::Result<()> {
-    std::fs::write(path, data)?;
-    Ok(())
 }
 
 #[cfg(test)]
@@ -281,6 +265,8 @@ mod tests {
             use std::os::unix::fs::PermissionsExt;
             let mode = std::fs::metadata(dir.join("keys/pseudonymize.key")).unwrap().permissions().mode();
             assert_eq!(mode & 0o777, 0o600);
+            let dir_mode = std::fs::metadata(dir.join("keys")).unwrap().permissions().mode();
+            assert_eq!(dir_mode & 0o777, 0o700, "keys/ is owner-only");
         }
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -65,3 +65,76 @@ impl Home {
         self.root.join("up.lock")
     }
 }
+
+/// Owner-only files and folders: the one helper every crate uses for what no other OS user
+/// may read (passwords, signing keys, media, analytics, status files).
+///
+/// Why one helper: three copies had drifted (one still created `keys/` 0755).
+pub mod owner_only {
+    use std::io::Write as _;
+    use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+    use std::path::Path;
+
+    use anyhow::Context as _;
+
+    /// Mode of owner-only folders.
+    pub const DIR_MODE: u32 = 0o700;
+    /// Mode of owner-only files.
+    pub const FILE_MODE: u32 = 0o600;
+
+    /// Creates `dir` (and missing parents) and makes `dir` itself 0700, also when it existed.
+    pub fn create_dir(dir: &Path) -> anyhow::Result<()> {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(DIR_MODE))
+            .with_context(|| format!("making {} owner-only", dir.display()))
+    }
+
+    /// Writes a new 0600 file (its folder made owner-only first), synced to disk. Returns
+    /// `false`, writing nothing, when the file already exists: a key or password, once
+    /// written, is never replaced behind a reader's back.
+    pub fn create_file(path: &Path, bytes: &[u8]) -> anyhow::Result<bool> {
+        if let Some(dir) = path.parent() {
+            create_dir(dir)?;
+        }
+        let opened = std::fs::OpenOptions::new().write(true).create_new(true).mode(FILE_MODE).open(path);
+        let mut f = match opened {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(false),
+            Err(e) => return Err(e).with_context(|| format!("creating {}", path.display())),
+        };
+        f.write_all(bytes).with_context(|| format!("writing {}", path.display()))?;
+        f.sync_all().with_context(|| format!("syncing {}", path.display()))?;
+        Ok(true)
+    }
+
+    /// Whether `path` is readable by its owner only (no group or other bits).
+    pub fn is_owner_only(path: &Path) -> anyhow::Result<bool> {
+        let mode = std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?.permissions().mode();
+        Ok(mode & 0o077 == 0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn owner_only_files_and_folders() {
+        use super::owner_only::*;
+        use std::os::unix::fs::PermissionsExt as _;
+        let root = std::env::temp_dir().join(format!("fintrail-owner-only-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let file = root.join("keys/a.key");
+        assert!(create_file(&file, b"one").unwrap(), "created");
+        assert!(!create_file(&file, b"two").unwrap(), "never replaced");
+        assert_eq!(std::fs::read(&file).unwrap(), b"one");
+        assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, FILE_MODE);
+        assert_eq!(std::fs::metadata(root.join("keys")).unwrap().permissions().mode() & 0o777, DIR_MODE);
+        // An existing, open folder is tightened.
+        let open = root.join("open");
+        std::fs::create_dir_all(&open).unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert!(!is_owner_only(&open).unwrap());
+        create_dir(&open).unwrap();
+        assert!(is_owner_only(&open).unwrap());
+        let _ = std::fs::remove_dir_all(&root);
+    }
+}

@@ -2,7 +2,7 @@
 //! with mode 0600. Why files: the private cluster is a local default; production passwords
 //! come from Secret Manager through the environment, never from here.
 
-use std::{fs, io::Write, os::unix::fs::OpenOptionsExt, os::unix::fs::PermissionsExt, path::Path};
+use std::{fs, path::Path};
 
 use anyhow::Context as _;
 use rand::RngCore;
@@ -18,18 +18,13 @@ pub fn get_or_create(dir: &Path, name: &str) -> anyhow::Result<String> {
         anyhow::ensure!(!existing.is_empty(), "{} is empty: delete it to regenerate", path.display());
         return Ok(existing);
     }
-    fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
     let mut bytes = [0u8; PASSWORD_BYTES];
     rand::thread_rng().fill_bytes(&mut bytes);
     let password = hex::encode(bytes);
-    let mut file = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&path)
-        .with_context(|| format!("creating {}", path.display()))?;
-    file.write_all(password.as_bytes())?;
+    if !crate::home::owner_only::create_file(&path, password.as_bytes())? {
+        // Another process created it first: use theirs.
+        return read(dir, name);
+    }
     Ok(password)
 }
 
