@@ -5,7 +5,7 @@
 #
 # Usage: crates/api/schemathesis.sh [BIN [EXTRA_SCHEMATHESIS_ARGS...]]
 #   BIN  a binary with `serve --listen ADDR`, `token create --role admin`, `db stop` (the
-#        `fintrail` binary, or this crate's example, built when BIN is omitted).
+#        `fintrail` binary, built in release when BIN is omitted).
 # Bounded: ~2 minutes (--max-examples per operation, a wall-clock timeout).
 set -euo pipefail
 
@@ -20,8 +20,8 @@ fi
 
 BIN="${1:-}"
 if [ -z "$BIN" ]; then
-  (cd "$ROOT" && cargo build --release -p fintrail-api --example serve)
-  BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/examples/serve"
+  (cd "$ROOT" && cargo build --release -p fintrail)
+  BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/fintrail"
 fi
 
 export FINTRAIL_HOME

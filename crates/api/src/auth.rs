@@ -16,10 +16,10 @@ use fintrail_domain::audit::AuditAction;
 use fintrail_domain::{Permission, Role};
 use rand::RngCore;
 
-use crate::audit::NewEvent;
 use crate::error::ApiError;
 use crate::state::AppState;
 use crate::tokens;
+use fintrail_audit::NewEvent;
 
 /// The request id header.
 pub const REQUEST_ID: &str = "x-request-id";

@@ -7,11 +7,10 @@ use std::path::PathBuf;
 use fintrail_db::{Context, DbRole};
 use fintrail_domain::Role;
 
-use crate::audit::checkpoint;
-use crate::audit::verify::{self, Outcome};
 use crate::identity::{insert_token, revoke, Issuer};
-use crate::keys;
 use crate::state::AppConfig;
+use fintrail_audit::checkpoint;
+use fintrail_audit::verify::Outcome;
 
 /// `fintrail serve`.
 #[derive(clap::Args, Debug, Clone)]
@@ -104,7 +103,7 @@ pub async fn run_audit(args: AuditArgs, ctx: &Context) -> anyhow::Result<u8> {
     match args.command {
         AuditCommand::Verify { checkpoint_dir } => {
             let dir = checkpoint_dir.unwrap_or_else(|| checkpoint::checkpoint_dir(&ctx.home));
-            let outcome = verify_trail(ctx, &dir).await;
+            let outcome = fintrail_audit::verify::verify_trail(ctx, &dir).await;
             match &outcome {
                 Outcome::Intact(r) => println!(
                     "audit trail intact: {} events, {} linked (head {}), {} pending, {} checkpoints checked, {} ms",
@@ -132,27 +131,6 @@ pub async fn run_audit(args: AuditArgs, ctx: &Context) -> anyhow::Result<u8> {
     }
 }
 
-/// Runs the verification, mapping every failure to check into [`Outcome::CannotCheck`].
-pub async fn verify_trail(ctx: &Context, dir: &std::path::Path) -> Outcome {
-    let client = match ctx.db.connect(DbRole::App).await {
-        Ok(c) => c,
-        Err(e) => return Outcome::CannotCheck(format!("cannot connect: {e:#}")),
-    };
-    let cps = match checkpoint::load_all(&client, dir).await {
-        Ok(c) => c,
-        Err(e) => return Outcome::CannotCheck(format!("cannot read checkpoints: {e:#}")),
-    };
-    let key = match keys::load(&ctx.home.keys_dir(), keys::AUDIT_CHECKPOINT_KEY) {
-        Ok(k) => k,
-        Err(e) => return Outcome::CannotCheck(format!("cannot read the checkpoint key: {e:#}")),
-    };
-    drop(client);
-    match verify::verify(&ctx.db, &cps, key.as_ref()).await {
-        Ok(o) => o,
-        Err(e) => Outcome::CannotCheck(format!("{e:#}")),
-    }
-}
-
 fn operator() -> String {
     let user: String = std::env::var("USER")
         .unwrap_or_else(|_| "unknown".into())
@@ -166,7 +144,7 @@ fn operator() -> String {
 /// `fintrail token ...`.
 pub async fn run_token(args: TokenArgs, ctx: &Context) -> anyhow::Result<u8> {
     let mut client = ctx.db.connect(DbRole::App).await?;
-    let audit = crate::audit::AuditWriter::new(true);
+    let audit = fintrail_audit::AuditWriter::new(true);
     let actor = operator();
     match args.command {
         TokenCommand::Create { role, ttl, label, customer } => {

@@ -10,13 +10,13 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::ToSchema;
 
-use crate::audit::NewEvent;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{ApiJson, ApiPath};
 use crate::routes::Registry;
 use crate::state::AppState;
 use crate::tokens;
+use fintrail_audit::NewEvent;
 
 pub(crate) fn routes(reg: &mut Registry) {
     reg.add(Method::GET, "/v1/me", P::IdentitySelfRead, get(me));
@@ -169,15 +169,15 @@ pub async fn get_customer(
 
 /// Who performs a token operation (for the audit event).
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Issuer<'a> {
+pub struct Issuer<'a> {
     pub actor: &'a str,
     pub permission: Option<P>,
     pub request_id: Option<&'a str>,
 }
 
 /// Insert a token row and its audit event in `tx`; returns (id, token, expires_at).
-pub(crate) async fn insert_token<C: tokio_postgres::GenericClient + Sync>(
-    state_audit: &crate::audit::AuditWriter,
+pub async fn insert_token<C: tokio_postgres::GenericClient + Sync>(
+    state_audit: &fintrail_audit::AuditWriter,
     tx: &C,
     role: Role,
     customer_id: Option<i64>,
@@ -250,7 +250,7 @@ pub async fn issue_customer_token(
 
 /// Revoke a token in `tx` with its audit event. `Ok(None)`: no such token.
 pub(crate) async fn revoke<C: tokio_postgres::GenericClient + Sync>(
-    audit: &crate::audit::AuditWriter,
+    audit: &fintrail_audit::AuditWriter,
     tx: &C,
     token_id: i64,
     actor: &str,
@@ -321,7 +321,7 @@ pub async fn create_token(
     anyhow::ensure!(ttl_secs > 0 && ttl_secs <= tokens::TOKEN_MAX_TTL_SECS, "ttl must be 1 s to 30 days");
     let mut client = db.connect(fintrail_db::DbRole::App).await?;
     let tx = client.transaction().await?;
-    let audit = crate::audit::AuditWriter::new(true);
+    let audit = fintrail_audit::AuditWriter::new(true);
     let issued = insert_token(
         &audit,
         &tx,

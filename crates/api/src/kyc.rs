@@ -11,13 +11,13 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::ToSchema;
 
-use crate::audit::NewEvent;
 use crate::auth::{record_denial, Caller};
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{ApiJson, ApiPath};
 use crate::routes::Registry;
 use crate::state::AppState;
 use crate::transition::transition;
+use fintrail_audit::NewEvent;
 
 pub(crate) fn routes(reg: &mut Registry) {
     reg.add(Method::POST, "/v1/me/kyc/cases", P::KycCaseCreate, post(create_own_case));

@@ -6,16 +6,12 @@
 //! route, from `fintrail_domain::access`) → handler. Every change writes its audit event in
 //! the same transaction; a single sequencer links events into a hash chain after commit.
 
-pub mod audit;
 pub mod audit_api;
 pub mod auth;
-pub mod bench;
 pub mod cli;
-pub mod demo;
 pub mod error;
 pub mod extract;
 pub mod identity;
-pub mod keys;
 pub mod kyb;
 pub mod kyc;
 pub mod ledger;
@@ -29,6 +25,5 @@ pub mod tokens;
 pub mod transition;
 pub mod validate;
 
-pub use demo::{seed_demo, DemoInfo};
 pub use server::{start_server, start_with, ServerHandle};
 pub use state::{AppConfig, AppState};

@@ -9,10 +9,10 @@ use fintrail_db::Context;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::audit::chain::Sequencer;
-use crate::audit::checkpoint;
 use crate::routes::{self, Endpoint};
 use crate::state::{AppConfig, AppState};
+use fintrail_audit::chain::Sequencer;
+use fintrail_audit::checkpoint;
 
 /// How long the sequencer sleeps when nothing woke it (bounds chaining latency).
 pub const SEQUENCER_IDLE_MS: u64 = 200;
@@ -129,7 +129,7 @@ async fn checkpoint_task(state: AppState, mut stop: watch::Receiver<bool>) {
             _ = stop.changed() => return,
         }
         let head = match state.pool.get().await {
-            Ok(c) => crate::audit::chain::head(&c).await.ok().map(|h| h.0),
+            Ok(c) => fintrail_audit::chain::head(&c).await.ok().map(|h| h.0),
             Err(_) => None,
         };
         if head.is_none() || head == last || head == Some(0) {

@@ -5,9 +5,9 @@ use std::sync::{Arc, Mutex};
 
 use fintrail_db::{Context, DbRole};
 
-use crate::audit::AuditWriter;
 use crate::media::signing::UrlSigner;
 use crate::media::store::{LocalStore, MediaStore};
+use fintrail_audit::AuditWriter;
 
 /// Tunables of one server instance.
 #[derive(Debug, Clone)]
@@ -88,7 +88,7 @@ impl AppState {
             .create_timeout(Some(std::time::Duration::from_secs(10)))
             .runtime(deadpool_postgres::Runtime::Tokio1)
             .build()?;
-        let key = crate::keys::load_or_create(&ctx.home.keys_dir(), crate::keys::MEDIA_URL_KEY)?;
+        let key = fintrail_db::keys::load_or_create(&ctx.home.keys_dir(), fintrail_db::keys::MEDIA_URL_KEY)?;
         let media: Arc<dyn MediaStore> = Arc::new(LocalStore::new(ctx.home.media_dir())?);
         Ok(AppState(Arc::new(Inner {
             ledger: crate::ledger::Ledger::new(pool.clone()),

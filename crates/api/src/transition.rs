@@ -5,11 +5,11 @@
 use fintrail_domain::audit::AuditAction;
 use serde_json::json;
 
-use crate::audit::NewEvent;
 use crate::auth::{record_denial, Caller};
 use crate::error::{ApiError, ApiResult};
 use crate::machines::{apply_transition, Machine};
 use crate::state::AppState;
+use fintrail_audit::NewEvent;
 
 /// Longest transition reason (matches the database's CHECK).
 pub const REASON_MAX_CHARS: usize = 1000;

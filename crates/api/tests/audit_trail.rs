@@ -3,11 +3,12 @@
 //! reorder, tail truncation after a checkpoint, a recomputed chain and a forged checkpoint —
 //! each naming the first broken event — while an untouched trail verifies.
 
-use fintrail_api::audit::chain::Sequencer;
-use fintrail_api::audit::checkpoint;
-use fintrail_api::audit::verify::Outcome;
-use fintrail_api::audit::{AuditWriter, NewEvent};
-use fintrail_api::cli::{run_audit, verify_trail, AuditArgs, AuditCommand};
+use fintrail_api::cli::{run_audit, AuditArgs, AuditCommand};
+use fintrail_audit::chain::Sequencer;
+use fintrail_audit::checkpoint;
+use fintrail_audit::verify::verify_trail;
+use fintrail_audit::verify::Outcome;
+use fintrail_audit::{AuditWriter, NewEvent};
 use fintrail_db::testing::{fresh_db, TestDb};
 use fintrail_db::{Context, DbRole, Home};
 use fintrail_domain::audit::AuditAction;
@@ -254,7 +255,7 @@ async fn forged_checkpoint_and_missing_key() {
     assert!(matches!(verify(&e).await, Outcome::Tampered { .. }));
     std::fs::remove_file(&file).expect("rm");
     assert_eq!(cli_verify(&e).await, 0);
-    std::fs::remove_file(e.ctx.home.keys_dir().join(fintrail_api::keys::AUDIT_CHECKPOINT_KEY)).expect("rm key");
+    std::fs::remove_file(e.ctx.home.keys_dir().join(fintrail_db::keys::AUDIT_CHECKPOINT_KEY)).expect("rm key");
     assert_eq!(cli_verify(&e).await, 2, "checkpoints exist but cannot be checked");
 }
 

@@ -1,7 +1,7 @@
 //! The CLI entry points the binary wires (`token`, `audit`) and `fintrail up`'s demo seeding.
 
-use fintrail_api::audit::chain::Sequencer;
 use fintrail_api::cli::{run_audit, run_token, AuditArgs, AuditCommand, TokenArgs, TokenCommand};
+use fintrail_audit::chain::Sequencer;
 use fintrail_db::testing::fresh_db;
 use fintrail_db::{Context, DbRole, Home};
 
@@ -50,10 +50,10 @@ async fn demo_seed_is_idempotent_and_its_trail_verifies() {
     let db = fresh_db().await;
     let home = tempfile::tempdir().expect("home");
     let ctx = Context::new(db.database().clone(), Home::new(home.path()).expect("home"));
-    let first = fintrail_api::seed_demo(&ctx).await.expect("seed");
+    let first = fintrail_tooling::seed_demo(&ctx).await.expect("seed");
     assert!(first.created);
     assert_eq!(first.customer_ids.len(), 5);
-    let second = fintrail_api::seed_demo(&ctx).await.expect("seed again");
+    let second = fintrail_tooling::seed_demo(&ctx).await.expect("seed again");
     assert!(!second.created);
     assert_eq!(second.customer_ids, first.customer_ids);
     assert_eq!(second.organization_id, first.organization_id);

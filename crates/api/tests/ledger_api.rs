@@ -4,11 +4,11 @@
 
 use std::sync::Arc;
 
-use fintrail_api::ledger::fixtures;
 use fintrail_api::{start_with, AppConfig, ServerHandle};
 use fintrail_db::testing::{fresh_db, TestDb};
 use fintrail_db::DbRole;
 use fintrail_domain::{KycState, Role};
+use fintrail_tooling::fixtures;
 use serde_json::{json, Value};
 
 struct Env {
@@ -405,7 +405,10 @@ async fn holds_reserve_post_partially_void_and_expire() {
     let (s, v) = e.post(&format!("/v1/holds/{}/post", h3["id"]), &e.admin, "p-2", json!({})).await;
     assert_eq!((s, v["code"].as_str()), (409, Some("hold_expired")), "{v}");
     let mut app = e.db.connect(DbRole::App).await.unwrap();
-    assert_eq!(fintrail_api::ledger::holds::expire_overdue(&mut app).await.unwrap(), 1);
+    assert_eq!(
+        fintrail_api::ledger::holds::expire_overdue(&mut app, &fintrail_audit::AuditWriter::new(true)).await.unwrap(),
+        1
+    );
     let (_, v) = e.get(&format!("/v1/holds/{}", h3["id"]), &e.admin).await;
     assert_eq!(v["status"].as_str(), Some("expired"));
     let (_, w) = e.get(&format!("/v1/wallets/{a}"), &e.admin).await;
@@ -609,4 +612,42 @@ async fn futures_sum(e: &Env, wallets: &[i64]) -> i64 {
         total += e.balance(*w).await;
     }
     total
+}
+
+/// One append path, one encoding: a ledger event (a posted transfer, appended in a batch by
+/// the engine), a wallet opened, and an identity event (a token issued) read back with
+/// `before`/`after` in exactly the bytes the audit writer's encoding gives (compact JSON,
+/// keys sorted), never in jsonb's output format (`{"a": 1}`).
+#[tokio::test]
+async fn ledger_and_identity_events_share_one_encoding() {
+    let e = env().await;
+    let c = fixtures::approved_customers(&e.db, 2).await.unwrap();
+    let (a, b) = (e.open(c[0], "EUR").await, e.open(c[1], "EUR").await);
+    e.deposit(a, 1_000).await;
+    let body = json!({ "from_wallet_id": a, "to_wallet_id": b, "amount_minor": 10, "currency": "EUR" });
+    let (s, v) = e.post("/v1/transfers", &e.admin, "enc-1", body).await;
+    assert_eq!(s, 201, "{v}");
+    let app = e.db.connect(DbRole::App).await.unwrap();
+    let rows = app
+        .query(
+            "SELECT DISTINCT ON (action) action, after FROM fintrail.audit_events \
+             WHERE after IS NOT NULL AND action IN ('ledger.transfer.posted', 'ledger.wallet.opened', 'token.issued') \
+             ORDER BY action, seq",
+            &[],
+        )
+        .await
+        .unwrap();
+    let found: Vec<String> = rows.iter().map(|r| r.get::<_, String>(0)).collect();
+    assert_eq!(found, ["ledger.transfer.posted", "ledger.wallet.opened", "token.issued"]);
+    for r in &rows {
+        let (action, after): (String, String) = (r.get(0), r.get(1));
+        let value: Value = serde_json::from_str(&after).unwrap();
+        assert!(value.as_object().is_some_and(|o| o.len() > 1), "{action}: an object with several keys: {after}");
+        assert_eq!(
+            fintrail_audit::writer::encode_json(Some(&value)).as_deref(),
+            Some(after.as_str()),
+            "{action}: {after}"
+        );
+        assert!(!after.contains(": ") && !after.contains(", "), "{action}: not jsonb's output format: {after}");
+    }
 }

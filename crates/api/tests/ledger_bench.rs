@@ -4,7 +4,7 @@
 //! `cargo test -p fintrail-api --test ledger_bench -- --ignored --nocapture`
 //! (`LEDGER_BENCH_ROUND_SECS`, `LEDGER_BENCH_ROUNDS` to lengthen).
 
-use fintrail_api::ledger::bench::{transfers, BenchArgs};
+use fintrail_tooling::bench_transfers::{transfers, BenchArgs};
 
 fn env_or(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)

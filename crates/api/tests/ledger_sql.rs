@@ -1,10 +1,10 @@
 //! The ledger's database rules, proven with raw SQL as the application role (and as the owner
 //! where the point is that even the owner cannot rewrite history).
 
-use fintrail_api::ledger::fixtures;
 use fintrail_db::testing::fresh_db;
 use fintrail_db::DbRole;
 use fintrail_domain::KycState;
+use fintrail_tooling::fixtures;
 
 fn sqlstate(e: &tokio_postgres::Error) -> String {
     e.code().map(|c| c.code().to_owned()).unwrap_or_else(|| format!("no sqlstate: {e}"))

@@ -69,9 +69,9 @@ struct BenchArgs {
 #[derive(Debug, Subcommand)]
 enum BenchName {
     /// HTTP POST /transfers against pgbench TPC-B on the same cluster
-    Transfers(fintrail_api::ledger::bench::BenchArgs),
+    Transfers(fintrail_tooling::bench_transfers::BenchArgs),
     /// Audit-trail verification speed and API throughput with the trail on vs off
-    Audit(fintrail_api::bench::BenchArgs),
+    Audit(fintrail_tooling::bench_audit::BenchArgs),
     /// Our CDC pipeline into DuckDB against pg_recvlogical on the same slot data
     Cdc(fintrail_cdc::bench::BenchArgs),
     /// pgbench TPS with the CDC pipeline streaming vs no consumer
@@ -198,11 +198,11 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Bench(b) => match b.name {
             BenchName::Iam(args) => fintrail_iam::bench::run(args).map(|()| 0),
             BenchName::Transfers(args) => block_on(Signals::Interrupt, async {
-                fintrail_api::ledger::bench::transfers(args, &home).await.map(|()| 0)
+                fintrail_tooling::bench_transfers::transfers(args, &home).await.map(|()| 0)
             }),
-            BenchName::Audit(args) => {
-                block_on(Signals::Interrupt, async { fintrail_api::bench::audit(args, &home).await.map(|()| 0) })
-            }
+            BenchName::Audit(args) => block_on(Signals::Interrupt, async {
+                fintrail_tooling::bench_audit::audit(args, &home).await.map(|()| 0)
+            }),
             BenchName::Cdc(args) => {
                 block_on(Signals::Interrupt, async { fintrail_cdc::bench::cdc(args, &home).await.map(|()| 0) })
             }

@@ -229,9 +229,9 @@ async fn sigkilled_server_never_loses_or_duplicates_money() {
         plan.ops().filter(|op| op.from == From::Dry).map(|op| op.key.as_str()).collect();
 
     let db = fresh_db().await;
-    let wallets = fintrail_api::ledger::fixtures::funded_wallets(&db, WALLETS, funding_minor).await.unwrap();
-    let dry = fintrail_api::ledger::fixtures::funded_wallets(&db, 1, DRY_FUNDING_MINOR).await.unwrap()[0];
-    let token = fintrail_api::ledger::fixtures::token(&db, fintrail_domain::Role::Admin, None).await.unwrap();
+    let wallets = fintrail_tooling::fixtures::funded_wallets(&db, WALLETS, funding_minor).await.unwrap();
+    let dry = fintrail_tooling::fixtures::funded_wallets(&db, 1, DRY_FUNDING_MINOR).await.unwrap()[0];
+    let token = fintrail_tooling::fixtures::token(&db, fintrail_domain::Role::Admin, None).await.unwrap();
     let url = db.url(DbRole::Admin);
     let app_password = db.params(DbRole::App).password.unwrap_or_default();
     let home = std::env::temp_dir().join(format!("fintrail-ledger-stress-{}", std::process::id()));

@@ -7,6 +7,7 @@
 pub mod cluster;
 pub mod database;
 pub mod home;
+pub mod keys;
 pub mod migrate;
 pub mod secrets;
 #[cfg(feature = "testing")]

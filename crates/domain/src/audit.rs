@@ -40,11 +40,29 @@ pub enum AuditAction {
     SignedUrlRefused,
     /// A request was denied (missing permission or other customer's data).
     AccessDenied,
+    /// A wallet was opened.
+    LedgerWalletOpened,
+    /// A transfer between two wallets was posted.
+    LedgerTransferPosted,
+    /// A deposit from an external funding account was posted.
+    LedgerDepositPosted,
+    /// A withdrawal to an external account was posted.
+    LedgerWithdrawalPosted,
+    /// A reversal of an earlier transfer was posted.
+    LedgerReversalPosted,
+    /// A hold reserved funds.
+    LedgerHoldCreated,
+    /// A hold was posted (its `hold_post` transfer moved the money).
+    LedgerHoldPosted,
+    /// A hold was voided (its funds released).
+    LedgerHoldVoided,
+    /// A hold expired (its funds released).
+    LedgerHoldExpired,
 }
 
 impl AuditAction {
     /// Every action, in a fixed order.
-    pub const ALL: [AuditAction; 13] = [
+    pub const ALL: [AuditAction; 22] = [
         AuditAction::CustomerCreated,
         AuditAction::TokenIssued,
         AuditAction::TokenRevoked,
@@ -58,6 +76,15 @@ impl AuditAction {
         AuditAction::SignedUrlRedeemed,
         AuditAction::SignedUrlRefused,
         AuditAction::AccessDenied,
+        AuditAction::LedgerWalletOpened,
+        AuditAction::LedgerTransferPosted,
+        AuditAction::LedgerDepositPosted,
+        AuditAction::LedgerWithdrawalPosted,
+        AuditAction::LedgerReversalPosted,
+        AuditAction::LedgerHoldCreated,
+        AuditAction::LedgerHoldPosted,
+        AuditAction::LedgerHoldVoided,
+        AuditAction::LedgerHoldExpired,
     ];
 
     /// The stable name.
@@ -76,6 +103,15 @@ impl AuditAction {
             AuditAction::SignedUrlRedeemed => "media.signed_url.redeemed",
             AuditAction::SignedUrlRefused => "media.signed_url.refused",
             AuditAction::AccessDenied => "access.denied",
+            AuditAction::LedgerWalletOpened => "ledger.wallet.opened",
+            AuditAction::LedgerTransferPosted => "ledger.transfer.posted",
+            AuditAction::LedgerDepositPosted => "ledger.deposit.posted",
+            AuditAction::LedgerWithdrawalPosted => "ledger.withdrawal.posted",
+            AuditAction::LedgerReversalPosted => "ledger.reversal.posted",
+            AuditAction::LedgerHoldCreated => "ledger.hold.created",
+            AuditAction::LedgerHoldPosted => "ledger.hold.posted",
+            AuditAction::LedgerHoldVoided => "ledger.hold.voided",
+            AuditAction::LedgerHoldExpired => "ledger.hold.expired",
         }
     }
 }

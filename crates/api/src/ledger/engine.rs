@@ -27,8 +27,9 @@ use tokio::sync::{mpsc, oneshot, Mutex, Notify};
 use tokio_postgres::ToStatement;
 use tokio_postgres::{GenericClient, Statement};
 
-use crate::audit::AuditWriter;
 use crate::error::ApiError;
+use fintrail_audit::{AuditWriter, NewEvent};
+use fintrail_domain::audit::AuditAction;
 
 use super::TransferView;
 
@@ -150,7 +151,7 @@ impl Ledger {
                 };
                 tokio::spawn(worker.run(lane, rx.clone()));
             }
-            tokio::spawn(maintenance_task(self.pool.clone()));
+            tokio::spawn(maintenance_task(self.pool.clone(), audit.clone()));
             tx
         })
     }
@@ -620,67 +621,32 @@ const INSERT_TRANSFERS_SQL: &str =
      SELECT * FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::bigint[], $5::bigint[], $6::text[], \
      $7::bigint[], $8::bigint[], $9::text[], $10::text[], $11::text[]) ORDER BY 1";
 
-/// One audit event (the ledger's actions are named here; the trail's columns and triggers are
-/// the audit writer's).
-#[derive(Debug, Clone)]
-pub(crate) struct LedgerEvent {
-    pub actor: String,
-    pub on_behalf_of: Option<String>,
-    pub action: &'static str,
-    pub subject: String,
+/// A ledger audit event: an allowed action by `actor` under `permission`, with its `after`.
+/// Appended through the audit writer (`append_many`), the trail's one append path.
+pub(crate) fn ledger_event(who: &Who<'_>, action: AuditAction, subject: String, after: serde_json::Value) -> NewEvent {
+    NewEvent::allowed(who.actor, action, subject, Some(who.permission))
+        .on_behalf_of(who.on_behalf_of.map(str::to_owned))
+        .request(who.request_id.filter(|r| !r.is_empty()))
+        .change(None, Some(after))
+}
+
+/// Who acted, for a ledger event.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Who<'a> {
+    pub actor: &'a str,
+    pub on_behalf_of: Option<&'a str>,
     pub permission: Permission,
-    pub request_id: String,
-    pub after: serde_json::Value,
-}
-
-/// Appends `events` to the audit trail in the caller's transaction, with one statement (a batch
-/// of postings appends one event per posting). Same table, columns and triggers as
-/// [`AuditWriter::append`]; disabled exactly when the writer is.
-pub(crate) async fn append_events<C: GenericClient + Sync>(
-    tx: &C,
-    audit: &AuditWriter,
-    events: &[LedgerEvent],
-) -> Result<(), tokio_postgres::Error> {
-    append_events_with(tx, APPEND_EVENTS_SQL, audit, events).await
-}
-
-const APPEND_EVENTS_SQL: &str =
-    "INSERT INTO fintrail.audit_events (actor, on_behalf_of, action, subject, permission, allowed, request_id, before, after) \
-     SELECT a, b, c, d, p, true, NULLIF(r, ''), NULL, x \
-     FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::jsonb[]) AS u(a, b, c, d, p, r, x)";
-
-async fn append_events_with<C: GenericClient + Sync, S: ?Sized + ToStatement + Sync + Send>(
-    tx: &C,
-    stmt: &S,
-    audit: &AuditWriter,
-    events: &[LedgerEvent],
-) -> Result<(), tokio_postgres::Error> {
-    if !audit.enabled() || events.is_empty() {
-        return Ok(());
-    }
-    let actors: Vec<&str> = events.iter().map(|e| e.actor.as_str()).collect();
-    let behalf: Vec<Option<&str>> = events.iter().map(|e| e.on_behalf_of.as_deref()).collect();
-    let actions: Vec<&str> = events.iter().map(|e| e.action).collect();
-    let subjects: Vec<&str> = events.iter().map(|e| e.subject.as_str()).collect();
-    let permissions: Vec<&str> = events.iter().map(|e| e.permission.as_str()).collect();
-    let request_ids: Vec<&str> = events.iter().map(|e| e.request_id.as_str()).collect();
-    let afters: Vec<&serde_json::Value> = events.iter().map(|e| &e.after).collect();
-    tx.execute(stmt, &[&actors, &behalf, &actions, &subjects, &permissions, &request_ids, &afters]).await?;
-    for e in events {
-        tracing::info!(log_class = "audit", actor = %e.actor, action = e.action, subject = %e.subject,
-            permission = e.permission.as_str(), request_id = %e.request_id, "audit event");
-    }
-    Ok(())
+    pub request_id: Option<&'a str>,
 }
 
 /// The audit action of a posted transfer.
-pub(crate) fn action_of(kind: TransferKind) -> &'static str {
+pub(crate) fn action_of(kind: TransferKind) -> AuditAction {
     match kind {
-        TransferKind::Transfer => "ledger.transfer.posted",
-        TransferKind::Deposit => "ledger.deposit.posted",
-        TransferKind::Withdrawal => "ledger.withdrawal.posted",
-        TransferKind::Reversal => "ledger.reversal.posted",
-        TransferKind::HoldPost => "ledger.hold.posted",
+        TransferKind::Transfer => AuditAction::LedgerTransferPosted,
+        TransferKind::Deposit => AuditAction::LedgerDepositPosted,
+        TransferKind::Withdrawal => AuditAction::LedgerWithdrawalPosted,
+        TransferKind::Reversal => AuditAction::LedgerReversalPosted,
+        TransferKind::HoldPost => AuditAction::LedgerHoldPosted,
     }
 }
 
@@ -776,7 +742,7 @@ impl Stmts {
             c.prepare_cached(INSERT_TRANSFERS_SQL),
             c.prepare_cached(INSERT_KEYS_SQL),
             c.prepare_cached(INSERT_KEYS_STRICT_SQL),
-            c.prepare_cached(APPEND_EVENTS_SQL),
+            c.prepare_cached(fintrail_audit::writer::APPEND_MANY_SQL),
         )?;
         Ok(Self { lock, reversed, ids, used, transfers, keys, keys_strict, events })
     }
@@ -857,15 +823,13 @@ async fn decide_and_write<C: GenericClient + Sync>(
                     hold_id: None,
                     created_at: at,
                 };
-                events.push(LedgerEvent {
-                    actor: req.actor.clone(),
-                    on_behalf_of: req.on_behalf_of.clone(),
-                    action: action_of(req.kind),
-                    subject: format!("transfer:{id}"),
+                let who = Who {
+                    actor: &req.actor,
+                    on_behalf_of: req.on_behalf_of.as_deref(),
                     permission: req.permission,
-                    request_id: req.request_id.clone(),
-                    after: transfer_after(&view),
-                });
+                    request_id: Some(req.request_id.as_str()),
+                };
+                events.push(ledger_event(&who, action_of(req.kind), format!("transfer:{id}"), transfer_after(&view)));
                 rows.push(TransferRow {
                     view: view.clone(),
                     actor: req.actor.clone(),
@@ -895,7 +859,7 @@ async fn decide_and_write<C: GenericClient + Sync>(
     let (t, k, e, c) = tokio::join!(
         insert_transfers_with(tx, &st.transfers, &rows),
         insert_keys_with(tx, keys_stmt, &key_rows, in_pipeline),
-        append_events_with(tx, &st.events, audit, &events),
+        audit.append_many_prepared(tx, &st.events, &events),
         async {
             if in_pipeline {
                 tx.batch_execute("COMMIT").await?;
@@ -973,7 +937,7 @@ pub fn ledger_error(e: LedgerError) -> ApiError {
 }
 
 /// Bounded maintenance, every minute: purge expired idempotency keys and expire overdue holds.
-async fn maintenance_task(pool: deadpool_postgres::Pool) {
+async fn maintenance_task(pool: deadpool_postgres::Pool, audit: AuditWriter) {
     loop {
         tokio::time::sleep(Duration::from_secs(60)).await;
         match pool.get().await {
@@ -982,7 +946,7 @@ async fn maintenance_task(pool: deadpool_postgres::Pool) {
                 if let Err(e) = purge_idempotency_keys(&*c).await {
                     tracing::warn!(log_class = "app", error = %e, "idempotency purge failed");
                 }
-                if let Err(e) = super::holds::expire_overdue(c).await {
+                if let Err(e) = super::holds::expire_overdue(c, &audit).await {
                     tracing::warn!(log_class = "app", error = %e, "hold expiry failed");
                 }
             }

@@ -14,12 +14,13 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::ToSchema;
 
-use super::engine::{self, ledger_error, lock_wallets, IdemKey, LedgerEvent, TransferRow};
+use super::engine::{self, ledger_error, ledger_event, lock_wallets, IdemKey, TransferRow, Who};
 use super::{idempotency, parse_amount, parse_currency, TransferView};
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{ApiJson, ApiPath};
 use crate::state::AppState;
+use fintrail_domain::audit::AuditAction;
 
 /// Default hold lifetime (1 hour).
 pub const HOLD_DEFAULT_SECS: i64 = 3600;
@@ -190,27 +191,27 @@ pub async fn create_hold(
     }
     let ev = event(
         &caller,
-        "ledger.hold.created",
+        AuditAction::LedgerHoldCreated,
         id,
         json!({ "hold_id": id, "debit_wallet_id": view.debit_wallet_id,
         "credit_wallet_id": view.credit_wallet_id, "amount_minor": view.amount_minor, "currency": view.currency, "expires_at": view.expires_at }),
     );
-    engine::append_events(&*tx, &state.audit, &[ev]).await?;
+    state.audit.append_many(&*tx, &[ev]).await?;
     tx.commit().await?;
     state.audit.committed();
     Ok((StatusCode::CREATED, Json(view)).into_response())
 }
 
-fn event(caller: &Caller, action: &'static str, hold_id: i64, after: serde_json::Value) -> LedgerEvent {
-    LedgerEvent {
-        actor: caller.principal.actor(),
-        on_behalf_of: caller.principal.customer_id.map(|c| format!("customer:{c}")),
-        action,
-        subject: format!("hold:{hold_id}"),
+fn event(caller: &Caller, action: AuditAction, hold_id: i64, after: serde_json::Value) -> fintrail_audit::NewEvent {
+    let actor = caller.principal.actor();
+    let on_behalf_of = caller.principal.customer_id.map(|c| format!("customer:{c}"));
+    let who = Who {
+        actor: &actor,
+        on_behalf_of: on_behalf_of.as_deref(),
         permission: caller.permission,
-        request_id: caller.request_id.clone(),
-        after,
-    }
+        request_id: Some(caller.request_id.as_str()),
+    };
+    ledger_event(&who, action, format!("hold:{hold_id}"), after)
 }
 
 /// A hold.
@@ -312,8 +313,7 @@ pub async fn post_hold(
     }
     let mut after = engine::transfer_after(&view);
     after["released_minor"] = json!(hold.amount_minor - amount.minor());
-    engine::append_events(&*tx, &state.audit, &[event(&caller, engine::action_of(TransferKind::HoldPost), id, after)])
-        .await?;
+    state.audit.append_many(&*tx, &[event(&caller, engine::action_of(TransferKind::HoldPost), id, after)]).await?;
     tx.commit().await?;
     state.audit.committed();
     Ok((StatusCode::CREATED, Json(view)).into_response())
@@ -345,8 +345,13 @@ pub async fn void_hold(
         tx.rollback().await?;
         return replay_or_conflict(&state, &idem).await;
     }
-    let ev = event(&caller, "ledger.hold.voided", id, json!({ "hold_id": id, "released_minor": hold.amount_minor }));
-    engine::append_events(&*tx, &state.audit, &[ev]).await?;
+    let ev = event(
+        &caller,
+        AuditAction::LedgerHoldVoided,
+        id,
+        json!({ "hold_id": id, "released_minor": hold.amount_minor }),
+    );
+    state.audit.append_many(&*tx, &[ev]).await?;
     tx.commit().await?;
     state.audit.committed();
     Ok((StatusCode::OK, Json(view)).into_response())
@@ -354,7 +359,10 @@ pub async fn void_hold(
 
 /// Expires up to [`EXPIRE_MAX`] overdue pending holds, each in its own short transaction
 /// (wallets locked in id order first, like every other writer); returns how many.
-pub async fn expire_overdue(client: &mut tokio_postgres::Client) -> Result<u64, tokio_postgres::Error> {
+pub async fn expire_overdue(
+    client: &mut tokio_postgres::Client,
+    audit: &fintrail_audit::AuditWriter,
+) -> Result<u64, tokio_postgres::Error> {
     let due = client
         .query(
             "SELECT id, debit_wallet_id, credit_wallet_id FROM fintrail.holds \
@@ -371,19 +379,19 @@ pub async fn expire_overdue(client: &mut tokio_postgres::Client) -> Result<u64, 
             .execute("UPDATE fintrail.holds SET status = 'expired' WHERE id = $1 AND status = 'pending' AND expires_at < now()", &[&id])
             .await?;
         if changed == 1 {
-            let ev = LedgerEvent {
-                actor: "system:ledger".into(),
+            let who = Who {
+                actor: "system:ledger",
                 on_behalf_of: None,
-                action: "ledger.hold.expired",
-                subject: format!("hold:{id}"),
                 permission: fintrail_domain::Permission::WalletHoldSettle,
-                request_id: String::new(),
-                after: json!({ "hold_id": id }),
+                request_id: None,
             };
-            // The expiry job runs with the audit trail on (the server's writer is not at hand).
-            engine::append_events(&tx, &crate::audit::AuditWriter::new(true), &[ev]).await?;
+            let ev = ledger_event(&who, AuditAction::LedgerHoldExpired, format!("hold:{id}"), json!({ "hold_id": id }));
+            audit.append_many(&tx, &[ev]).await?;
         }
         tx.commit().await?;
+        if changed == 1 {
+            audit.committed();
+        }
         n += changed;
     }
     Ok(n)

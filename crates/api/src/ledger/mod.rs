@@ -6,11 +6,9 @@
 //! * The rules are `fintrail_domain::ledger`'s; the database enforces them again
 //!   (`0030_ledger.sql`); [`check`] proves them on a live database (`fintrail ledger check`).
 
-pub mod bench;
 pub mod check;
 pub mod cli;
 pub mod engine;
-pub mod fixtures;
 pub mod holds;
 pub mod idempotency;
 
@@ -31,7 +29,7 @@ use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::routes::Registry;
 use crate::state::AppState;
-use engine::{ledger_error, LedgerEvent, Outcome, PostingRequest};
+use engine::{ledger_error, ledger_event, Outcome, PostingRequest, Who};
 use idempotency::IdemKey;
 
 pub use engine::Ledger;
@@ -414,16 +412,18 @@ async fn insert_wallet(
         .await?
         .ok_or_else(|| ApiError::conflict("wallet_exists", format!("the owner already has a {currency} wallet")))?;
     let w = wallet_view(&row);
-    let ev = LedgerEvent {
-        actor: caller.principal.actor(),
-        on_behalf_of: customer_id.map(|c| format!("customer:{c}")),
-        action: "ledger.wallet.opened",
-        subject: format!("wallet:{}", w.id),
+    let actor = caller.principal.actor();
+    let behalf = customer_id.map(|c| format!("customer:{c}"));
+    let who = Who {
+        actor: &actor,
+        on_behalf_of: behalf.as_deref(),
         permission: caller.permission,
-        request_id: caller.request_id.clone(),
-        after: json!({ "wallet_id": w.id, "kind": w.kind, "customer_id": customer_id, "organization_id": organization_id, "currency": w.currency }),
+        request_id: Some(caller.request_id.as_str()),
     };
-    engine::append_events(&*tx, &state.audit, &[ev]).await?;
+    let after = json!({ "wallet_id": w.id, "kind": w.kind, "customer_id": customer_id, "organization_id": organization_id, "currency": w.currency });
+    let ev =
+        ledger_event(&who, fintrail_domain::audit::AuditAction::LedgerWalletOpened, format!("wallet:{}", w.id), after);
+    state.audit.append_many(&*tx, &[ev]).await?;
     tx.commit().await?;
     state.audit.committed();
     Ok(w)

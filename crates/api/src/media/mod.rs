@@ -23,12 +23,12 @@ use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt as _;
 use utoipa::ToSchema;
 
-use crate::audit::NewEvent;
 use crate::auth::{record_denial, Caller, RequestId};
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::routes::Registry;
 use crate::state::AppState;
+use fintrail_audit::NewEvent;
 use signing::{SignedQuery, UrlSigner};
 
 pub(crate) fn routes(reg: &mut Registry) {

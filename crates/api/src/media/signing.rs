@@ -5,7 +5,7 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use subtle::ConstantTimeEq as _;
 
-use crate::keys::Key;
+use fintrail_db::keys::Key;
 use fintrail_domain::media::SIGNED_URL_MAX_TTL_SECS;
 
 /// Domain separation of media URL signatures.

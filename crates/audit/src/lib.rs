@@ -11,11 +11,11 @@ pub use writer::{AuditWriter, NewEvent};
 
 /// SELECT list shared by the sequencer and the verifier: both must read an event exactly the
 /// same way (jsonb as its canonical text), or links would not match.
-pub(crate) const EVENT_COLUMNS: &str =
+pub const EVENT_COLUMNS: &str =
     "e.seq, e.at, e.actor, e.on_behalf_of, e.action, e.subject, e.permission, e.allowed, e.request_id, e.before, e.after";
 
 /// Decodes a row selected with [`EVENT_COLUMNS`] starting at column `base`.
-pub(crate) fn record_from_row(
+pub fn record_from_row(
     row: &tokio_postgres::Row,
     base: usize,
 ) -> Result<fintrail_domain::audit::AuditRecord, tokio_postgres::Error> {

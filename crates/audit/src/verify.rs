@@ -9,7 +9,7 @@ use futures_util::TryStreamExt as _;
 
 use super::checkpoint::{signature_valid, Checkpoint};
 use super::EVENT_COLUMNS;
-use crate::keys::Key;
+use fintrail_db::keys::Key;
 use fintrail_db::DbRole;
 use fintrail_domain::audit::AuditRecordRef;
 use tokio_postgres::binary_copy::{BinaryCopyOutRow, BinaryCopyOutStream};
@@ -62,7 +62,7 @@ impl Outcome {
 }
 
 /// Column types of [`EVENT_COLUMNS`] for binary COPY.
-pub(crate) const EVENT_TYPES: [Type; 11] = [
+pub const EVENT_TYPES: [Type; 11] = [
     Type::INT8,
     Type::TIMESTAMPTZ,
     Type::TEXT,
@@ -77,7 +77,7 @@ pub(crate) const EVENT_TYPES: [Type; 11] = [
 ];
 
 /// Borrows one binary COPY row as an event.
-pub(crate) fn record_ref(row: &BinaryCopyOutRow) -> Result<AuditRecordRef<'_>, tokio_postgres::Error> {
+pub fn record_ref(row: &BinaryCopyOutRow) -> Result<AuditRecordRef<'_>, tokio_postgres::Error> {
     let at: chrono::DateTime<chrono::Utc> = row.try_get(1)?;
     Ok(AuditRecordRef {
         seq: row.try_get(0)?,
@@ -261,4 +261,24 @@ pub async fn verify(
         None => Outcome::Intact(report),
         Some((seq, reason)) => Outcome::Tampered { report, seq, reason },
     })
+}
+/// Runs the verification, mapping every failure to check into [`Outcome::CannotCheck`].
+pub async fn verify_trail(ctx: &fintrail_db::Context, dir: &std::path::Path) -> Outcome {
+    let client = match ctx.db.connect(DbRole::App).await {
+        Ok(c) => c,
+        Err(e) => return Outcome::CannotCheck(format!("cannot connect: {e:#}")),
+    };
+    let cps = match super::checkpoint::load_all(&client, dir).await {
+        Ok(c) => c,
+        Err(e) => return Outcome::CannotCheck(format!("cannot read checkpoints: {e:#}")),
+    };
+    let key = match fintrail_db::keys::load(&ctx.home.keys_dir(), fintrail_db::keys::AUDIT_CHECKPOINT_KEY) {
+        Ok(k) => k,
+        Err(e) => return Outcome::CannotCheck(format!("cannot read the checkpoint key: {e:#}")),
+    };
+    drop(client);
+    match verify(&ctx.db, &cps, key.as_ref()).await {
+        Ok(o) => o,
+        Err(e) => Outcome::CannotCheck(format!("{e:#}")),
+    }
 }

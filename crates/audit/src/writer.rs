@@ -1,5 +1,11 @@
 //! Appends audit events inside the caller's transaction. Writers only take a sequence number
 //! and insert a row: no shared "last hash" row, so writers never serialize on the chain.
+//!
+//! This module is the one place that appends to `fintrail.audit_events` (the benchmark's
+//! bulk generator aside): [`AuditWriter::append`] for one event, [`AuditWriter::append_many`]
+//! for a batch in one statement (the ledger's group commit). Both encode an event the same
+//! way ([`encode_json`]): `before`/`after` as compact JSON with sorted keys, the exact bytes
+//! the chain hashes.
 
 use std::sync::Arc;
 
@@ -87,6 +93,24 @@ const INSERT: &str = "INSERT INTO fintrail.audit_events \
     (actor, on_behalf_of, action, subject, permission, allowed, request_id, before, after) \
     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING seq";
 
+/// Appends many events in one statement, in array order (the insert trigger assigns their
+/// sequence numbers in that order). Public so a caller that pipelines its statements can
+/// prepare it ahead (see [`AuditWriter::append_many_prepared`]).
+pub const APPEND_MANY_SQL: &str = "INSERT INTO fintrail.audit_events \
+    (actor, on_behalf_of, action, subject, permission, allowed, request_id, before, after) \
+    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bool[], $7::text[], \
+    $8::text[], $9::text[])";
+
+/// Most events one `append_many` may carry (a batch of the ledger is at most 1 024 postings).
+pub const APPEND_MANY_MAX: usize = 4096;
+
+/// The one encoding of `before`/`after`: compact JSON, object keys sorted (serde_json's map is
+/// a `BTreeMap`: no crate in the tree enables its `preserve_order`). These bytes are stored
+/// as they are and chained; `verify` reads them back unchanged.
+pub fn encode_json(v: Option<&Value>) -> Option<String> {
+    v.map(Value::to_string)
+}
+
 impl AuditWriter {
     /// A writer; `enabled` must be true outside benchmarks.
     pub fn new(enabled: bool) -> Self {
@@ -137,9 +161,7 @@ impl AuditWriter {
         ev: &NewEvent,
     ) -> Result<Option<i64>, tokio_postgres::Error> {
         let permission = ev.permission.map(|p| p.as_str());
-        // Compact JSON with sorted keys (serde_json's map is ordered): the exact bytes chained.
-        let before = ev.before.as_ref().map(|v| v.to_string());
-        let after = ev.after.as_ref().map(|v| v.to_string());
+        let (before, after) = (encode_json(ev.before.as_ref()), encode_json(ev.after.as_ref()));
         let row = tx
             .query_one(
                 stmt,
@@ -157,18 +179,57 @@ impl AuditWriter {
             )
             .await?;
         let seq: i64 = row.get(0);
-        tracing::info!(
-            log_class = "audit",
-            seq,
-            actor = %ev.actor,
-            action = ev.action.as_str(),
-            subject = %ev.subject,
-            permission = permission.unwrap_or(""),
-            allowed = ev.allowed,
-            request_id = ev.request_id.as_deref().unwrap_or(""),
-            "audit event"
-        );
+        log_event(Some(seq), ev);
         Ok(Some(seq))
+    }
+
+    /// Appends `events` in the caller's transaction with one statement, in order.
+    pub async fn append_many<C: GenericClient + Sync>(
+        &self,
+        tx: &C,
+        events: &[NewEvent],
+    ) -> Result<(), tokio_postgres::Error> {
+        if !self.enabled || events.is_empty() {
+            return Ok(());
+        }
+        let stmt = tx.prepare(APPEND_MANY_SQL).await?;
+        self.append_many_prepared(tx, &stmt, events).await
+    }
+
+    /// [`AuditWriter::append_many`] with `stmt` prepared from [`APPEND_MANY_SQL`] by the caller
+    /// (the ledger prepares its batch's statements together and pipelines them).
+    pub async fn append_many_prepared<C: GenericClient + Sync>(
+        &self,
+        tx: &C,
+        stmt: &tokio_postgres::Statement,
+        events: &[NewEvent],
+    ) -> Result<(), tokio_postgres::Error> {
+        if !self.enabled || events.is_empty() {
+            return Ok(());
+        }
+        assert!(
+            events.len() <= APPEND_MANY_MAX,
+            "{} audit events in one statement (max {APPEND_MANY_MAX})",
+            events.len()
+        );
+        let actors: Vec<&str> = events.iter().map(|e| e.actor.as_str()).collect();
+        let behalf: Vec<Option<&str>> = events.iter().map(|e| e.on_behalf_of.as_deref()).collect();
+        let actions: Vec<&str> = events.iter().map(|e| e.action.as_str()).collect();
+        let subjects: Vec<&str> = events.iter().map(|e| e.subject.as_str()).collect();
+        let permissions: Vec<Option<&str>> = events.iter().map(|e| e.permission.map(|p| p.as_str())).collect();
+        let allowed: Vec<bool> = events.iter().map(|e| e.allowed).collect();
+        let request_ids: Vec<Option<&str>> = events.iter().map(|e| e.request_id.as_deref()).collect();
+        let befores: Vec<Option<String>> = events.iter().map(|e| encode_json(e.before.as_ref())).collect();
+        let afters: Vec<Option<String>> = events.iter().map(|e| encode_json(e.after.as_ref())).collect();
+        tx.execute(
+            stmt,
+            &[&actors, &behalf, &actions, &subjects, &permissions, &allowed, &request_ids, &befores, &afters],
+        )
+        .await?;
+        for e in events {
+            log_event(None, e);
+        }
+        Ok(())
     }
 
     /// Call after the transaction that appended events committed.
@@ -191,4 +252,19 @@ impl AuditWriter {
         self.committed();
         Ok(seq)
     }
+}
+
+/// The `audit` log line of an appended event (its sequence number when known).
+fn log_event(seq: Option<i64>, ev: &NewEvent) {
+    tracing::info!(
+        log_class = "audit",
+        seq = seq.unwrap_or(0),
+        actor = %ev.actor,
+        action = ev.action.as_str(),
+        subject = %ev.subject,
+        permission = ev.permission.map(|p| p.as_str()).unwrap_or(""),
+        allowed = ev.allowed,
+        request_id = ev.request_id.as_deref().unwrap_or(""),
+        "audit event"
+    );
 }

@@ -7,9 +7,9 @@ use fintrail_domain::audit::AuditAction;
 use fintrail_domain::{KybState, KycState, Role};
 use serde_json::json;
 
-use crate::audit::{AuditWriter, NewEvent};
-use crate::identity::{insert_token, Issuer};
-use crate::machines::{apply_transition, Machine};
+use fintrail_api::identity::{insert_token, Issuer};
+use fintrail_api::machines::{apply_transition, Machine};
+use fintrail_audit::{AuditWriter, NewEvent};
 
 /// The e-mail domain of demo customers (`.invalid`: never deliverable).
 pub const DEMO_DOMAIN: &str = "demo.fintrail.invalid";

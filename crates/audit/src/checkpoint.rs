@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
 use super::chain::{head, Sequencer};
-use crate::keys::{self, Key};
+use fintrail_db::keys::{self, Key};
 
 /// Domain separation of checkpoint signatures.
 const CHECKPOINT_DOMAIN: &[u8] = b"fintrail.audit.checkpoint.v1\0";

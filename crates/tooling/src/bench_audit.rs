@@ -11,10 +11,10 @@ use fintrail_domain::Role;
 use futures_util::TryStreamExt as _;
 use serde_json::json;
 
-use crate::audit::chain::Sequencer;
-use crate::audit::verify::{record_ref, EVENT_TYPES};
-use crate::audit::EVENT_COLUMNS;
-use crate::state::AppConfig;
+use fintrail_api::state::AppConfig;
+use fintrail_audit::chain::Sequencer;
+use fintrail_audit::verify::{record_ref, EVENT_TYPES};
+use fintrail_audit::EVENT_COLUMNS;
 use tokio_postgres::binary_copy::BinaryCopyOutStream;
 
 /// `fintrail bench audit` options.
@@ -79,7 +79,7 @@ pub async fn audit(args: BenchArgs, home: &Home) -> anyhow::Result<()> {
     let dir = home.root().join("bench-audit-checkpoints");
     let _ = std::fs::remove_dir_all(&dir);
     let t = Instant::now();
-    let outcome = crate::cli::verify_trail(&ctx, &dir).await;
+    let outcome = fintrail_audit::verify::verify_trail(&ctx, &dir).await;
     let verify_secs = t.elapsed().as_secs_f64();
     anyhow::ensure!(outcome.exit_code() == 0, "the generated trail must verify: {outcome:?}");
     let n = args.events as f64;
@@ -141,38 +141,30 @@ async fn write_throughput(ctx: &Context, audit_on: bool, args: &BenchArgs) -> an
         pool_size: args.concurrency + 2,
         checkpoint_interval_secs: 0,
     };
-    let handle = crate::server::start_with(ctx, "127.0.0.1:0".parse()?, config).await?;
-    let base = format!("http://{}", handle.local_addr());
-    let token = crate::identity::create_token(&ctx.db, Role::ComplianceOfficer, None, "bench", 3600, "system:bench")
-        .await?
-        .token;
-    let http = reqwest::Client::new();
+    let handle = fintrail_api::server::start_with(ctx, "127.0.0.1:0".parse()?, config).await?;
+    let addr = handle.local_addr();
+    let token =
+        fintrail_api::identity::create_token(&ctx.db, Role::ComplianceOfficer, None, "bench", 3600, "system:bench")
+            .await?
+            .token;
     let deadline = Instant::now() + Duration::from_secs(args.write_secs);
     let mut workers = Vec::new();
     for _ in 0..args.concurrency {
-        let (http, base, token) = (http.clone(), base.clone(), token.clone());
+        let token = token.clone();
         workers.push(tokio::spawn(async move {
-            let org: serde_json::Value = http
-                .post(format!("{base}/v1/kyb/organizations"))
-                .bearer_auth(&token)
-                .json(&json!({"legal_name": "Bench GmbH", "registration_number": "B-1", "country": "DE"}))
-                .send()
-                .await?
-                .json()
-                .await?;
+            let mut http = crate::http::Client::new(addr, &token);
+            let org = json!({"legal_name": "Bench GmbH", "registration_number": "B-1", "country": "DE"});
+            let (status, body) = http.post_json("/v1/kyb/organizations", None, &org).await?;
+            anyhow::ensure!(status == 201, "creating an organization failed: {status}");
+            let org: serde_json::Value = serde_json::from_slice(&body)?;
             let id = org["id"].as_i64().context("organization id")?;
             // registered → screening → clear → screening → clear ... (periodic re-screening).
             let mut next = "screening";
             let mut ops = 0u64;
             while Instant::now() < deadline {
-                let res = http
-                    .post(format!("{base}/v1/kyb/organizations/{id}/screening"))
-                    .bearer_auth(&token)
-                    .json(&json!({"to": next, "reason": "bench"}))
-                    .send()
-                    .await?;
-                anyhow::ensure!(res.status().is_success(), "transition failed: {}", res.status());
-                let _ = res.bytes().await?;
+                let path = format!("/v1/kyb/organizations/{id}/screening");
+                let (status, _) = http.post_json(&path, None, &json!({"to": next, "reason": "bench"})).await?;
+                anyhow::ensure!((200..300).contains(&status), "transition failed: {status}");
                 ops += 1;
                 next = if next == "screening" { "clear" } else { "screening" };
             }

@@ -13,9 +13,9 @@ use fintrail_db::{Context, DbRole};
 use fintrail_domain::Role;
 use serde_json::json;
 
-use super::fixtures;
-use crate::server::start_with;
-use crate::state::AppConfig;
+use crate::fixtures;
+use fintrail_api::server::start_with;
+use fintrail_api::state::AppConfig;
 
 /// `fintrail bench transfers` options.
 #[derive(Debug, Clone, clap::Args)]
@@ -175,7 +175,7 @@ impl Rng {
 /// number of clients.
 struct Load<'a> {
     rt: &'a tokio::runtime::Handle,
-    base: &'a str,
+    addr: std::net::SocketAddr,
     token: &'a str,
     wallets: &'a [i64],
     clients: usize,
@@ -183,17 +183,16 @@ struct Load<'a> {
 
 /// Drives `load.clients` HTTP clients for `secs`; `hot` sends every transfer to `wallets[0]`.
 async fn load(load: &Load<'_>, secs: u64, hot: bool, tag: &str) -> Run {
-    let Load { rt, base, token, wallets, clients } = *load;
+    let Load { rt, addr, token, wallets, clients } = *load;
     let deadline = Instant::now() + Duration::from_secs(secs);
     let started = Instant::now();
     let mut tasks = Vec::new();
     for c in 0..clients {
-        let (base, token, wallets, tag) = (base.to_owned(), token.to_owned(), wallets.to_vec(), tag.to_owned());
+        let (token, wallets, tag) = (token.to_owned(), wallets.to_vec(), tag.to_owned());
         tasks.push(rt.spawn(async move {
-            let http = reqwest::Client::builder().pool_max_idle_per_host(1).build().unwrap_or_default();
+            let mut http = crate::http::Client::new(addr, &token);
             let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ ((c as u64 + 1) * 0x1000_0000_01B3));
             let mut run = Run::default();
-            let url = format!("{base}/v1/transfers");
             let mut i = 0u64;
             while Instant::now() < deadline {
                 let to = if hot { 0 } else { rng.below(wallets.len()) };
@@ -204,25 +203,15 @@ async fn load(load: &Load<'_>, secs: u64, hot: bool, tag: &str) -> Run {
                 let body = json!({ "from_wallet_id": wallets[from], "to_wallet_id": wallets[to],
                     "amount_minor": 1 + rng.below(100) as i64, "currency": "EUR" });
                 let t0 = Instant::now();
-                let r = http
-                    .post(&url)
-                    .bearer_auth(&token)
-                    .header("Idempotency-Key", format!("{tag}-{c}-{i}"))
-                    .json(&body)
-                    .send()
-                    .await;
+                let key = format!("{tag}-{c}-{i}");
+                let r = http.post_json("/v1/transfers", Some(&key), &body).await;
                 i += 1;
                 match r {
-                    Ok(res) if res.status().as_u16() == 201 => {
-                        let _ = res.bytes().await;
+                    Ok((201, _)) => {
                         run.ok += 1;
                         run.latencies_us.push(t0.elapsed().as_micros() as u64);
                     }
-                    Ok(res) => {
-                        let _ = res.bytes().await;
-                        run.errors += 1;
-                    }
-                    Err(_) => run.errors += 1,
+                    Ok(_) | Err(_) => run.errors += 1,
                 }
             }
             run
@@ -268,9 +257,14 @@ pub async fn transfers(args: BenchArgs, home: &fintrail_db::Home) -> anyhow::Res
             .enable_all()
             .build()?,
     ));
-    let base = format!("http://{}", server.local_addr());
     // Warm up (connections, plans, batcher).
-    let target = Load { rt: clients_rt.handle(), base: &base, token: &token, wallets: &wallets, clients: args.clients };
+    let target = Load {
+        rt: clients_rt.handle(),
+        addr: server.local_addr(),
+        token: &token,
+        wallets: &wallets,
+        clients: args.clients,
+    };
     let _ = load(&target, 1, false, "warm").await;
 
     let mut ours = Run::default();
@@ -316,13 +310,13 @@ pub async fn transfers(args: BenchArgs, home: &fintrail_db::Home) -> anyhow::Res
         let batched = load(&target, args.hot_secs, true, "hotb").await;
         server.state.ledger.set_batch_max(1);
         let single = load(&target, args.hot_secs, true, "hot1").await;
-        server.state.ledger.set_batch_max(super::engine::BATCH_MAX_DEFAULT);
+        server.state.ledger.set_batch_max(fintrail_api::ledger::engine::BATCH_MAX_DEFAULT);
         hot = Some((batched, single));
     }
 
     // The ledger must still be intact after all that.
     let mut client = ctx.db.connect(DbRole::App).await?;
-    let report = super::check::run(&mut client).await?;
+    let report = fintrail_api::ledger::check::run(&mut client).await?;
     server.shutdown().await?;
 
     let ours_tps = ours.tps();

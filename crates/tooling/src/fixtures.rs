@@ -6,8 +6,8 @@
 use fintrail_db::{Database, DbRole};
 use fintrail_domain::{KybState, KycState, Role, State as _};
 
-use crate::identity::{insert_token, Issuer};
-use crate::machines::{apply_transition, Machine};
+use fintrail_api::identity::{insert_token, Issuer};
+use fintrail_api::machines::{apply_transition, Machine};
 
 const ACTOR: &str = "system:ledger-fixtures";
 
@@ -88,7 +88,7 @@ pub async fn organization(db: &Database, state: KybState) -> anyhow::Result<i64>
 pub async fn token(db: &Database, role: Role, customer_id: Option<i64>) -> anyhow::Result<String> {
     let mut client = db.connect(DbRole::App).await?;
     let tx = client.transaction().await?;
-    let audit = crate::audit::AuditWriter::new(true);
+    let audit = fintrail_audit::AuditWriter::new(true);
     let issued = insert_token(
         &audit,
         &tx,

@@ -39,10 +39,10 @@ pub fn load_or_create(dir: &Path, name: &str) -> anyhow::Result<Key> {
     if let Some(k) = load(dir, name)? {
         return Ok(k);
     }
-    fintrail_db::home::owner_only::create_dir(dir)?;
+    crate::home::owner_only::create_dir(dir)?;
     let mut secret = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut secret);
-    fintrail_db::home::owner_only::create_file(&path, hex::encode(secret).as_bytes())?;
+    crate::home::owner_only::create_file(&path, hex::encode(secret).as_bytes())?;
     // Another process may have won the race: whatever is on disk now is the key.
     load(dir, name)?.context("key file vanished after creation")
 }
