@@ -295,18 +295,14 @@ async fn run_inner(
             status_ref.snapshot_rows = rows;
             status_ref.write_throttled();
         };
-        let copied = snapshot::copy_tables(
-            &pg,
-            &policy.schema,
-            &work,
-            sink,
-            &mut st,
+        let copier = snapshot::Copier {
+            client: &pg,
+            schema: &policy.schema,
             ps,
-            opts.snapshot_rows_per_sec,
-            opts.progress,
-            &mut on_progress,
-        )
-        .await?;
+            rows_per_sec: opts.snapshot_rows_per_sec,
+            progress: opts.progress,
+        };
+        let copied = copier.copy_tables(&work, sink, &mut st, &mut on_progress).await?;
         pg.batch_execute("COMMIT").await?;
         st.phase = Phase::Streaming;
         sink.begin()?;
