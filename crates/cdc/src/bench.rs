@@ -113,12 +113,11 @@ pub async fn cdc(args: BenchArgs, home: &Home) -> anyhow::Result<()> {
     let policy = Policy::parse(BENCH_POLICY)?;
     let dir = bench_dir(home)?;
     let ours = Names { publication: "fintrail_bench_pub".into(), slot: "fintrail_bench_ours".into() };
-    let recv_slot = "fintrail_bench_recv";
+    let recv = Names { publication: ours.publication.clone(), slot: "fintrail_bench_recv".into() };
     let snap = Names { publication: ours.publication.clone(), slot: "fintrail_bench_snap".into() };
-    for n in [&ours, &snap] {
+    for n in [&ours, &snap, &recv] {
         source::drop_slot(&ctx.db, n).await?;
     }
-    source::drop_slot(&ctx.db, &Names { publication: ours.publication.clone(), slot: recv_slot.into() }).await?;
     admin_sql(
         &ctx,
         "SET ROLE fintrail_owner;
@@ -132,57 +131,18 @@ pub async fn cdc(args: BenchArgs, home: &Home) -> anyhow::Result<()> {
     let m = marker(&ctx).await?;
     run_ours(&ctx, &policy, &ours, &ours_path, m).await?;
     let repl = ctx.db.connect(DbRole::Replicator).await?;
-    repl.execute("SELECT pg_create_logical_replication_slot($1, 'pgoutput')", &[&recv_slot]).await?;
-
-    eprintln!("loading {} rows in transactions of {LOAD_TXN_ROWS}...", args.rows);
-    let load_t0 = Instant::now();
-    {
-        let c = ctx.db.connect(DbRole::Admin).await?;
-        let mut lo = 1u64;
-        while lo <= args.rows {
-            let hi = (lo + LOAD_TXN_ROWS - 1).min(args.rows);
-            c.batch_execute(&format!(
-                "INSERT INTO fintrail.bench_cdc (id, account, amount_minor, currency, note)
-                 SELECT i, i % 1000, (i * 7919) % 100000, CASE WHEN i % 3 = 0 THEN 'USD' ELSE 'EUR' END, md5(i::text)
-                 FROM generate_series({lo}::bigint, {hi}::bigint) i"
-            ))
-            .await?;
-            lo = hi + 1;
-        }
-    }
-    let load_secs = load_t0.elapsed().as_secs_f64();
+    repl.execute("SELECT pg_create_logical_replication_slot($1, 'pgoutput')", &[&recv.slot]).await?;
+    let load_secs = load_bench_rows(&ctx, args.rows).await?;
     let end = marker(&ctx).await?;
 
-    // Baseline: pg_recvlogical to /dev/null up to the same end position.
-    let bins = fintrail_db::cluster::PgBinaries::locate()?;
-    let p = ctx.db.params(DbRole::Replicator);
-    let t0 = Instant::now();
-    let out = tokio::process::Command::new(bins.tool("pg_recvlogical"))
-        .args(["-h", &p.host, "-p", &p.port.to_string(), "-U", &p.user, "-d", &p.dbname])
-        .args(["--slot", recv_slot, "--start", "--no-loop", "-f", "/dev/null"])
-        .args(["-o", "proto_version=1", "-o", &format!("publication_names={}", ours.publication)])
-        .arg(format!("--endpos={}", crate::pgoutput::lsn_to_string(end)))
-        .env("PGPASSWORD", p.password.clone().unwrap_or_default())
-        .stdin(Stdio::null())
-        .output()
-        .await?;
-    let recv_secs = t0.elapsed().as_secs_f64();
-    anyhow::ensure!(out.status.success(), "pg_recvlogical failed: {}", String::from_utf8_lossy(&out.stderr));
-
+    let recv_secs = pg_recvlogical(&ctx, &recv, end).await?;
     // Ours, end to end into DuckDB (data and LSN committed).
     let t0 = Instant::now();
     let s = run_ours(&ctx, &policy, &ours, &ours_path, end).await?;
     let ours_secs = t0.elapsed().as_secs_f64();
     anyhow::ensure!(s.streamed_rows == args.rows, "pipeline streamed {} rows, expected {}", s.streamed_rows, args.rows);
-    let check = tokio::task::spawn_blocking({
-        let p = ours_path.clone();
-        move || -> anyhow::Result<i64> {
-            let c = duckdb::Connection::open(p)?;
-            Ok(c.query_row("SELECT count(*) FROM bench_cdc", [], |r| r.get(0))?)
-        }
-    })
-    .await??;
-    anyhow::ensure!(check as u64 == args.rows, "DuckDB holds {check} rows, expected {}", args.rows);
+    let check = duck_count(&ours_path, "bench_cdc").await?;
+    anyhow::ensure!(check == args.rows, "DuckDB holds {check} rows, expected {}", args.rows);
 
     // Snapshot: a fresh slot and file copy the same rows.
     let snap_path = dir.join("snapshot.duckdb");
@@ -191,23 +151,74 @@ pub async fn cdc(args: BenchArgs, home: &Home) -> anyhow::Result<()> {
     for n in [&ours, &snap] {
         source::drop_slot(&ctx.db, n).await?;
     }
-    repl.execute("SELECT pg_drop_replication_slot($1)", &[&recv_slot]).await?;
+    repl.execute("SELECT pg_drop_replication_slot($1)", &[&recv.slot]).await?;
+    print_cdc(args.rows, load_secs, recv_secs, ours_secs, &snap_sum);
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
 
-    let rows = args.rows as f64;
-    let recv_rate = rows / recv_secs;
-    let ours_rate = rows / ours_secs;
-    let snap_rate = snap_sum.snapshot_rows as f64 / snap_sum.snapshot_secs.max(1e-9);
-    println!("fintrail bench cdc — {} rows ({} per transaction), loaded in {load_secs:.1} s", args.rows, LOAD_TXN_ROWS);
+/// Loads `rows` rows into `bench_cdc` in transactions of `LOAD_TXN_ROWS`; returns seconds.
+async fn load_bench_rows(ctx: &Context, rows: u64) -> anyhow::Result<f64> {
+    eprintln!("loading {rows} rows in transactions of {LOAD_TXN_ROWS}...");
+    let t0 = Instant::now();
+    let c = ctx.db.connect(DbRole::Admin).await?;
+    let mut lo = 1u64;
+    while lo <= rows {
+        let hi = (lo + LOAD_TXN_ROWS - 1).min(rows);
+        c.batch_execute(&format!(
+            "INSERT INTO fintrail.bench_cdc (id, account, amount_minor, currency, note)
+             SELECT i, i % 1000, (i * 7919) % 100000, CASE WHEN i % 3 = 0 THEN 'USD' ELSE 'EUR' END, md5(i::text)
+             FROM generate_series({lo}::bigint, {hi}::bigint) i"
+        ))
+        .await?;
+        lo = hi + 1;
+    }
+    Ok(t0.elapsed().as_secs_f64())
+}
+
+/// The baseline: pg_recvlogical on `names.slot` to /dev/null up to `end`; returns seconds.
+async fn pg_recvlogical(ctx: &Context, names: &Names, end: u64) -> anyhow::Result<f64> {
+    let bins = fintrail_db::cluster::PgBinaries::locate()?;
+    let p = ctx.db.params(DbRole::Replicator);
+    let t0 = Instant::now();
+    let out = tokio::process::Command::new(bins.tool("pg_recvlogical"))
+        .args(["-h", &p.host, "-p", &p.port.to_string(), "-U", &p.user, "-d", &p.dbname])
+        .args(["--slot", &names.slot, "--start", "--no-loop", "-f", "/dev/null"])
+        .args(["-o", "proto_version=1", "-o", &format!("publication_names={}", names.publication)])
+        .arg(format!("--endpos={}", crate::pgoutput::lsn_to_string(end)))
+        .env("PGPASSWORD", p.password.clone().unwrap_or_default())
+        .stdin(Stdio::null())
+        .output()
+        .await?;
+    let secs = t0.elapsed().as_secs_f64();
+    anyhow::ensure!(out.status.success(), "pg_recvlogical failed: {}", String::from_utf8_lossy(&out.stderr));
+    Ok(secs)
+}
+
+/// Rows of a table in a DuckDB file (the pipeline has closed it).
+async fn duck_count(path: &std::path::Path, table: &'static str) -> anyhow::Result<u64> {
+    let path = path.to_owned();
+    let n = tokio::task::spawn_blocking(move || -> anyhow::Result<i64> {
+        let c = duckdb::Connection::open(path)?;
+        Ok(c.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))?)
+    })
+    .await??;
+    Ok(n as u64)
+}
+
+fn print_cdc(rows: u64, load_secs: f64, recv_secs: f64, ours_secs: f64, snap: &Summary) {
+    let recv_rate = rows as f64 / recv_secs;
+    let ours_rate = rows as f64 / ours_secs;
+    let snap_rate = snap.snapshot_rows as f64 / snap.snapshot_secs.max(1e-9);
+    println!("fintrail bench cdc — {rows} rows ({LOAD_TXN_ROWS} per transaction), loaded in {load_secs:.1} s");
     println!("{:<48} {:>10} {:>14}", "", "seconds", "rows/s");
     println!("{:<48} {:>10.2} {:>14.0}", "baseline: pg_recvlogical pgoutput -> /dev/null", recv_secs, recv_rate);
     println!("{:<48} {:>10.2} {:>14.0}", "ours: stream -> DuckDB (committed, LSN stored)", ours_secs, ours_rate);
     println!(
         "{:<48} {:>10.2} {:>14.0}   (target >= 300000)",
-        "ours: snapshot COPY -> DuckDB", snap_sum.snapshot_secs, snap_rate
+        "ours: snapshot COPY -> DuckDB", snap.snapshot_secs, snap_rate
     );
     println!("ratio: {:.3}", ours_rate / recv_rate);
-    let _ = std::fs::remove_dir_all(&dir);
-    Ok(())
 }
 
 fn parse_tps(out: &str) -> Option<f64> {
@@ -260,71 +271,93 @@ pub async fn cdc_impact(args: BenchArgs, home: &Home) -> anyhow::Result<()> {
     // Snapshot once (not measured), so rounds measure streaming only.
     let m = marker(&ctx).await?;
     run_ours(&ctx, &policy, &names, &path, m).await?;
+    let rounds = impact_rounds(&ctx, &args, &policy, &names, &path).await?;
 
-    let mut with = Vec::new();
-    let mut without = Vec::new();
-    let mut lags: Vec<f64> = Vec::new();
-    for round in 0..args.rounds {
-        // Without consumer (the slot exists, nobody reads it).
-        without.push(pgbench(&ctx, &args, false).await?);
-        // With the pipeline streaming.
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let task = {
-            let (ctx, policy, names, path) = (ctx.clone(), policy.clone(), names.clone(), path.clone());
-            tokio::spawn(async move {
-                let ps = Pseudonymizer::new(&[1u8; 32])?;
-                let mut sink = DuckSink::open(&path)?;
-                let opts = Options { names, ..Default::default() };
-                pipeline::run(&ctx.db, &policy, &ps, &mut sink, &opts, async {
-                    let _ = rx.await;
-                })
-                .await
-            })
-        };
-        // Let it catch up with the backlog of the round without consumer first: the lag
-        // figure is about steady state under load, not about draining a backlog.
-        tokio::time::sleep(Duration::from_secs(3)).await;
-        let with_start_us = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_micros() as i64;
-        with.push(pgbench(&ctx, &args, false).await?);
-        // Let it drain before stopping (lag samples include the tail).
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let _ = tx.send(());
-        let s = task.await??;
-        lags.extend(s.lag_samples_ms.iter().filter(|(ts, _)| *ts >= with_start_us).map(|(_, l)| *l));
-        eprintln!(
-            "round {}: without {:.0} tps, with {:.0} tps",
-            round + 1,
-            without.last().copied().unwrap_or(0.0),
-            with.last().copied().unwrap_or(0.0)
-        );
-    }
-
-    // Idle: the pipeline runs, nothing is written; heartbeats keep the slot advancing.
+    // Idle: the pipeline runs, nothing is written; heartbeats keep the slot advancing. It
+    // runs with the shipped heartbeat interval (`--heartbeat-secs` default), so the figure
+    // is what production retains.
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let task = {
-        let (ctx, policy, names, path) = (ctx.clone(), policy.clone(), names.clone(), path.clone());
-        tokio::spawn(async move {
-            let ps = Pseudonymizer::new(&[1u8; 32])?;
-            let mut sink = DuckSink::open(&path)?;
-            // The shipped heartbeat interval (`--heartbeat-secs` default), so the figure is what
-            // production retains.
-            let opts = Options { names, ..Default::default() };
-            pipeline::run(&ctx.db, &policy, &ps, &mut sink, &opts, async {
-                let _ = rx.await;
-            })
-            .await
-        })
-    };
+    let task = spawn_pipeline(&ctx, &policy, &names, &path, rx);
     tokio::time::sleep(Duration::from_secs(args.idle_secs)).await;
     let repl = ctx.db.connect(DbRole::Replicator).await?;
     let stats = source::slot_stats(&repl, &names).await?;
     let _ = tx.send(());
     task.await??;
     source::drop_slot(&ctx.db, &names).await?;
+    print_impact(&args, &rounds, stats.retained_wal_bytes.unwrap_or(0));
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
 
+/// The measured rounds of `cdc-impact`.
+#[derive(Debug, Default)]
+struct Rounds {
+    /// pgbench TPS with the pipeline streaming, per round.
+    with: Vec<f64>,
+    /// pgbench TPS without a consumer, per round.
+    without: Vec<f64>,
+    /// Commit-to-queryable lag of the sink commits during the runs with the pipeline (ms).
+    lags_ms: Vec<f64>,
+}
+
+/// Alternating pgbench runs: without a consumer (the slot exists, nobody reads it), then
+/// with the pipeline streaming.
+async fn impact_rounds(
+    ctx: &Context,
+    args: &BenchArgs,
+    policy: &Policy,
+    names: &Names,
+    path: &std::path::Path,
+) -> anyhow::Result<Rounds> {
+    let mut r = Rounds::default();
+    for round in 0..args.rounds {
+        r.without.push(pgbench(ctx, args, false).await?);
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = spawn_pipeline(ctx, policy, names, path, rx);
+        // Let it catch up with the backlog of the round without consumer first: the lag
+        // figure is about steady state under load, not about draining a backlog.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let with_start_us = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_micros() as i64;
+        r.with.push(pgbench(ctx, args, false).await?);
+        // Let it drain before stopping (lag samples include the tail).
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let _ = tx.send(());
+        let s = task.await??;
+        r.lags_ms.extend(s.lag_samples_ms.iter().filter(|(ts, _)| *ts >= with_start_us).map(|(_, l)| *l));
+        eprintln!(
+            "round {}: without {:.0} tps, with {:.0} tps",
+            round + 1,
+            r.without.last().copied().unwrap_or(0.0),
+            r.with.last().copied().unwrap_or(0.0)
+        );
+    }
+    Ok(r)
+}
+
+/// The pipeline with default options in a task, until `stop` fires.
+fn spawn_pipeline(
+    ctx: &Context,
+    policy: &Policy,
+    names: &Names,
+    path: &std::path::Path,
+    stop: tokio::sync::oneshot::Receiver<()>,
+) -> tokio::task::JoinHandle<anyhow::Result<Summary>> {
+    let (ctx, policy, names, path) = (ctx.clone(), policy.clone(), names.clone(), path.to_owned());
+    tokio::spawn(async move {
+        let ps = Pseudonymizer::new(&[1u8; 32])?;
+        let mut sink = DuckSink::open(&path)?;
+        let opts = Options { names, ..Default::default() };
+        pipeline::run(&ctx.db, &policy, &ps, &mut sink, &opts, async {
+            let _ = stop.await;
+        })
+        .await
+    })
+}
+
+fn print_impact(args: &BenchArgs, r: &Rounds, retained_wal_bytes: i64) {
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
-    let (tw, to) = (mean(&with), mean(&without));
-    let retained_mb = stats.retained_wal_bytes.unwrap_or(0) as f64 / (1024.0 * 1024.0);
+    let (tw, to) = (mean(&r.with), mean(&r.without));
+    let retained_mb = retained_wal_bytes as f64 / (1024.0 * 1024.0);
     println!(
         "fintrail bench cdc-impact — pgbench -c {} -T {} s, scale {}, {} alternating rounds",
         args.clients, args.round_secs, args.scale, args.rounds
@@ -334,14 +367,12 @@ pub async fn cdc_impact(args: BenchArgs, home: &Home) -> anyhow::Result<()> {
     println!("{:<44} {:>12.0}", "ours: pipeline streaming into DuckDB", tw);
     println!(
         "commit-to-queryable lag: p50 {:.0} ms, p99 {:.0} ms over {} sink commits (target p99 <= 1000 ms)",
-        percentile(&lags, 50.0),
-        percentile(&lags, 99.0),
-        lags.len()
+        percentile(&r.lags_ms, 50.0),
+        percentile(&r.lags_ms, 99.0),
+        r.lags_ms.len()
     );
     println!("retained WAL after {} s idle: {retained_mb:.2} MB (target <= 16 MB)", args.idle_secs);
     println!("ratio: {:.3}", tw / to.max(1e-9));
-    let _ = std::fs::remove_dir_all(&dir);
-    Ok(())
 }
 
 #[cfg(test)]

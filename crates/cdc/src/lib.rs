@@ -2,7 +2,6 @@
 //! zero impact on the transactional database (see `.notes/cdc.md`).
 
 pub mod bench;
-pub mod bigquery;
 pub mod cli;
 pub mod model;
 pub mod pgoutput;

@@ -250,3 +250,26 @@ impl Projection {
         Ok(out)
     }
 }
+
+/// Builders shared by the sinks' and the pipeline's unit tests.
+#[cfg(test)]
+pub(crate) mod fixtures {
+    use super::{Cell, Change, Op, SinkColumn, SinkType, TableShape};
+    use bytes::Bytes;
+
+    /// A text cell.
+    pub fn t(s: &str) -> Cell {
+        Cell::Text(Bytes::copy_from_slice(s.as_bytes()))
+    }
+
+    /// A change committed at `lsn` (ordinal `seq`), at a fixed commit time.
+    pub fn ch(op: Op, lsn: u64, seq: u32, row: Vec<Cell>) -> Change {
+        Change { op, commit_lsn: lsn, seq, commit_ts_us: 1_700_000_000_000_000, row, old_key: None }
+    }
+
+    /// A table shape from (name, type, key) columns.
+    pub fn shape(name: &str, columns: &[(&str, SinkType, bool)]) -> TableShape {
+        let columns = columns.iter().map(|(n, ty, key)| SinkColumn { name: (*n).into(), ty: *ty, key: *key }).collect();
+        TableShape { name: name.into(), columns }
+    }
+}

@@ -186,6 +186,60 @@ impl<'a> Reader<'a> {
             Err(DecodeError::BadMarker(what, b as char))
         }
     }
+
+    /// A Relation message after its tag.
+    fn relation(&mut self) -> Result<Relation, DecodeError> {
+        let oid = self.u32()?;
+        let namespace = self.string()?;
+        let name = self.string()?;
+        let replica_identity = self.u8()?;
+        let n = self.i16()?;
+        let n = usize::try_from(n).unwrap_or(usize::MAX);
+        if n > MAX_COLUMNS {
+            return Err(DecodeError::TooMany { what: "column", count: n, limit: MAX_COLUMNS });
+        }
+        let mut columns = Vec::with_capacity(n);
+        for _ in 0..n {
+            let flags = self.u8()?;
+            columns.push(RelationColumn {
+                key: flags & 1 == 1,
+                name: self.string()?,
+                type_oid: self.u32()?,
+                type_modifier: self.i32()?,
+            });
+        }
+        Ok(Relation { oid, namespace, name, replica_identity, columns })
+    }
+    /// An Update message after its tag: the old image is optional ('K' key or 'O' full row).
+    fn update(&mut self) -> Result<Message, DecodeError> {
+        let rel = self.u32()?;
+        let marker = self.u8()?;
+        let old = match marker {
+            b'K' | b'O' => {
+                let kind = if marker == b'K' { OldKind::Key } else { OldKind::Full };
+                let t = self.tuple()?;
+                self.expect("update", b'N')?;
+                Some((kind, t))
+            }
+            b'N' => None,
+            other => return Err(DecodeError::BadMarker("update", other as char)),
+        };
+        Ok(Message::Update { rel, old, new: self.tuple()? })
+    }
+    /// A Truncate message after its tag.
+    fn truncate(&mut self) -> Result<Message, DecodeError> {
+        let n = self.i32()?;
+        let n = usize::try_from(n).unwrap_or(usize::MAX);
+        if n > MAX_TRUNCATE_RELATIONS {
+            return Err(DecodeError::TooMany { what: "truncated relation", count: n, limit: MAX_TRUNCATE_RELATIONS });
+        }
+        let options = self.u8()?;
+        let mut rels = Vec::with_capacity(n);
+        for _ in 0..n {
+            rels.push(self.u32()?);
+        }
+        Ok(Message::Truncate { options, rels })
+    }
 }
 
 /// Decode one pgoutput message (the payload of one XLogData).
@@ -196,71 +250,20 @@ pub fn decode(buf: &Bytes) -> Result<Message, DecodeError> {
         b'B' => Message::Begin { final_lsn: r.u64()?, commit_ts_us: r.i64()?, xid: r.u32()? },
         b'C' => Message::Commit { flags: r.u8()?, commit_lsn: r.u64()?, end_lsn: r.u64()?, commit_ts_us: r.i64()? },
         b'O' => Message::Origin { lsn: r.u64()?, name: r.string()? },
-        b'R' => {
-            let oid = r.u32()?;
-            let namespace = r.string()?;
-            let name = r.string()?;
-            let replica_identity = r.u8()?;
-            let n = r.i16()?;
-            let n = usize::try_from(n).unwrap_or(usize::MAX);
-            if n > MAX_COLUMNS {
-                return Err(DecodeError::TooMany { what: "column", count: n, limit: MAX_COLUMNS });
-            }
-            let mut columns = Vec::with_capacity(n);
-            for _ in 0..n {
-                let flags = r.u8()?;
-                columns.push(RelationColumn {
-                    key: flags & 1 == 1,
-                    name: r.string()?,
-                    type_oid: r.u32()?,
-                    type_modifier: r.i32()?,
-                });
-            }
-            Message::Relation(Relation { oid, namespace, name, replica_identity, columns })
-        }
+        b'R' => Message::Relation(r.relation()?),
         b'Y' => Message::Type { oid: r.u32()?, namespace: r.string()?, name: r.string()? },
         b'I' => {
             let rel = r.u32()?;
             r.expect("insert", b'N')?;
             Message::Insert { rel, new: r.tuple()? }
         }
-        b'U' => {
-            let rel = r.u32()?;
-            let marker = r.u8()?;
-            let old = match marker {
-                b'K' | b'O' => {
-                    let kind = if marker == b'K' { OldKind::Key } else { OldKind::Full };
-                    let t = r.tuple()?;
-                    r.expect("update", b'N')?;
-                    Some((kind, t))
-                }
-                b'N' => None,
-                other => return Err(DecodeError::BadMarker("update", other as char)),
-            };
-            Message::Update { rel, old, new: r.tuple()? }
-        }
+        b'U' => r.update()?,
         b'D' => {
             let rel = r.u32()?;
             let kind = r.old_kind("delete")?;
             Message::Delete { rel, kind, old: r.tuple()? }
         }
-        b'T' => {
-            let n = r.i32()?;
-            let n = usize::try_from(n).unwrap_or(usize::MAX);
-            if n > MAX_TRUNCATE_RELATIONS {
-                return Err(DecodeError::TooMany {
-                    what: "truncated relation",
-                    count: n,
-                    limit: MAX_TRUNCATE_RELATIONS,
-                });
-            }
-            let options = r.u8()?;
-            let mut rels = Vec::with_capacity(n);
-            for _ in 0..n {
-                rels.push(r.u32()?);
-            }
-            Message::Truncate { options, rels }
-        }
+        b'T' => r.truncate()?,
         b'M' => {
             let flags = r.u8()?;
             let lsn = r.u64()?;
@@ -297,6 +300,21 @@ fn put_tuple(out: &mut Vec<u8>, t: &Tuple) {
     }
 }
 
+fn put_relation(out: &mut Vec<u8>, r: &Relation) {
+    out.push(b'R');
+    out.extend_from_slice(&r.oid.to_be_bytes());
+    put_str(out, &r.namespace);
+    put_str(out, &r.name);
+    out.push(r.replica_identity);
+    out.extend_from_slice(&(r.columns.len() as i16).to_be_bytes());
+    for c in &r.columns {
+        out.push(u8::from(c.key));
+        put_str(out, &c.name);
+        out.extend_from_slice(&c.type_oid.to_be_bytes());
+        out.extend_from_slice(&c.type_modifier.to_be_bytes());
+    }
+}
+
 /// Encode a message the way the walsender does (used by tests and the fake sources).
 pub fn encode(msg: &Message) -> Bytes {
     let mut o = Vec::with_capacity(64);
@@ -319,20 +337,7 @@ pub fn encode(msg: &Message) -> Bytes {
             o.extend_from_slice(&lsn.to_be_bytes());
             put_str(&mut o, name);
         }
-        Message::Relation(r) => {
-            o.push(b'R');
-            o.extend_from_slice(&r.oid.to_be_bytes());
-            put_str(&mut o, &r.namespace);
-            put_str(&mut o, &r.name);
-            o.push(r.replica_identity);
-            o.extend_from_slice(&(r.columns.len() as i16).to_be_bytes());
-            for c in &r.columns {
-                o.push(u8::from(c.key));
-                put_str(&mut o, &c.name);
-                o.extend_from_slice(&c.type_oid.to_be_bytes());
-                o.extend_from_slice(&c.type_modifier.to_be_bytes());
-            }
-        }
+        Message::Relation(r) => put_relation(&mut o, r),
         Message::Type { oid, namespace, name } => {
             o.push(b'Y');
             o.extend_from_slice(&oid.to_be_bytes());

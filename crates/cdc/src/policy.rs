@@ -135,6 +135,11 @@ impl Policy {
         self.columns(table).filter(|c| !source_columns.contains(c)).collect()
     }
 
+    /// Whether any form of the column may reach the sink (kept or pseudonymized).
+    pub fn lets_out(&self, table: &str, column: &str) -> bool {
+        !matches!(self.decide(table, column), Decision::Withhold { .. })
+    }
+
     /// Default deny: a column is withheld unless listed as keep or pseudonymize.
     pub fn decide(&self, table: &str, column: &str) -> Decision {
         match self.tables.get(table).and_then(|t| t.get(column)) {

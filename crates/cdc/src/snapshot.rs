@@ -1,5 +1,10 @@
 //! The initial copy: COPY (text format) table by table, in CTID page ranges for large
 //! tables, each chunk committed in the sink together with its "done" mark (resumable).
+//!
+//! Invariants: a chunk is in the sink exactly when its mark is (one sink transaction); the
+//! plan of a table is fixed at the first attempt, so a resumed snapshot means the same
+//! chunks; memory is bounded by `LOAD_BATCH_ROWS` rows, whatever the chunk size; the COPY
+//! selects only the policy's columns, so withheld columns never leave the primary.
 
 use std::time::{Duration, Instant};
 
@@ -147,125 +152,175 @@ fn field(line: &Bytes, a: usize, b: usize) -> Option<Bytes> {
     }
 }
 
-/// Copies every not-yet-done chunk of `tables` into the sink. `c` is inside a REPEATABLE
-/// READ transaction that uses the snapshot to copy under.
-#[allow(clippy::too_many_arguments)]
-pub async fn copy_tables(
-    c: &tokio_postgres::Client,
-    schema: &str,
-    tables: &[(Projection, ChunkPlan)],
-    sink: &mut dyn Sink,
-    state: &mut SinkState,
-    ps: &Pseudonymizer,
-    rows_per_sec: Option<u64>,
-    progress: bool,
-    on_progress: &mut (dyn FnMut(u64) + Send),
-) -> anyhow::Result<u64> {
-    let total_chunks: u64 = tables.iter().map(|(_, p)| p.chunks).sum();
-    let bar = if progress {
+/// How the snapshot reads the source: the session (inside the REPEATABLE READ transaction
+/// whose snapshot the copy uses), the schema, the pseudonymizer and the limits.
+pub struct Copier<'a> {
+    pub client: &'a tokio_postgres::Client,
+    pub schema: &'a str,
+    pub ps: &'a Pseudonymizer,
+    /// `--snapshot-rows-per-sec` (None or 0: unlimited).
+    pub rows_per_sec: Option<u64>,
+    /// Draw a progress bar (a terminal is attached).
+    pub progress: bool,
+}
+
+impl Copier<'_> {
+    /// Copies every not-yet-done chunk of `tables` into the sink, each chunk in one sink
+    /// transaction together with its "done" mark in `state` (the unit of resumption).
+    /// Returns the rows copied; `on_progress` hears the running total after each chunk.
+    pub async fn copy_tables(
+        &self,
+        tables: &[(Projection, ChunkPlan)],
+        sink: &mut dyn Sink,
+        state: &mut SinkState,
+        on_progress: &mut (dyn FnMut(u64) + Send),
+    ) -> anyhow::Result<u64> {
+        let bar = self.progress_bar(tables.iter().map(|(_, p)| p.chunks).sum());
+        let throttle = Throttle { rows_per_sec: self.rows_per_sec, started: Instant::now() };
+        let mut copied: u64 = 0;
+        for (proj, plan) in tables {
+            for i in 0..plan.chunks {
+                if state.chunks_done.contains(&(proj.shape.name.clone(), i)) {
+                    if let Some(b) = &bar {
+                        b.inc(1);
+                    }
+                    continue;
+                }
+                let chunk_rows = self.copy_chunk(proj, plan, i, sink, &throttle, copied).await?;
+                state.chunks_done.insert((proj.shape.name.clone(), i));
+                state.snapshot_rows += chunk_rows;
+                sink.commit(state)?;
+                copied += chunk_rows;
+                on_progress(copied);
+                if let Some(b) = &bar {
+                    b.inc(1);
+                    b.set_message(format!("{} rows", copied));
+                }
+                throttle.wait(copied).await;
+            }
+        }
+        if let Some(b) = bar {
+            b.finish();
+        }
+        Ok(copied)
+    }
+
+    fn progress_bar(&self, total_chunks: u64) -> Option<indicatif::ProgressBar> {
+        if !self.progress {
+            return None;
+        }
         let b = indicatif::ProgressBar::new(total_chunks);
         b.set_style(
             indicatif::ProgressStyle::with_template("snapshot {bar:30} {pos}/{len} chunks {msg}")
                 .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
         );
         Some(b)
-    } else {
-        None
-    };
-    let started = Instant::now();
-    let mut copied: u64 = 0;
-    for (proj, plan) in tables {
+    }
+
+    /// Chunk `i` of a table into a new sink transaction (left open for the caller to commit
+    /// with the chunk's mark; rolled back on error). Returns the rows copied.
+    async fn copy_chunk(
+        &self,
+        proj: &Projection,
+        plan: &ChunkPlan,
+        i: u64,
+        sink: &mut dyn Sink,
+        throttle: &Throttle,
+        copied_before: u64,
+    ) -> anyhow::Result<u64> {
         let shape = &proj.shape;
-        let cols = shape.columns.iter().map(|col| crate::sink::duck::q(&col.name)).collect::<Vec<_>>().join(", ");
-        for i in 0..plan.chunks {
-            if state.chunks_done.contains(&(shape.name.clone(), i)) {
-                if let Some(b) = &bar {
-                    b.inc(1);
-                }
-                continue;
-            }
-            let sql = format!(
-                "COPY (SELECT {cols} FROM {}.{}{}) TO STDOUT",
-                crate::sink::duck::q(schema),
-                crate::sink::duck::q(&shape.name),
-                plan.predicate(i)
-            );
-            let stream = c.copy_out(sql.as_str()).await?;
-            futures_util::pin_mut!(stream);
-            sink.begin()?;
-            let mut batch: Vec<Vec<Cell>> = Vec::with_capacity(LOAD_BATCH_ROWS);
-            let mut carry: Vec<u8> = Vec::new();
-            let mut chunk_rows = 0u64;
-            let result: anyhow::Result<()> = async {
-                while let Some(data) = stream.next().await {
-                    let data = data?;
-                    // The server sends one row per CopyData; handle the general case anyway.
-                    let mut buf = if carry.is_empty() {
-                        data
-                    } else {
-                        carry.extend_from_slice(&data);
-                        Bytes::from(std::mem::take(&mut carry))
-                    };
-                    while let Some(nl) = buf.iter().position(|&b| b == b'\n') {
-                        let line = buf.slice(..nl);
-                        buf = buf.slice(nl + 1..);
-                        let fields = parse_line(&line, shape.columns.len())?;
-                        let row = fields
-                            .into_iter()
-                            .zip(&proj.sources)
-                            .map(|(f, (_, pseudo))| match f {
-                                None => Cell::Null,
-                                Some(b) if *pseudo => Cell::Text(Bytes::from(ps.apply(&b))),
-                                Some(b) => Cell::Text(b),
-                            })
-                            .collect();
-                        batch.push(row);
-                        if batch.len() >= LOAD_BATCH_ROWS {
-                            sink.load_rows(shape, &batch)?;
-                            chunk_rows += batch.len() as u64;
-                            batch.clear();
-                            throttle(rows_per_sec, copied + chunk_rows, started).await;
-                        }
-                    }
-                    if !buf.is_empty() {
-                        carry.extend_from_slice(&buf);
-                    }
-                }
-                anyhow::ensure!(carry.is_empty(), "COPY stream ended inside a row");
-                sink.load_rows(shape, &batch)?;
-                chunk_rows += batch.len() as u64;
-                Ok(())
-            }
-            .await;
-            if let Err(e) = result {
+        let cols = shape.columns.iter().map(|col| crate::source::qi(&col.name)).collect::<Vec<_>>().join(", ");
+        let sql = format!(
+            "COPY (SELECT {cols} FROM {}.{}{}) TO STDOUT",
+            crate::source::qi(self.schema),
+            crate::source::qi(&shape.name),
+            plan.predicate(i)
+        );
+        let stream = self.client.copy_out(sql.as_str()).await?;
+        let stream = std::pin::pin!(stream);
+        sink.begin()?;
+        match self.load(proj, stream, sink, throttle, copied_before).await {
+            Ok(rows) => Ok(rows),
+            Err(e) => {
                 sink.rollback()?;
-                return Err(e.context(format!("copying {} chunk {i}", shape.name)));
+                Err(e.context(format!("copying {} chunk {i}", shape.name)))
             }
-            state.chunks_done.insert((shape.name.clone(), i));
-            state.snapshot_rows += chunk_rows;
-            sink.commit(state)?;
-            copied += chunk_rows;
-            on_progress(copied);
-            if let Some(b) = &bar {
-                b.inc(1);
-                b.set_message(format!("{} rows", copied));
-            }
-            throttle(rows_per_sec, copied, started).await;
         }
     }
-    if let Some(b) = bar {
-        b.finish();
+
+    /// The rows of one COPY stream into the open sink transaction, `LOAD_BATCH_ROWS` at a
+    /// time (bounded memory), throttled. Returns the rows loaded.
+    async fn load(
+        &self,
+        proj: &Projection,
+        mut stream: std::pin::Pin<&mut tokio_postgres::CopyOutStream>,
+        sink: &mut dyn Sink,
+        throttle: &Throttle,
+        copied_before: u64,
+    ) -> anyhow::Result<u64> {
+        let mut batch: Vec<Vec<Cell>> = Vec::with_capacity(LOAD_BATCH_ROWS);
+        let mut carry: Vec<u8> = Vec::new();
+        let mut chunk_rows = 0u64;
+        while let Some(data) = stream.next().await {
+            let data = data?;
+            // The server sends one row per CopyData; handle the general case anyway.
+            let mut buf = if carry.is_empty() {
+                data
+            } else {
+                carry.extend_from_slice(&data);
+                Bytes::from(std::mem::take(&mut carry))
+            };
+            while let Some(nl) = buf.iter().position(|&b| b == b'\n') {
+                let line = buf.slice(..nl);
+                buf = buf.slice(nl + 1..);
+                batch.push(self.row(proj, &line)?);
+                if batch.len() >= LOAD_BATCH_ROWS {
+                    sink.load_rows(&proj.shape, &batch)?;
+                    chunk_rows += batch.len() as u64;
+                    batch.clear();
+                    throttle.wait(copied_before + chunk_rows).await;
+                }
+            }
+            if !buf.is_empty() {
+                carry.extend_from_slice(&buf);
+            }
+        }
+        anyhow::ensure!(carry.is_empty(), "COPY stream ended inside a row");
+        sink.load_rows(&proj.shape, &batch)?;
+        chunk_rows += batch.len() as u64;
+        Ok(chunk_rows)
     }
-    Ok(copied)
+
+    /// One COPY line as sink cells (pseudonymized where the policy says).
+    fn row(&self, proj: &Projection, line: &Bytes) -> anyhow::Result<Vec<Cell>> {
+        let fields = parse_line(line, proj.shape.columns.len())?;
+        Ok(fields
+            .into_iter()
+            .zip(&proj.sources)
+            .map(|(f, (_, pseudo))| match f {
+                None => Cell::Null,
+                Some(b) if *pseudo => Cell::Text(Bytes::from(self.ps.apply(&b))),
+                Some(b) => Cell::Text(b),
+            })
+            .collect())
+    }
 }
 
-/// `--snapshot-rows-per-sec`: sleep until the average rate is under the limit.
-async fn throttle(rows_per_sec: Option<u64>, rows: u64, started: Instant) {
-    let Some(limit) = rows_per_sec.filter(|l| *l > 0) else { return };
-    let due = Duration::from_secs_f64(rows as f64 / limit as f64);
-    let elapsed = started.elapsed();
-    if due > elapsed {
-        tokio::time::sleep(due - elapsed).await;
+/// `--snapshot-rows-per-sec`: the copy's average rate stays under the limit.
+struct Throttle {
+    rows_per_sec: Option<u64>,
+    started: Instant,
+}
+
+impl Throttle {
+    /// Sleeps until `rows` copied since the start are within the limit.
+    async fn wait(&self, rows: u64) {
+        let Some(limit) = self.rows_per_sec.filter(|l| *l > 0) else { return };
+        let due = Duration::from_secs_f64(rows as f64 / limit as f64);
+        let elapsed = self.started.elapsed();
+        if due > elapsed {
+            tokio::time::sleep(due - elapsed).await;
+        }
     }
 }
 

@@ -46,16 +46,23 @@ pub struct SetupReport {
     pub unknown_columns: Vec<(String, Vec<String>)>,
 }
 
-fn qi(ident: &str) -> String {
+/// A quoted PostgreSQL identifier.
+pub(crate) fn qi(ident: &str) -> String {
     format!("\"{}\"", ident.replace('"', "\"\""))
 }
 
-/// Source columns of one table: (name, type oid, typmod, is key), in attribute order.
+/// A source column: (name, type oid, typmod, is key).
+pub type SourceColumn = (String, u32, i32, bool);
+/// A source table: its replica identity (`d`efault, `n`othing, `f`ull, `i`ndex) and its
+/// columns in attribute order.
+pub type SourceTable = (char, Vec<SourceColumn>);
+
+/// One source table, None when it does not exist.
 async fn table_columns(
     client: &tokio_postgres::Client,
     schema: &str,
     table: &str,
-) -> anyhow::Result<Option<(char, Vec<(String, u32, i32, bool)>)>> {
+) -> anyhow::Result<Option<SourceTable>> {
     let Some(rel) = client
         .query_opt(
             "SELECT c.oid, c.relreplident::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -87,7 +94,7 @@ async fn table_columns(
 }
 
 /// The sink shape of a source table under the policy, and the withheld source columns.
-pub fn shape_for(policy: &Policy, table: &str, columns: &[(String, u32, i32, bool)]) -> (TableShape, Vec<String>) {
+pub fn shape_for(policy: &Policy, table: &str, columns: &[SourceColumn]) -> (TableShape, Vec<String>) {
     let mut out = Vec::new();
     let mut withheld = Vec::new();
     for (name, oid, typmod, key) in columns {
@@ -108,51 +115,11 @@ pub fn shape_for(policy: &Policy, table: &str, columns: &[(String, u32, i32, boo
 pub async fn setup(db: &Database, policy: &Policy, names: &Names) -> anyhow::Result<SetupReport> {
     let admin = db.connect(DbRole::Admin).await?;
     let mut report = SetupReport::default();
-    let mut shapes = Vec::new();
     for table in policy.tables() {
-        match table_columns(&admin, &policy.schema, table).await? {
-            None => {
-                tracing::warn!(table, "policy table does not exist in the source: skipped");
-                report.skipped.push((table.to_owned(), "does not exist".into()));
-            }
-            Some((ident, cols)) => {
-                let names: Vec<&str> = cols.iter().map(|c| c.0.as_str()).collect();
-                let unknown = policy.unknown_columns(table, &names);
-                if !unknown.is_empty() {
-                    tracing::warn!(
-                        table,
-                        columns = ?unknown,
-                        "the replication policy names columns the source table does not have \
-                         (typo or stale name? the real column is withheld)"
-                    );
-                    report.unknown_columns.push((table.to_owned(), unknown.iter().map(|c| (*c).to_owned()).collect()));
-                }
-                let has_key = cols.iter().any(|c| c.3);
-                // A published table without a replica identity makes UPDATE/DELETE fail on the
-                // primary: never publish one (zero impact on the transactional database).
-                if ident == 'n' || (ident != 'f' && !has_key) {
-                    tracing::warn!(table, "policy table has no replica identity (primary key): skipped");
-                    report.skipped.push((table.to_owned(), "no replica identity (primary key)".into()));
-                    continue;
-                }
-                let (shape, withheld) = shape_for(policy, table, &cols);
-                let key_withheld = cols.iter().any(|c| c.3 && withheld.contains(&c.0));
-                if key_withheld || shape.key_indexes().is_empty() {
-                    tracing::warn!(table, "policy withholds a key column: skipped");
-                    report.skipped.push((table.to_owned(), "a key column is withheld by the policy".into()));
-                    continue;
-                }
-                if !withheld.is_empty() {
-                    tracing::info!(table, columns = ?withheld, "columns withheld by the replication policy");
-                }
-                report.published.push(table.to_owned());
-                report.withheld_columns.push((table.to_owned(), withheld));
-                shapes.push(shape);
-            }
-        }
+        let columns = table_columns(&admin, &policy.schema, table).await?;
+        classify(policy, table, columns, &mut report);
     }
     let schema = &policy.schema;
-    let mut sql = String::from("BEGIN; SET LOCAL ROLE fintrail_owner;\n");
     let exists =
         admin.query_opt("SELECT 1 FROM pg_publication WHERE pubname = $1", &[&names.publication]).await?.is_some();
     let current: Vec<String> = admin
@@ -164,28 +131,6 @@ pub async fn setup(db: &Database, policy: &Policy, names: &Names) -> anyhow::Res
         .iter()
         .map(|r| r.get(0))
         .collect();
-    let list = |ts: &[String]| ts.iter().map(|t| format!("{}.{}", qi(schema), qi(t))).collect::<Vec<_>>().join(", ");
-    if !exists {
-        if report.published.is_empty() {
-            sql.push_str(&format!("CREATE PUBLICATION {};\n", qi(&names.publication)));
-        } else {
-            sql.push_str(&format!(
-                "CREATE PUBLICATION {} FOR TABLE {};\n",
-                qi(&names.publication),
-                list(&report.published)
-            ));
-        }
-    } else {
-        let add: Vec<String> = report.published.iter().filter(|t| !current.contains(t)).cloned().collect();
-        let drop: Vec<String> = current.iter().filter(|t| !report.published.contains(t)).cloned().collect();
-        if !add.is_empty() {
-            sql.push_str(&format!("ALTER PUBLICATION {} ADD TABLE {};\n", qi(&names.publication), list(&add)));
-        }
-        if !drop.is_empty() {
-            sql.push_str(&format!("ALTER PUBLICATION {} DROP TABLE {};\n", qi(&names.publication), list(&drop)));
-        }
-    }
-    // Least privilege: SELECT on exactly the published tables, nothing else in the schema.
     let all_tables: Vec<String> = admin
         .query(
             "SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -196,19 +141,93 @@ pub async fn setup(db: &Database, policy: &Policy, names: &Names) -> anyhow::Res
         .iter()
         .map(|r| r.get(0))
         .collect();
-    for t in &all_tables {
-        if report.published.contains(t) {
+    let current = exists.then_some(current.as_slice());
+    let sql = setup_sql(schema, &names.publication, &report.published, current, &all_tables);
+    admin
+        .batch_execute(&sql)
+        .await
+        .map_err(|e| anyhow::anyhow!("setting up publication {}: {e}", names.publication))?;
+    Ok(report)
+}
+
+/// Decides whether one policy table (with its source `columns`, None when it does not
+/// exist) is published, and notes it in `report`: published with its withheld columns, or
+/// skipped with the reason; policy columns the source lacks are noted either way.
+fn classify(policy: &Policy, table: &str, columns: Option<SourceTable>, report: &mut SetupReport) {
+    let Some((ident, cols)) = columns else {
+        tracing::warn!(table, "policy table does not exist in the source: skipped");
+        report.skipped.push((table.to_owned(), "does not exist".into()));
+        return;
+    };
+    let names: Vec<&str> = cols.iter().map(|c| c.0.as_str()).collect();
+    let unknown = policy.unknown_columns(table, &names);
+    if !unknown.is_empty() {
+        tracing::warn!(
+            table,
+            columns = ?unknown,
+            "the replication policy names columns the source table does not have \
+             (typo or stale name? the real column is withheld)"
+        );
+        report.unknown_columns.push((table.to_owned(), unknown.iter().map(|c| (*c).to_owned()).collect()));
+    }
+    let has_key = cols.iter().any(|c| c.3);
+    // A published table without a replica identity makes UPDATE/DELETE fail on the
+    // primary: never publish one (zero impact on the transactional database).
+    if ident == 'n' || (ident != 'f' && !has_key) {
+        tracing::warn!(table, "policy table has no replica identity (primary key): skipped");
+        report.skipped.push((table.to_owned(), "no replica identity (primary key)".into()));
+        return;
+    }
+    let (shape, withheld) = shape_for(policy, table, &cols);
+    let key_withheld = cols.iter().any(|c| c.3 && withheld.contains(&c.0));
+    if key_withheld || shape.key_indexes().is_empty() {
+        tracing::warn!(table, "policy withholds a key column: skipped");
+        report.skipped.push((table.to_owned(), "a key column is withheld by the policy".into()));
+        return;
+    }
+    if !withheld.is_empty() {
+        tracing::info!(table, columns = ?withheld, "columns withheld by the replication policy");
+    }
+    report.published.push(table.to_owned());
+    report.withheld_columns.push((table.to_owned(), withheld));
+}
+
+/// The statements that make the publication hold exactly `published` (`current`: the tables
+/// it holds now, None when it does not exist) and let the replicator SELECT exactly those
+/// of the schema's `all_tables`: one transaction, as the owner.
+fn setup_sql(
+    schema: &str,
+    publication: &str,
+    published: &[String],
+    current: Option<&[String]>,
+    all_tables: &[String],
+) -> String {
+    let mut sql = String::from("BEGIN; SET LOCAL ROLE fintrail_owner;\n");
+    let list = |ts: &[String]| ts.iter().map(|t| format!("{}.{}", qi(schema), qi(t))).collect::<Vec<_>>().join(", ");
+    match current {
+        None if published.is_empty() => sql.push_str(&format!("CREATE PUBLICATION {};\n", qi(publication))),
+        None => sql.push_str(&format!("CREATE PUBLICATION {} FOR TABLE {};\n", qi(publication), list(published))),
+        Some(current) => {
+            let add: Vec<String> = published.iter().filter(|t| !current.contains(t)).cloned().collect();
+            let drop: Vec<String> = current.iter().filter(|t| !published.contains(t)).cloned().collect();
+            if !add.is_empty() {
+                sql.push_str(&format!("ALTER PUBLICATION {} ADD TABLE {};\n", qi(publication), list(&add)));
+            }
+            if !drop.is_empty() {
+                sql.push_str(&format!("ALTER PUBLICATION {} DROP TABLE {};\n", qi(publication), list(&drop)));
+            }
+        }
+    }
+    // Least privilege: SELECT on exactly the published tables, nothing else in the schema.
+    for t in all_tables {
+        if published.contains(t) {
             sql.push_str(&format!("GRANT SELECT ON {}.{} TO fintrail_replicator;\n", qi(schema), qi(t)));
         } else {
             sql.push_str(&format!("REVOKE ALL ON {}.{} FROM fintrail_replicator;\n", qi(schema), qi(t)));
         }
     }
     sql.push_str("COMMIT;");
-    admin
-        .batch_execute(&sql)
-        .await
-        .map_err(|e| anyhow::anyhow!("setting up publication {}: {e}", names.publication))?;
-    Ok(report)
+    sql
 }
 
 /// The replication transport configuration for the replicator role.
@@ -362,4 +381,32 @@ pub async fn shapes(
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::setup_sql;
+
+    fn names(ts: &[&str]) -> Vec<String> {
+        ts.iter().map(|t| (*t).to_owned()).collect()
+    }
+
+    #[test]
+    fn the_publication_and_grants_are_exactly_the_published_tables() {
+        let all = names(&["a", "b", "secret"]);
+        let sql = setup_sql("s", "pub", &names(&["a", "b"]), None, &all);
+        assert!(sql.starts_with("BEGIN; SET LOCAL ROLE fintrail_owner;\n") && sql.ends_with("COMMIT;"), "{sql}");
+        assert!(sql.contains("CREATE PUBLICATION \"pub\" FOR TABLE \"s\".\"a\", \"s\".\"b\";"), "{sql}");
+        assert!(sql.contains("GRANT SELECT ON \"s\".\"a\" TO fintrail_replicator;"), "{sql}");
+        assert!(sql.contains("REVOKE ALL ON \"s\".\"secret\" FROM fintrail_replicator;"), "{sql}");
+        assert!(!sql.contains("GRANT SELECT ON \"s\".\"secret\""), "{sql}");
+        assert!(setup_sql("s", "pub", &[], None, &all).contains("CREATE PUBLICATION \"pub\";"));
+        // An existing publication is brought to the published set, table by table.
+        let sql = setup_sql("s", "pub", &names(&["a", "b"]), Some(&names(&["b", "secret"])), &all);
+        assert!(sql.contains("ALTER PUBLICATION \"pub\" ADD TABLE \"s\".\"a\";"), "{sql}");
+        assert!(sql.contains("ALTER PUBLICATION \"pub\" DROP TABLE \"s\".\"secret\";"), "{sql}");
+        assert!(!sql.contains("CREATE PUBLICATION"), "{sql}");
+        let same = setup_sql("s", "pub", &names(&["a"]), Some(&names(&["a"])), &names(&["a"]));
+        assert!(!same.contains("PUBLICATION"), "{same}");
+    }
 }

@@ -126,7 +126,7 @@ async fn killed_at_random_moments_the_sink_still_equals_the_source() {
     let status_path = dir.join("status.json");
     let opts = Options {
         names: names.clone(),
-        batch_rows: 500,
+        batch_rows_max: 500,
         commit_interval: Duration::from_millis(20),
         snapshot_rows_per_sec: Some(SNAPSHOT_ROWS_PER_SEC),
         status_path: Some(status_path.clone()),

@@ -15,8 +15,8 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde_json::{json, Map, Value};
 
+use super::{ColumnAllowed, Sink, SinkState};
 use crate::model::{key_of, Cell, Change, Op, SinkType, TableShape};
-use crate::sink::{ColumnAllowed, Sink, SinkState};
 
 /// The state table (one row, key `id = 1`).
 pub const STATE_TABLE: &str = "_fintrail_cdc_state";
@@ -317,26 +317,19 @@ impl BigQueryWriter for FakeBigQuery {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::SinkColumn;
+    use crate::model::fixtures::{ch, t};
     use crate::sink::Phase;
-    use bytes::Bytes;
     use proptest::prelude::*;
 
-    fn t(s: &str) -> Cell {
-        Cell::Text(Bytes::copy_from_slice(s.as_bytes()))
-    }
     fn shape() -> TableShape {
-        TableShape {
-            name: "wallets".into(),
-            columns: vec![
-                SinkColumn { name: "id".into(), ty: SinkType::BigInt, key: true },
-                SinkColumn { name: "currency".into(), ty: SinkType::Varchar, key: false },
-                SinkColumn { name: "frozen".into(), ty: SinkType::Boolean, key: false },
+        crate::model::fixtures::shape(
+            "wallets",
+            &[
+                ("id", SinkType::BigInt, true),
+                ("currency", SinkType::Varchar, false),
+                ("frozen", SinkType::Boolean, false),
             ],
-        }
-    }
-    fn ch(op: Op, lsn: u64, seq: u32, row: Vec<Cell>) -> Change {
-        Change { op, commit_lsn: lsn, seq, commit_ts_us: 0, row, old_key: None }
+        )
     }
     fn allow(_: &str) -> bool {
         true
