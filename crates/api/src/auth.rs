@@ -143,29 +143,19 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
         return unauthenticated("missing or malformed bearer token");
     };
     let hash = tokens::hash(token);
-    let server = token_cache::server_of(&state);
-    let principal = match token_cache::get(server, &hash) {
+    let principal = match state.tokens.get(&hash) {
         Some(p) => p,
         None => match lookup_token(&state, &hash).await {
             Ok(Ok((p, valid_for))) => {
-                token_cache::put(server, hash, &p, valid_for);
+                state.tokens.put(hash, &p, valid_for);
                 p
             }
             Ok(Err(msg)) => return unauthenticated(msg),
             Err(e) => return e.into_response(),
         },
     };
-    let revoking = token_cache::revoked_token_of(&req);
     req.extensions_mut().insert(principal);
-    let res = next.run(req).await;
-    if let Some(token_id) = revoking {
-        if res.status().is_success() {
-            // Revoked through this server: gone from its cache at once (other processes'
-            // revocations, e.g. `fintrail token revoke`, take effect within the cache TTL).
-            token_cache::forget(server, token_id);
-        }
-    }
-    res
+    next.run(req).await
 }
 
 /// The token's principal and how long it stays valid, from the database.
@@ -196,82 +186,80 @@ async fn lookup_token(
 /// database round trip to resolve its token (measured: a lookup per request was a large share
 /// of the ledger's per-transfer work on a 2-core box).
 ///
-/// * Keyed by (server, SHA-256 of the token); only valid tokens are cached (unknown tokens
-///   always reach the database, so garbage cannot fill the cache).
+/// * One cache per server: a field of the application state (servers sharing a process, as
+///   tests do, never share entries). Keyed by the SHA-256 of the token; only valid tokens are
+///   cached (unknown tokens always reach the database, so garbage cannot fill it).
 /// * An entry lives at most [`TTL`](token_cache::TTL) (2 s) and never past the token's expiry.
-/// * **Revocation delay**: a token revoked through this server's API is dropped from its cache
-///   when the revocation succeeds (immediately); a token revoked elsewhere (another server
-///   process, `fintrail token revoke`) keeps authenticating on this server for at most 2 s.
+/// * **Revocation delay**: the revoke handler evicts the token it revoked once its transaction
+///   committed (immediately); a token revoked elsewhere (another server process,
+///   `fintrail token revoke`) keeps authenticating on this server for at most 2 s.
 /// * At most [`ENTRIES_MAX`](token_cache::ENTRIES_MAX) entries: when full, expired entries are
 ///   swept, and if it is still full the cache is cleared (a cold cache costs lookups, never
 ///   correctness).
 pub mod token_cache {
     use std::collections::HashMap;
-    use std::sync::{Mutex, OnceLock};
+    use std::sync::Mutex;
     use std::time::{Duration, Instant};
 
     use super::Principal;
-    use crate::state::AppState;
 
     /// Longest time a cached token is trusted without asking the database.
     pub const TTL: Duration = Duration::from_secs(2);
-    /// Most cached tokens (across the servers of this process).
+    /// Most cached tokens of one server.
     pub const ENTRIES_MAX: usize = 10_000;
 
-    type Key = (usize, [u8; 32]);
-    static CACHE: OnceLock<Mutex<HashMap<Key, (Instant, Principal)>>> = OnceLock::new();
+    /// The cache (one per server, in its state).
+    #[derive(Debug, Default)]
+    pub struct TokenCache(Mutex<HashMap<[u8; 32], (Instant, Principal)>>);
 
-    fn cache() -> std::sync::MutexGuard<'static, HashMap<Key, (Instant, Principal)>> {
-        // A panic while holding the lock cannot leave the map inconsistent (single inserts
-        // and removals): keep using it.
-        CACHE.get_or_init(Default::default).lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// Identifies one running server (its state), so that servers sharing a process (tests)
-    /// never share entries.
-    pub fn server_of(state: &AppState) -> usize {
-        std::sync::Arc::as_ptr(&state.0) as usize
-    }
-
-    /// The cached principal, if fresh.
-    pub fn get(server: usize, hash: &[u8; 32]) -> Option<Principal> {
-        let mut c = cache();
-        let key = (server, *hash);
-        match c.get(&key) {
-            Some((until, p)) if Instant::now() < *until => Some(p.clone()),
-            Some(_) => {
-                c.remove(&key);
-                None
-            }
-            None => None,
+    impl TokenCache {
+        fn map(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], (Instant, Principal)>> {
+            // A panic while holding the lock cannot leave the map inconsistent (single
+            // inserts and removals): keep using it.
+            self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
         }
-    }
 
-    /// Caches `p` for min([`TTL`], `valid_for`).
-    pub fn put(server: usize, hash: [u8; 32], p: &Principal, valid_for: Duration) {
-        let now = Instant::now();
-        let mut c = cache();
-        if c.len() >= ENTRIES_MAX {
-            c.retain(|_, (until, _)| now < *until);
+        /// The cached principal, if fresh.
+        pub fn get(&self, hash: &[u8; 32]) -> Option<Principal> {
+            let mut c = self.map();
+            match c.get(hash) {
+                Some((until, p)) if Instant::now() < *until => Some(p.clone()),
+                Some(_) => {
+                    c.remove(hash);
+                    None
+                }
+                None => None,
+            }
+        }
+
+        /// Caches `p` for min([`TTL`], `valid_for`).
+        pub fn put(&self, hash: [u8; 32], p: &Principal, valid_for: Duration) {
+            let now = Instant::now();
+            let mut c = self.map();
             if c.len() >= ENTRIES_MAX {
-                c.clear();
+                c.retain(|_, (until, _)| now < *until);
+                if c.len() >= ENTRIES_MAX {
+                    c.clear();
+                }
             }
+            c.insert(hash, (now + TTL.min(valid_for), p.clone()));
+            assert!(c.len() <= ENTRIES_MAX);
         }
-        c.insert((server, hash), (now + TTL.min(valid_for), p.clone()));
-        debug_assert!(c.len() <= ENTRIES_MAX);
-    }
 
-    /// Drops every cached entry of `token_id` on `server`.
-    pub fn forget(server: usize, token_id: i64) {
-        cache().retain(|(s, _), (_, p)| !(*s == server && p.token_id == token_id));
-    }
-
-    /// The token id a request revokes (`POST /v1/tokens/{token_id}/revoke`), if it is one.
-    pub fn revoked_token_of(req: &axum::extract::Request) -> Option<i64> {
-        if req.method() != axum::http::Method::POST {
-            return None;
+        /// Drops every cached entry of `token_id`.
+        pub fn forget(&self, token_id: i64) {
+            self.map().retain(|_, (_, p)| p.token_id != token_id);
         }
-        req.uri().path().strip_prefix("/v1/tokens/")?.strip_suffix("/revoke")?.parse().ok()
+
+        /// How many entries are cached (tests).
+        pub fn len(&self) -> usize {
+            self.map().len()
+        }
+
+        /// Whether nothing is cached.
+        pub fn is_empty(&self) -> bool {
+            self.len() == 0
+        }
     }
 }
 
@@ -329,4 +317,37 @@ pub async fn record_denial(
     state.audit.committed();
     tracing::warn!(log_class = "app", actor = %principal.actor(), permission = %missing, request_id, "access denied");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::token_cache::{TokenCache, ENTRIES_MAX};
+    use super::Principal;
+    use std::time::Duration;
+
+    fn principal(token_id: i64) -> Principal {
+        Principal { token_id, role: fintrail_domain::Role::Auditor, customer_id: None, label: "t".into() }
+    }
+
+    #[test]
+    fn the_cache_serves_fresh_entries_forgets_revoked_tokens_and_stays_bounded() {
+        let c = TokenCache::default();
+        c.put([1; 32], &principal(1), Duration::from_secs(60));
+        c.put([2; 32], &principal(2), Duration::ZERO);
+        assert_eq!(c.get(&[1; 32]).map(|p| p.token_id), Some(1));
+        assert!(c.get(&[2; 32]).is_none(), "never past the token's own expiry");
+        assert!(c.get(&[3; 32]).is_none());
+        c.forget(1);
+        assert!(c.get(&[1; 32]).is_none(), "a revoked token is gone at once");
+        // Two servers' caches are two values: nothing is shared.
+        let other = TokenCache::default();
+        other.put([1; 32], &principal(1), Duration::from_secs(60));
+        assert!(c.get(&[1; 32]).is_none());
+        for i in 0..(ENTRIES_MAX + 10) {
+            let mut h = [0u8; 32];
+            h[..8].copy_from_slice(&(i as u64).to_be_bytes());
+            c.put(h, &principal(i as i64), Duration::from_secs(60));
+            assert!(c.len() <= ENTRIES_MAX);
+        }
+    }
 }

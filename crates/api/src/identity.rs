@@ -305,6 +305,9 @@ pub async fn revoke_token(
     .await?;
     tx.commit().await?;
     state.audit.committed();
+    // Revoked through this server: gone from its token cache at once (revocations made
+    // elsewhere, e.g. `fintrail token revoke`, take effect within the cache's TTL).
+    state.tokens.forget(token_id);
     Ok(Json(r))
 }
 

@@ -58,6 +58,8 @@ pub struct Inner {
     pub config: AppConfig,
     /// The ledger's posting engine (group commit).
     pub ledger: crate::ledger::Ledger,
+    /// Authenticated tokens, briefly (see [`crate::auth::token_cache`]).
+    pub tokens: crate::auth::token_cache::TokenCache,
 }
 
 impl std::ops::Deref for AppState {
@@ -99,6 +101,7 @@ impl AppState {
             stages: config.record_stages.then(Stages::default),
             ctx: ctx.clone(),
             config,
+            tokens: Default::default(),
         })))
     }
 
