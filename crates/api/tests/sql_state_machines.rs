@@ -176,6 +176,38 @@ async fn structural_guards<M: Machine>() {
     admin.batch_execute("SET ROLE fintrail_owner").await.expect("set role");
     assert!(admin.execute(&format!("DELETE FROM fintrail.{} WHERE id = $1", M::TABLE), &[&id]).await.is_err());
     assert!(admin.execute(&format!("UPDATE fintrail.{} SET reason = 'rewritten'", M::HISTORY), &[]).await.is_err());
+    // Identity columns never change, not even for the owner (FT002 from the generic trigger).
+    let identity =
+        if M::TABLE == "kyc_cases" { "customer_id = customer_id + 1000000" } else { "legal_name = legal_name || 'x'" };
+    for set in ["created_at = created_at - interval '1 day'", identity] {
+        let e = admin
+            .execute(&format!("UPDATE fintrail.{} SET {set} WHERE id = $1", M::TABLE), &[&id])
+            .await
+            .expect_err("an identity column changed");
+        assert_eq!(e.as_db_error().map(|d| d.code().code()), Some("FT002"), "{set}: {e}");
+    }
+    // Both machines run the one generic set of trigger functions (migration 0033).
+    let functions: BTreeSet<String> = admin
+        .query(
+            "SELECT DISTINCT p.proname::text FROM pg_trigger t JOIN pg_proc p ON p.oid = t.tgfoid \
+             WHERE NOT t.tgisinternal AND t.tgrelid IN ($1::text::regclass, $2::text::regclass)",
+            &[&format!("fintrail.{}", M::TABLE), &format!("fintrail.{}", M::HISTORY)],
+        )
+        .await
+        .expect("triggers")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let expected: BTreeSet<String> = [
+        "sm_history_applied",
+        "sm_history_before_insert",
+        "sm_record_before_insert",
+        "sm_record_before_update",
+        "sm_refuse",
+    ]
+    .map(String::from)
+    .into();
+    assert_eq!(functions, expected);
 }
 
 #[tokio::test]
