@@ -1,10 +1,58 @@
-//! `fintrail serve`: the HTTP API — identity, KYC/KYB state machines (checked here and by
-//! PostgreSQL triggers), single-permission access, signed media URLs, and the tamper-evident
-//! audit trail.
+//! `fintrail serve`: the HTTP adapter. Axum routes, authentication and authorization, media,
+//! KYC/KYB handlers, the mapping of ledger and audit types to HTTP responses, and the OpenAPI
+//! document (35 operations). Business rules live in `fintrail-domain` and the `ledger` module (moving to its own crate `fintrail-ledger`); the
+//! trail is written through `fintrail-audit`.
 //!
-//! Request path: request id → access log → authentication → authorization (one permission per
-//! route, from `fintrail_domain::access`) → handler. Every change writes its audit event in
-//! the same transaction; a single sequencer links events into a hash chain after commit.
+//! # Request path
+//! Middleware, in order: request id (an incoming id is kept only if ≤ 64 chars of
+//! `[A-Za-z0-9._-]`) → access log (`log_class = "access"`) → authentication → authorization →
+//! handler marker → handler. Handlers take `State<AppState>` and `Caller` (principal, granted
+//! permission, request id). No tower-http (docs/adr/0001).
+//!
+//! # Invariants enforced here
+//! - **One permission per endpoint**: `routes::Registry::add(method, path, permission, route)` is
+//!   the only way to add a protected route. Public by design: `GET /healthz`, `GET /openapi.json`,
+//!   `GET /v1/media/download` (authorized by its HMAC signature, which only `kyc.media.read` can
+//!   obtain and which names the issuing token; redemptions and refusals are audited).
+//! - **Customers reach only their own data**: `/v1/me/...` routes scope by the token's customer
+//!   id; another customer's id answers 404 and is audited as `access.denied`. 401s are logged, not
+//!   audited (an unauthenticated client must not grow the trail); 403s are audited.
+//! - **KYC/KYB transitions**: the transition procedure (`transition`, `machines::apply_transition`)
+//!   locks the record (`SELECT ... FOR UPDATE`), checks the domain table and the endpoint's
+//!   permission, writes the history row, the state change and the audit event in one transaction.
+//!   Triggers (migrations 0011/0012) check it again: only listed transitions, history from this
+//!   transaction, no insert in a non-initial state, no delete, history immutable, one winner.
+//! - **Tokens**: SHA-256 of 256-bit random tokens is stored, never the token. Resolved tokens are
+//!   cached in-process ≤ 2 s and never past expiry; revoking through this server drops the entry
+//!   at once, elsewhere within 2 s.
+//! - **Media**: local store under `FINTRAIL_HOME/media` (staging + rename, our keys, no path
+//!   traversal) behind `MediaStore`; uploads ≤ 10 MiB, exact content types, streamed with SHA-256,
+//!   only while the case is `started` or `needs_resubmission`. Signed URLs: HMAC-SHA256 over
+//!   (method, object, expiry, key id, issuing token), default 15 min, cap 7 days, verified in
+//!   constant time; downloads send `no-store`, `nosniff`, `attachment`. Production signs GCS V4
+//!   URLs (`GOOG4-HMAC-SHA256`), tested against AWS's published SigV4 example; the GCS upload
+//!   itself is not implemented (the trait is the seam).
+//! - **HTTP status contract**: 400 malformed JSON/path/query/`Idempotency-Key`; 413 (64 KiB JSON
+//!   body); 415; 422 only for what the OpenAPI schema states; 404 unknown or other customers' ids;
+//!   409 for every ledger rule with its own `code`. A rule JSON Schema cannot state must not be a
+//!   422. JSON integers may be spelled `42.0`; floats only within ±2^50.
+//!
+//! # Extending
+//! A route module has `pub(crate) fn routes(reg: &mut Registry)`, one line in `routes::build`, and
+//! its handler in the OpenAPI `paths(...)` (the matrix test fails otherwise, or if the description
+//! does not name the permission in backticks). State: a field in `AppState`'s `Inner`.
+//!
+//! # Dependencies
+//! domain, db, audit; axum 0.8 (http1/json/query/tokio), deadpool-postgres 0.14, utoipa 5,
+//! sha2/hmac/subtle, base64, rand, chrono (the one time crate), tokio-util, futures-util. No HTTP
+//! client (that is `fintrail-tooling`).
+//!
+//! # Tests
+//! Real cluster, real HTTP on 127.0.0.1:0: every (from, to) pair of KYC/KYB through raw SQL with
+//! the app's credentials and through the API (the accepted set equals the Rust table); the
+//! authorization matrix (every endpoint × every role); cross-customer access → 404 + audited
+//! denial; middleware order; bad input; OpenAPI covers every endpoint; media limits and signed
+//! URLs; ledger HTTP contract. schemathesis (`schemathesis.sh`, `--checks all`, run by `./dev test`).
 
 pub mod audit_api;
 pub mod auth;

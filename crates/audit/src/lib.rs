@@ -1,6 +1,55 @@
-//! The audit trail: the writer (one event per change, in the change's transaction), the
-//! sequencer (links committed events into the hash chain, after commit, in sequence order),
-//! signed checkpoints, and verification.
+//! The tamper-evident audit trail: one append path, the sequencer and hash chain, signed
+//! checkpoints, and verification.
+//!
+//! # What it owns
+//! - **Append**: `append` (one event) and `append_many` (a batch, one statement), typed with
+//!   `fintrail_domain::audit::AuditAction`, called inside the transaction of the change they
+//!   record. This is the only code that writes `audit_events`, and it gives every event the same
+//!   canonical JSON encoding of `before`/`after` (stored as text: the chain hashes exactly those
+//!   bytes). After commit, the caller wakes the sequencer.
+//! - **Sequencer**: one per database (a session advisory lock), running in the server. Writers
+//!   insert an unchained row (`seq` from a sequence: no hot row); the sequencer links committed
+//!   events in `seq` order, in batches, after commit:
+//!   link(n) = SHA-256("fintrail.audit.chain.v1\0" ‖ link(n-1) ‖ canonical(event n)), genesis =
+//!   32 zero bytes; links go to `audit_chain` (insert-only).
+//!   Commit order ≠ sequence order: it links only a gap-free prefix. The insert trigger takes the
+//!   writer's xid before its seq, so a missing seq N below a committed event belongs to a
+//!   transaction in the reading snapshot's `xip` list; N is skipped only when every xid of that
+//!   snapshot has ended and N is still absent (rolled back). Its session runs with
+//!   `synchronous_commit = off` (links are a pure function of committed events) and at most one
+//!   round per 100 ms, so under load it batches.
+//! - **Checkpoints**: HMAC-SHA256 over (seq, link) with the checkpoint key from `fintrail-db`
+//!   (key id = first 8 bytes of SHA-256(key)); stored in `audit_checkpoints` and as JSON files in
+//!   `FINTRAIL_HOME/audit-checkpoints/` (ship those off the machine). `fintrail audit checkpoint`
+//!   writes one; the server writes one every `--checkpoint-interval-secs` (300) when the head moved.
+//! - **Verify** (`fintrail audit verify`, as the app role): checks every checkpoint signature
+//!   (database and files), then streams events and links with two binary `COPY ... TO STDOUT`
+//!   sharing one exported REPEATABLE READ snapshot, merges them in seq order, hashes rows from the
+//!   receive buffers, and reports the first broken event: modified or reordered (link mismatch),
+//!   deleted (chained but missing), inserted (present but unchained below the head), truncated or
+//!   recomputed chain (a signed checkpoint disagrees or covers missing events). Exit 0 intact,
+//!   1 tampered, 2 cannot check. Events committed after the head are pending, not flagged.
+//! - **Retention**: `SELECT fintrail.audit_purge_through(<checkpoint id>)` as the owner removes
+//!   events and links up to a signed checkpoint and records it as the verification anchor.
+//!
+//! # Invariants enforced in PostgreSQL (migration 0014)
+//! App role: INSERT + SELECT only. Triggers refuse UPDATE/DELETE, even for the owner, except inside
+//! `audit_purge_through` (SECURITY DEFINER, not executable by the app); TRUNCATE always. A BEFORE
+//! INSERT trigger assigns `txid`, then `seq`, then `at`: a writer cannot choose them.
+//!
+//! Residual risk of any hash chain: events after the last checkpoint can be rewritten by a
+//! superuser who also recomputes the chain. Checkpoint often and export the files.
+//!
+//! # Dependencies
+//! `fintrail-domain` (event types), `fintrail-db` (connections, keys); `tokio-postgres`,
+//! `deadpool-postgres`, `sha2`, `hmac`, `chrono`, `serde_json`, `futures-util`.
+//!
+//! # Tests
+//! Against the real cluster (`fintrail_db::testing`): update, delete, insert, reorder, tail
+//! truncation after a checkpoint, a recomputed chain and a forged checkpoint file each exit 1
+//! naming the event; untouched → 0; missing key → 2; append-only for app and owner; retention
+//! purge; `sequencer_chains_in_sequence_order_not_commit_order`; `insert_is_detected_at_the_event`
+//! (rollback gap).
 
 pub mod chain;
 pub mod checkpoint;

@@ -1,6 +1,48 @@
-//! `fintrail`: one binary for the platform. This crate only parses the command line, sets up
-//! telemetry and the database context, and dispatches to the library crates; the logic lives
-//! in them (see ARCHITECTURE.md).
+//! `fintrail`: the one binary. This crate only parses the command line, sets up telemetry and the
+//! database context, handles signals, and dispatches to the library crates; the logic lives in
+//! them (see ARCHITECTURE.md).
+//!
+//! # What it owns
+//! - **Parsing** (clap): global `--home` / `FINTRAIL_HOME` (default `./.fintrail`),
+//!   `--database-url` / `DATABASE_URL` (an external server instead of the private cluster),
+//!   `--log-format` / `FINTRAIL_LOG_FORMAT`; the subcommands `up`, `db`, `serve`, `token`,
+//!   `audit`, `ledger`, `cdc`, `analytics`, `iam`, `trace`, `bench`. The contract scripts rely on
+//!   (names, exit codes, output) is `../shared/design/CLI.md`.
+//! - **Telemetry**: every log event carries `log_class` (`audit`, `app` or `access`): the
+//!   infrastructure routes each class to a bucket with its own retention (audit ≥ 5 years), so the
+//!   JSON formatter adds `"log_class":"app"` to any event without one. Text on a terminal, JSON
+//!   otherwise; JSON lines are written directly. `fintrail bench` logs to
+//!   `FINTRAIL_HOME/logs/bench.log`, not the terminal.
+//! - **Signals**: long-running commands (`serve`, `cdc run`, `up`) stop gracefully on Ctrl-C /
+//!   SIGTERM and return; for the others, a signal drops the command's future, which drops its
+//!   context and so stops a cluster it started (`fintrail_db::ClusterLease`), then the process
+//!   exits with 130. Never the signal's default action, which would skip every cleanup.
+//! - **`fintrail up`**: one per `FINTRAIL_HOME` (an advisory flock on `up.lock`, released by the
+//!   kernel on a crash, so `kill -9` never blocks the next `up`): starts the cluster, migrates,
+//!   starts the API, seeds the demo (and prints a staff token), runs the CDC pipeline into
+//!   `analytics.duckdb`, and stops all of it on Ctrl-C / SIGTERM. If the pipeline fails it stops
+//!   with a clear error rather than dropping data.
+//! - **`fintrail db start | status | migrate | stop`**: the private cluster.
+//!
+//! # Dependencies
+//! Every library crate of ours (`fintrail-tooling` only for `bench` and the demo); `clap`,
+//! `tokio`, `tracing` + `tracing-subscriber`, `serde_json`, `anyhow`. Dev: `fintrail-testseed`,
+//! `fintrail-db` with `testing`, `proptest`.
+//!
+//! # Tests
+//! - `tests/cli.rs`: help lists the contract's subcommands; `bench --help` lists every benchmark;
+//!   missing PostgreSQL binaries give one clear message; an external `DATABASE_URL` is neither
+//!   started nor stopped; `up` runs once per home, survives `kill -9` and stops cleanly; JSON logs
+//!   carry a log class; `commands_stop_the_cluster_they_started` counts postmasters under the home
+//!   before and after.
+//! - `tests/ledger_stress.rs`: `fintrail serve` as a separate process, 32 concurrent clients
+//!   (most transfers credit one hot wallet), 10 % of requests sent twice with the same
+//!   `Idempotency-Key`, the server SIGKILLed at random moments and restarted, lost outcomes retried
+//!   with the same key and body (`sigkilled_server_never_loses_or_duplicates_money`). Afterwards
+//!   `ledger check` passes, no key was applied twice, and every acknowledged transfer is in the
+//!   database exactly as acknowledged. Every request and kill delay is drawn up front from the
+//!   seed; the funding is computed from the plan, so exactly the planned refusals are refused;
+//!   `a_printed_seed_replays_the_same_operations` proves a printed seed replays the same run.
 
 mod db_cmd;
 mod telemetry;

@@ -1,8 +1,57 @@
-//! fintrail's PostgreSQL: the private cluster started by fintrail itself, the connection
-//! parameters of each least-privilege role, the migrations, and the test harness.
+//! fintrail's PostgreSQL: the private cluster, the `FINTRAIL_HOME` layout, connection parameters
+//! per least-privilege role, signing keys, migrations, and the test harness.
 //!
-//! Depends only on `fintrail-domain` (for [`DbRole`]). Everything that talks to PostgreSQL
-//! goes through a [`Database`], which knows the credentials of each role.
+//! Depends only on `fintrail-domain` (for `DbRole`). Everything that talks to PostgreSQL goes
+//! through a `Database`, which knows the credentials of each role.
+//!
+//! # What it owns
+//! - `cluster`: a private PostgreSQL cluster started from the machine's binaries under
+//!   `FINTRAIL_HOME/pg`: never as root (runs as `FINTRAIL_PG_USER` when we are root), listening on
+//!   127.0.0.1 only on a free port, scram-sha-256 passwords, `wal_level=logical`. Start is
+//!   idempotent; a stale `postmaster.pid` left by a crash is removed (`remove_stale_pid_file`).
+//! - `home`: the `FINTRAIL_HOME` layout (`pg/`, `secrets/`, `keys/`, media, `analytics.duckdb`,
+//!   `up.lock`, ...) and `home::owner_only`, the one helper for files and folders no other OS user
+//!   may read (0600 files written once and synced, 0700 folders). Every crate uses it.
+//! - `ClusterLease` (in `Context`): when `prepare` had to start the cluster, it is stopped when the
+//!   last clone of the context is dropped: the command ended, failed, or was interrupted. A cluster
+//!   that was already running, or an external server, is left alone.
+//! - Signing keys under `FINTRAIL_HOME/keys` (media URL key, audit checkpoint key): 32-byte HMAC
+//!   keys created owner-only on first use; a key id is the first 8 bytes of SHA-256(key), hex.
+//! - `secrets`: generated role passwords under `secrets/` (owner-only).
+//! - `database`: `Database` / `ConnParams`, connection parameters per `DbRole` for the private
+//!   cluster, an external URL (`DATABASE_URL`) or a production service environment. Passwords
+//!   never appear in `Debug` or `display_url`.
+//! - `migrate`: our own runner (each migration runs as a chosen role, which off-the-shelf runners
+//!   do not model): in order, once, as the owner (the bootstrap as the admin); checksums in
+//!   `fintrail_meta.schema_migrations` refuse an edited applied migration; an advisory lock
+//!   serializes concurrent migrators. Migrations live in `migrations/` and are embedded at build.
+//! - `testing` (feature `testing`, dev only): one non-durable cluster per test binary in a temp
+//!   folder (a watchdog stops it and removes the folder when the process exits), a migrated
+//!   template database, and `fresh_db()` returning a new database copied from it per test. Run
+//!   with `cargo test` (threads in one process), not a process per test.
+//!
+//! # Invariants enforced in SQL (migrations)
+//! - Roles (`0001_roles.sql`): `fintrail_owner` (NOLOGIN, owns everything), `fintrail_app` (only
+//!   the DML each migration grants), `fintrail_replicator` (REPLICATION, SELECT on published
+//!   tables). No BYPASSRLS; no login role owns a table.
+//! - KYC/KYB (0011/0012), media (0013), audit (0014), ledger (0030–0032): triggers owned by
+//!   `fintrail_owner` hold for the app role and the owner alike.
+//!
+//! # Dependencies
+//! `tokio-postgres` (connections), `tokio`, `rand` (passwords, keys), `sha2` + `hex` (key ids,
+//! migration checksums), `anyhow`, `thiserror`, `tracing`.
+//!
+//! # Tests
+//! - `tests/harness.rs`: each test database is its own; parallel tests do not see each other;
+//!   fresh databases are migrated (and the cluster listens on 127.0.0.1 with `wal_level=logical`);
+//!   an edited applied migration is refused.
+//! - `tests/cluster.rs`: idempotent start, secrets owner-only, recovery after SIGKILL of the
+//!   postmaster.
+//! - `tests/privileges.rs`: the app cannot ALTER/TRUNCATE/DROP/disable triggers on any table nor
+//!   touch what it was not granted; no login role owns tables or bypasses RLS; the replicator
+//!   reads only what it was granted; unknown passwords are refused.
+//! - Unit tests: owner-only files and folders, keys created owner-only and stable, passwords
+//!   never printed.
 
 pub mod cluster;
 pub mod database;

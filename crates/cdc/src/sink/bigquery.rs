@@ -9,7 +9,7 @@
 //!
 //! The service cannot be reached from here: the transport is the [`BigQueryWriter`] trait,
 //! and [`FakeBigQuery`] (a fake, named as one) implements BigQuery's documented CDC apply
-//! semantics for tests. `.notes/cdc.md` says how to run against the real service.
+//! semantics for tests. The crate documentation (`lib.rs`) says how to run against the real service.
 
 use std::collections::{BTreeMap, HashMap};
 

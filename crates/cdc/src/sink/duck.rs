@@ -112,7 +112,7 @@ impl DuckSink {
     /// The streaming fast path (the common case: new rows only): one pass over the
     /// changes, each row converted once and appended to both the history and the
     /// current-state table through two open appenders, with one reused parameter buffer
-    /// (no allocation per row). Measured with `--example sinkbench`: see .notes/cdc.md.
+    /// (no allocation per row). Measured with `--example sinkbench`: see docs/perf.md.
     fn append_inserts(&self, shape: &TableShape, changes: &[Change]) -> anyhow::Result<()> {
         let n = shape.columns.len();
         let names: Vec<&str> = shape.columns.iter().map(|c| c.name.as_str()).collect();
