@@ -4,7 +4,7 @@
 //! (`name(args)`), never an error. Functions not in the table are symbolic too.
 
 use super::{to_number, ADDR_KEY, MAX_COLLECTION_ITEMS};
-use crate::value::{format_number, Value};
+use crate::value::{format_number, is_symbolic, Value};
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -530,7 +530,7 @@ fn join(args: &[Value]) -> Option<Value> {
             parts.push(x.to_symbolic_string()?);
         }
     }
-    let unknown = parts.iter().any(|p| p.contains("${"));
+    let unknown = parts.iter().any(|p| is_symbolic(p));
     Some(string_or_unknown(parts.join(&sep), unknown))
 }
 

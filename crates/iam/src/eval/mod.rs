@@ -9,12 +9,15 @@ mod functions;
 pub use functions::call_function;
 
 use crate::source::{self, Diagnostic, Loc, Mode, ModuleSrc};
-use crate::value::{format_number, symbolic_fragment, Value};
-use hcl::expr::{BinaryOperator, Expression, ObjectKey, Operation, TraversalOperator, UnaryOperator};
+use crate::value::{format_number, is_symbolic, symbolic_fragment, Value};
+use hcl::expr::{
+    BinaryOperator, Conditional, Expression, ForExpr, FuncCall, Object, ObjectKey, Operation, TraversalOperator,
+    UnaryOperator,
+};
 use hcl::template::{Directive, Element, Template};
 use hcl::{Block, Body};
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
@@ -398,66 +401,66 @@ impl Ev<'_> {
     /// `count` / `for_each` of a block: one frame per instance (key, frame).
     fn expansion(&self, body: &Body, what: &str, loc: &Loc) -> Vec<(Option<Value>, Frame)> {
         if let Some(expr) = attr_expr(body, "for_each") {
-            let coll = self.eval(expr, &Vec::new());
-            let items: Vec<(Value, Value)> = match coll {
-                Value::Map(m) => {
-                    m.into_iter().filter(|(k, _)| k != ADDR_KEY).map(|(k, v)| (Value::String(k), v)).collect()
-                }
-                Value::List(l) => {
-                    l.into_iter().map(|v| (Value::String(v.to_symbolic_string().unwrap_or_default()), v)).collect()
-                }
-                Value::Null => Vec::new(),
-                other => {
-                    let text = match &other {
-                        Value::Unknown(u) => u.clone(),
-                        v => v.type_name().to_string(),
-                    };
-                    self.world.note(format!(
-                        "{loc}: for_each of {what} is unknown until plan ({text}): analyzed as one symbolic instance"
-                    ));
-                    vec![(Value::unknown("each.key"), Value::unknown("each.value"))]
-                }
-            };
-            return items
-                .into_iter()
-                .take(MAX_INSTANCES_PER_RESOURCE)
-                .map(|(k, v)| (Some(k.clone()), vec![("each.key".into(), k), ("each.value".into(), v)]))
-                .collect();
+            return self.for_each_frames(expr, what, loc);
         }
         if let Some(expr) = attr_expr(body, "count") {
-            return match self.eval(expr, &Vec::new()) {
-                Value::Number(n) if n >= 0.0 => {
-                    let n = (n as usize).min(MAX_INSTANCES_PER_RESOURCE);
-                    (0..n)
-                        .map(|i| {
-                            let idx = Value::Number(i as f64);
-                            (Some(idx.clone()), vec![("count.index".into(), idx)])
-                        })
-                        .collect()
-                }
-                Value::Bool(b) => {
-                    if b {
-                        vec![(Some(Value::Number(0.0)), vec![("count.index".into(), Value::Number(0.0))])]
-                    } else {
-                        Vec::new()
-                    }
-                }
-                other => {
-                    let text = match &other {
-                        Value::Unknown(u) => u.clone(),
-                        v => v.type_name().to_string(),
-                    };
-                    self.world.note(format!(
-                        "{loc}: count of {what} is unknown until plan ({text}): analyzed as one symbolic instance"
-                    ));
-                    vec![(
-                        Some(Value::unknown("count.index")),
-                        vec![("count.index".into(), Value::unknown("count.index"))],
-                    )]
-                }
-            };
+            return self.count_frames(expr, what, loc);
         }
         vec![(None, Vec::new())]
+    }
+
+    fn for_each_frames(&self, expr: &Expression, what: &str, loc: &Loc) -> Vec<(Option<Value>, Frame)> {
+        let items: Vec<(Value, Value)> = match self.eval(expr, &Vec::new()) {
+            Value::Map(m) => m.into_iter().filter(|(k, _)| k != ADDR_KEY).map(|(k, v)| (Value::String(k), v)).collect(),
+            Value::List(l) => {
+                l.into_iter().map(|v| (Value::String(v.to_symbolic_string().unwrap_or_default()), v)).collect()
+            }
+            Value::Null => Vec::new(),
+            other => {
+                self.note_symbolic_expansion(loc, "for_each", what, &other);
+                vec![(Value::unknown("each.key"), Value::unknown("each.value"))]
+            }
+        };
+        items
+            .into_iter()
+            .take(MAX_INSTANCES_PER_RESOURCE)
+            .map(|(k, v)| (Some(k.clone()), vec![("each.key".into(), k), ("each.value".into(), v)]))
+            .collect()
+    }
+
+    fn count_frames(&self, expr: &Expression, what: &str, loc: &Loc) -> Vec<(Option<Value>, Frame)> {
+        match self.eval(expr, &Vec::new()) {
+            Value::Number(n) if n >= 0.0 => {
+                let n = (n as usize).min(MAX_INSTANCES_PER_RESOURCE);
+                (0..n)
+                    .map(|i| {
+                        let idx = Value::Number(i as f64);
+                        (Some(idx.clone()), vec![("count.index".into(), idx)])
+                    })
+                    .collect()
+            }
+            Value::Bool(b) => {
+                if b {
+                    vec![(Some(Value::Number(0.0)), vec![("count.index".into(), Value::Number(0.0))])]
+                } else {
+                    Vec::new()
+                }
+            }
+            other => {
+                self.note_symbolic_expansion(loc, "count", what, &other);
+                vec![(Some(Value::unknown("count.index")), vec![("count.index".into(), Value::unknown("count.index"))])]
+            }
+        }
+    }
+
+    /// `meta` (`count` or `for_each`) of `what` is not a usable value before a plan.
+    fn note_symbolic_expansion(&self, loc: &Loc, meta: &str, what: &str, value: &Value) {
+        let text = match value {
+            Value::Unknown(u) => u.clone(),
+            v => v.type_name().to_string(),
+        };
+        self.world
+            .note(format!("{loc}: {meta} of {what} is unknown until plan ({text}): analyzed as one symbolic instance"));
     }
 
     fn module_output(&self, child: &Rc<Instance>, name: &str) -> Value {
@@ -600,20 +603,14 @@ impl Ev<'_> {
             return;
         };
         let coll = attr_expr(&b.body, "for_each").map(|e| self.eval(e, frame)).unwrap_or(Value::Null);
-        let items: Vec<(Value, Value)> = match coll {
-            Value::List(l) => l.into_iter().enumerate().map(|(i, v)| (Value::Number(i as f64), v)).collect(),
-            Value::Map(mm) => {
-                mm.into_iter().filter(|(k, _)| k != ADDR_KEY).map(|(k, v)| (Value::String(k), v)).collect()
-            }
-            Value::Null => Vec::new(),
-            other => vec![(
-                Value::unknown(format!("{iterator}.key")),
-                match other {
-                    Value::Unknown(u) => Value::Unknown(format!("{u}[*]")),
-                    v => v,
-                },
-            )],
-        };
+        // Not a collection yet: one symbolic block.
+        let items = collection_items(coll).unwrap_or_else(|other| {
+            let value = match other {
+                Value::Unknown(u) => Value::Unknown(format!("{u}[*]")),
+                v => v,
+            };
+            vec![(Value::unknown(format!("{iterator}.key")), value)]
+        });
         for (k, v) in items.into_iter().take(MAX_COLLECTION_ITEMS) {
             let mut f = frame.clone();
             let mut it = BTreeMap::new();
@@ -635,24 +632,7 @@ impl Ev<'_> {
             Expression::Number(n) => Value::Number(n.as_f64().unwrap_or(0.0)),
             Expression::String(s) => Value::String(s.clone()),
             Expression::Array(items) => Value::List(items.iter().map(|e| self.eval(e, frame)).collect()),
-            Expression::Object(obj) => {
-                let mut m = BTreeMap::new();
-                for (k, v) in obj.iter() {
-                    let key = match k {
-                        ObjectKey::Identifier(i) => i.as_str().to_string(),
-                        ObjectKey::Expression(e) => match self.eval(e, frame) {
-                            Value::String(s) => s,
-                            other => match other.to_symbolic_string() {
-                                Some(s) => s,
-                                None => continue,
-                            },
-                        },
-                        _ => continue,
-                    };
-                    m.insert(key, self.eval(v, frame));
-                }
-                Value::Map(m)
-            }
+            Expression::Object(obj) => self.eval_object(obj, frame),
             Expression::TemplateExpr(t) => match Template::from_expr(t) {
                 Ok(tpl) => self.eval_template(&tpl, frame),
                 Err(e) => Value::unknown(format!("(template error: {e})")),
@@ -662,83 +642,104 @@ impl Ev<'_> {
                 lookup(frame, name).unwrap_or_else(|| Value::unknown(name.to_string()))
             }
             Expression::Traversal(t) => self.eval_traversal(&t.expr, &t.operators, frame),
-            Expression::FuncCall(f) => {
-                let name = if f.name.namespace.is_empty() {
-                    f.name.name.as_str().to_string()
-                } else {
-                    return Value::unknown(format!("{}()", f.name.name.as_str()));
-                };
-                let mut args: Vec<Value> = f.args.iter().map(|a| self.eval(a, frame)).collect();
-                if f.expand_final {
-                    if let Some(Value::List(last)) = args.pop() {
-                        args.extend(last);
-                    }
-                }
-                call_function(&name, args, self.inst.src.dir.as_path())
-            }
+            Expression::FuncCall(f) => self.eval_call(f, frame),
             Expression::Parenthesis(e) => self.eval(e, frame),
-            Expression::Conditional(c) => match self.eval(&c.cond_expr, frame).truthy() {
-                Some(true) => self.eval(&c.true_expr, frame),
-                Some(false) => self.eval(&c.false_expr, frame),
-                None => {
-                    let t = self.eval(&c.true_expr, frame);
-                    let f = self.eval(&c.false_expr, frame);
-                    if t == f {
-                        t
-                    } else {
-                        Value::unknown("(condition unknown until plan)")
-                    }
-                }
-            },
+            Expression::Conditional(c) => self.eval_conditional(c, frame),
             Expression::Operation(op) => self.eval_operation(op, frame),
-            Expression::ForExpr(fe) => {
-                let coll = self.eval(&fe.collection_expr, frame);
-                let items: Vec<(Value, Value)> = match coll {
-                    Value::List(l) => l.into_iter().enumerate().map(|(i, v)| (Value::Number(i as f64), v)).collect(),
-                    Value::Map(m) => {
-                        m.into_iter().filter(|(k, _)| k != ADDR_KEY).map(|(k, v)| (Value::String(k), v)).collect()
-                    }
-                    Value::Unknown(u) => return Value::unknown(format!("[for ... in {u}]")),
-                    Value::Null => Vec::new(),
-                    other => return Value::unknown(format!("(for over a {})", other.type_name())),
-                };
-                let mut list = Vec::new();
-                let mut map: BTreeMap<String, Value> = BTreeMap::new();
-                for (k, v) in items.into_iter().take(MAX_COLLECTION_ITEMS) {
-                    let mut f = frame.clone();
-                    if let Some(kv) = &fe.key_var {
-                        f.push((kv.as_str().to_string(), k));
-                    }
-                    f.push((fe.value_var.as_str().to_string(), v));
-                    if let Some(cond) = &fe.cond_expr {
-                        match self.eval(cond, &f).truthy() {
-                            Some(true) => {}
-                            Some(false) => continue,
-                            None => return Value::unknown("(for filter unknown until plan)"),
-                        }
-                    }
-                    let value = self.eval(&fe.value_expr, &f);
-                    match &fe.key_expr {
-                        Some(ke) => {
-                            let key = self.eval(ke, &f).to_symbolic_string().unwrap_or_default();
-                            if fe.grouping {
-                                if let Value::List(l) = map.entry(key).or_insert_with(|| Value::List(Vec::new())) {
-                                    l.push(value);
-                                }
-                            } else {
-                                map.insert(key, value);
-                            }
-                        }
-                        None => list.push(value),
-                    }
-                }
-                if fe.key_expr.is_some() {
-                    Value::Map(map)
+            Expression::ForExpr(fe) => self.eval_for(fe, frame),
+            _ => Value::unknown("(unsupported expression)"),
+        }
+    }
+
+    /// An object; a key that is no string (nor symbolic string) leaves its entry out.
+    fn eval_object(&self, obj: &Object<ObjectKey, Expression>, frame: &Frame) -> Value {
+        let mut m = BTreeMap::new();
+        for (k, v) in obj.iter() {
+            let key = match k {
+                ObjectKey::Identifier(i) => i.as_str().to_string(),
+                ObjectKey::Expression(e) => match self.eval(e, frame) {
+                    Value::String(s) => s,
+                    other => match other.to_symbolic_string() {
+                        Some(s) => s,
+                        None => continue,
+                    },
+                },
+                _ => continue,
+            };
+            m.insert(key, self.eval(v, frame));
+        }
+        Value::Map(m)
+    }
+
+    /// A call of a built-in; provider-defined functions (`provider::x::f`) stay symbolic.
+    fn eval_call(&self, f: &FuncCall, frame: &Frame) -> Value {
+        if !f.name.namespace.is_empty() {
+            return Value::unknown(format!("{}()", f.name.name.as_str()));
+        }
+        let mut args: Vec<Value> = f.args.iter().map(|a| self.eval(a, frame)).collect();
+        if f.expand_final {
+            if let Some(Value::List(last)) = args.pop() {
+                args.extend(last);
+            }
+        }
+        call_function(f.name.name.as_str(), args, self.inst.src.dir.as_path())
+    }
+
+    /// An unknown condition still answers when both branches agree.
+    fn eval_conditional(&self, c: &Conditional, frame: &Frame) -> Value {
+        match self.eval(&c.cond_expr, frame).truthy() {
+            Some(true) => self.eval(&c.true_expr, frame),
+            Some(false) => self.eval(&c.false_expr, frame),
+            None => {
+                let t = self.eval(&c.true_expr, frame);
+                let f = self.eval(&c.false_expr, frame);
+                if t == f {
+                    t
                 } else {
-                    Value::List(list)
+                    Value::unknown("(condition unknown until plan)")
                 }
             }
-            _ => Value::unknown("(unsupported expression)"),
+        }
+    }
+
+    /// `[for ...]` (a list) or `{for ... => ...}` (a map, grouped with `...`).
+    fn eval_for(&self, fe: &ForExpr, frame: &Frame) -> Value {
+        let items = match collection_items(self.eval(&fe.collection_expr, frame)) {
+            Ok(items) => items,
+            Err(Value::Unknown(u)) => return Value::unknown(format!("[for ... in {u}]")),
+            Err(other) => return Value::unknown(format!("(for over a {})", other.type_name())),
+        };
+        let mut list = Vec::new();
+        let mut map: BTreeMap<String, Value> = BTreeMap::new();
+        for (k, v) in items.into_iter().take(MAX_COLLECTION_ITEMS) {
+            let mut f = frame.clone();
+            if let Some(kv) = &fe.key_var {
+                f.push((kv.as_str().to_string(), k));
+            }
+            f.push((fe.value_var.as_str().to_string(), v));
+            if let Some(cond) = &fe.cond_expr {
+                match self.eval(cond, &f).truthy() {
+                    Some(true) => {}
+                    Some(false) => continue,
+                    None => return Value::unknown("(for filter unknown until plan)"),
+                }
+            }
+            let value = self.eval(&fe.value_expr, &f);
+            let Some(ke) = &fe.key_expr else {
+                list.push(value);
+                continue;
+            };
+            let key = self.eval(ke, &f).to_symbolic_string().unwrap_or_default();
+            if !fe.grouping {
+                map.insert(key, value);
+            } else if let Value::List(l) = map.entry(key).or_insert_with(|| Value::List(Vec::new())) {
+                l.push(value);
+            }
+        }
+        if fe.key_expr.is_some() {
+            Value::Map(map)
+        } else {
+            Value::List(list)
         }
     }
 
@@ -840,6 +841,7 @@ impl Ev<'_> {
     }
 
     fn eval_traversal(&self, base: &Expression, raw_ops: &[TraversalOperator], frame: &Frame) -> Value {
+        // Index expressions first, then the base (the order evaluation notes come in).
         let ops: Vec<Op> = raw_ops
             .iter()
             .map(|o| match o {
@@ -850,91 +852,105 @@ impl Ev<'_> {
             })
             .collect();
         let ops = ops.as_slice();
-        let attr_at = |i: usize| -> Option<&str> {
-            match ops.get(i) {
-                Some(Op::Attr(id)) => Some(id.as_str()),
-                _ => None,
-            }
+        let Expression::Variable(v) = base else {
+            let val = self.eval(base, frame);
+            return apply_ops(val, ops, "(expression)");
         };
-        if let Expression::Variable(v) = base {
-            let name = v.as_str();
-            // Frame variables: each.key, count.index are stored under their dotted name.
-            if let Some(first) = attr_at(0) {
-                if let Some(val) = lookup(frame, &format!("{name}.{first}")) {
-                    return apply_ops(val, &ops[1..], &format!("{name}.{first}"));
-                }
+        let name = v.as_str();
+        // Frame variables: each.key, count.index are stored under their dotted name.
+        if let Some(first) = attr_at(ops, 0) {
+            if let Some(val) = lookup(frame, &format!("{name}.{first}")) {
+                return apply_ops(val, &ops[1..], &format!("{name}.{first}"));
             }
-            if let Some(val) = lookup(frame, name) {
-                return apply_ops(val, ops, name);
-            }
-            match name {
-                "var" => {
-                    if let Some(n) = attr_at(0) {
-                        let val = self.inst.vars.get(n).cloned().unwrap_or_else(|| Value::unknown(format!("var.{n}")));
-                        return apply_ops(val, &ops[1..], &format!("var.{n}"));
-                    }
-                }
-                "local" => {
-                    if let Some(n) = attr_at(0) {
-                        return apply_ops(self.local(n), &ops[1..], &format!("local.{n}"));
-                    }
-                }
-                "module" => {
-                    if let Some(m) = attr_at(0) {
-                        let call = self.inst.src.module(m);
-                        let single = call.is_some_and(|c| {
-                            attr_expr(&c.body, "for_each").is_none() && attr_expr(&c.body, "count").is_none()
-                        });
-                        if let (true, Some(out)) = (single, attr_at(1)) {
-                            let children = self.children(m);
-                            let val = match children.first() {
-                                Some((_, child)) => self.module_output(child, out),
-                                None => Value::unknown(format!("module.{m}.{out}")),
-                            };
-                            return apply_ops(val, &ops[2..], &format!("module.{m}.{out}"));
-                        }
-                        return apply_ops(self.module_value(m), &ops[1..], &format!("module.{m}"));
-                    }
-                }
-                "data" => {
-                    if let (Some(t), Some(n)) = (attr_at(0), attr_at(1)) {
-                        let (val, _) = self.resource(Mode::Data, t, n);
-                        return apply_ops(val, &ops[2..], &format!("data.{t}.{n}"));
-                    }
-                }
-                "path" => {
-                    let dir = self.inst.src.dir.display().to_string();
-                    return apply_ops(Value::String(dir), &ops[1..], "path");
-                }
-                "terraform" => {
-                    if attr_at(0) == Some("workspace") {
-                        return Value::String("default".into());
-                    }
-                }
-                "each" | "count" | "self" => {}
-                rtype => {
-                    if let Some(n) = attr_at(0) {
-                        if self.inst.src.resource(Mode::Managed, rtype, n).is_some() {
-                            let (val, _) = self.resource(Mode::Managed, rtype, n);
-                            return apply_ops(val, &ops[1..], &format!("{rtype}.{n}"));
-                        }
-                    }
-                }
-            }
-            let mut desc = name.to_string();
-            for op in ops {
-                match op {
-                    Op::Attr(id) => {
-                        desc.push('.');
-                        desc.push_str(id);
-                    }
-                    _ => desc.push_str("[*]"),
-                }
-            }
-            return Value::unknown(desc);
         }
-        let val = self.eval(base, frame);
-        apply_ops(val, ops, "(expression)")
+        if let Some(val) = lookup(frame, name) {
+            return apply_ops(val, ops, name);
+        }
+        self.named_traversal(name, ops).unwrap_or_else(|| Value::unknown(traversal_text(name, ops)))
+    }
+
+    /// `var.x`, `local.x`, `module.m...`, `data.t.n`, `path.*`, `terraform.workspace` and
+    /// `type.name` of a resource of this module; `None` when the name refers to nothing known.
+    fn named_traversal(&self, name: &str, ops: &[Op]) -> Option<Value> {
+        match name {
+            "var" => {
+                let n = attr_at(ops, 0)?;
+                let val = self.inst.vars.get(n).cloned().unwrap_or_else(|| Value::unknown(format!("var.{n}")));
+                Some(apply_ops(val, &ops[1..], &format!("var.{n}")))
+            }
+            "local" => {
+                let n = attr_at(ops, 0)?;
+                Some(apply_ops(self.local(n), &ops[1..], &format!("local.{n}")))
+            }
+            "module" => Some(self.module_traversal(attr_at(ops, 0)?, ops)),
+            "data" => {
+                let (t, n) = (attr_at(ops, 0)?, attr_at(ops, 1)?);
+                let (val, _) = self.resource(Mode::Data, t, n);
+                Some(apply_ops(val, &ops[2..], &format!("data.{t}.{n}")))
+            }
+            "path" => {
+                let dir = self.inst.src.dir.display().to_string();
+                Some(apply_ops(Value::String(dir), &ops[1..], "path"))
+            }
+            "terraform" => (attr_at(ops, 0) == Some("workspace")).then(|| Value::String("default".into())),
+            "each" | "count" | "self" => None,
+            rtype => {
+                let n = attr_at(ops, 0)?;
+                self.inst.src.resource(Mode::Managed, rtype, n)?;
+                let (val, _) = self.resource(Mode::Managed, rtype, n);
+                Some(apply_ops(val, &ops[1..], &format!("{rtype}.{n}")))
+            }
+        }
+    }
+
+    /// `module.m.out` of a single-instance module reads one output (without evaluating the
+    /// others); anything else sees the module as a value (a map, or a list/map of instances).
+    fn module_traversal(&self, m: &str, ops: &[Op]) -> Value {
+        let call = self.inst.src.module(m);
+        let single =
+            call.is_some_and(|c| attr_expr(&c.body, "for_each").is_none() && attr_expr(&c.body, "count").is_none());
+        if let (true, Some(out)) = (single, attr_at(ops, 1)) {
+            let children = self.children(m);
+            let val = match children.first() {
+                Some((_, child)) => self.module_output(child, out),
+                None => Value::unknown(format!("module.{m}.{out}")),
+            };
+            return apply_ops(val, &ops[2..], &format!("module.{m}.{out}"));
+        }
+        apply_ops(self.module_value(m), &ops[1..], &format!("module.{m}"))
+    }
+}
+
+fn attr_at(ops: &[Op], i: usize) -> Option<&str> {
+    match ops.get(i) {
+        Some(Op::Attr(id)) => Some(id.as_str()),
+        _ => None,
+    }
+}
+
+/// A traversal that refers to nothing known, as text: `name.attr[*]...`.
+fn traversal_text(name: &str, ops: &[Op]) -> String {
+    let mut desc = name.to_string();
+    for op in ops {
+        match op {
+            Op::Attr(id) => {
+                desc.push('.');
+                desc.push_str(id);
+            }
+            _ => desc.push_str("[*]"),
+        }
+    }
+    desc
+}
+
+/// The (key, value) pairs a `for` iterates: list index or map key (the resource address key
+/// left out); `null` has none. Anything else comes back as the error.
+fn collection_items(coll: Value) -> Result<Vec<(Value, Value)>, Value> {
+    match coll {
+        Value::List(l) => Ok(l.into_iter().enumerate().map(|(i, v)| (Value::Number(i as f64), v)).collect()),
+        Value::Map(m) => Ok(m.into_iter().filter(|(k, _)| k != ADDR_KEY).map(|(k, v)| (Value::String(k), v)).collect()),
+        Value::Null => Ok(Vec::new()),
+        other => Err(other),
     }
 }
 
@@ -1065,96 +1081,50 @@ fn computed_attributes(
     attrs: &mut BTreeMap<String, Value>,
     default_project: &Value,
 ) {
-    let get = |attrs: &BTreeMap<String, Value>, k: &str| -> Option<String> {
-        attrs.get(k).and_then(|v| v.to_symbolic_string())
-    };
-    let project = get(attrs, "project")
+    let project = attr_string(attrs, "project")
         .or_else(|| default_project.to_symbolic_string())
         .unwrap_or_else(|| "${provider.project}".into());
-    let sym = |s: String| -> Value {
-        if s.contains("${") {
-            Value::Unknown(s)
-        } else {
-            Value::String(s)
-        }
-    };
-    fn put(attrs: &mut BTreeMap<String, Value>, k: &str, v: Value) {
-        attrs.entry(k.to_string()).or_insert(v);
-    }
+    let at = Computed { address, project };
     match (mode, rtype) {
-        (_, "google_service_account") => {
-            let account = {
-                let a = attrs.get("account_id").and_then(|v| v.to_symbolic_string());
-                a.unwrap_or_else(|| format!("${{{address}.account_id}}"))
-            };
-            let email = if account.contains('@') {
-                account.clone()
-            } else {
-                format!("{account}@{project}.iam.gserviceaccount.com")
-            };
-            put(attrs, "email", sym(email.clone()));
-            put(attrs, "member", sym(format!("serviceAccount:{email}")));
-            put(attrs, "name", sym(format!("projects/{project}/serviceAccounts/{email}")));
-            put(attrs, "id", sym(format!("projects/{project}/serviceAccounts/{email}")));
-            put(attrs, "project", sym(project));
-            put(attrs, "unique_id", Value::unknown(format!("{address}.unique_id")));
-        }
+        (_, "google_service_account") => at.service_account(attrs),
         (Mode::Managed, "google_project_iam_custom_role") => {
-            let role = get(attrs, "role_id").unwrap_or_else(|| format!("${{{address}.role_id}}"));
-            let id = format!("projects/{project}/roles/{role}");
-            put(attrs, "id", sym(id.clone()));
-            put(attrs, "name", sym(id));
+            let role = at.attr_or_symbolic(attrs, "role_id");
+            put_id_and_name(attrs, format!("projects/{}/roles/{role}", at.project));
         }
         (Mode::Managed, "google_organization_iam_custom_role") => {
-            let role = get(attrs, "role_id").unwrap_or_else(|| format!("${{{address}.role_id}}"));
-            let org = get(attrs, "org_id").unwrap_or_else(|| format!("${{{address}.org_id}}"));
-            let id = format!("organizations/{org}/roles/{role}");
-            put(attrs, "id", sym(id.clone()));
-            put(attrs, "name", sym(id));
+            let role = at.attr_or_symbolic(attrs, "role_id");
+            let org = at.attr_or_symbolic(attrs, "org_id");
+            put_id_and_name(attrs, format!("organizations/{org}/roles/{role}"));
         }
         (_, "google_project") => {
-            let pid = get(attrs, "project_id").unwrap_or(project);
+            let pid = attr_string(attrs, "project_id").unwrap_or(at.project);
             put(attrs, "id", sym(format!("projects/{pid}")));
             put(attrs, "project_id", sym(pid));
             put(attrs, "number", Value::unknown(format!("{address}.number")));
         }
         (_, "google_secret_manager_secret") => {
-            let sid = get(attrs, "secret_id").unwrap_or_else(|| format!("${{{address}.secret_id}}"));
-            let id = format!("projects/{project}/secrets/{sid}");
-            put(attrs, "id", sym(id.clone()));
-            put(attrs, "name", sym(id));
+            let sid = at.attr_or_symbolic(attrs, "secret_id");
+            put_id_and_name(attrs, format!("projects/{}/secrets/{sid}", at.project));
         }
         (_, "google_storage_bucket") => {
-            if let Some(n) = get(attrs, "name") {
+            if let Some(n) = attr_string(attrs, "name") {
                 put(attrs, "id", sym(n.clone()));
                 put(attrs, "url", sym(format!("gs://{n}")));
             }
         }
         (_, "google_iam_workload_identity_pool") => {
-            let pid = get(attrs, "workload_identity_pool_id").unwrap_or_else(|| format!("${{{address}.id}}"));
-            let name = format!("projects/{project}/locations/global/workloadIdentityPools/{pid}");
-            put(attrs, "name", sym(name.clone()));
-            put(attrs, "id", sym(name));
+            let pid = attr_string(attrs, "workload_identity_pool_id").unwrap_or_else(|| format!("${{{address}.id}}"));
+            put_id_and_name(attrs, format!("projects/{}/locations/global/workloadIdentityPools/{pid}", at.project));
         }
-        (_, "google_cloud_identity_group") => {
-            let key = attrs
-                .get("group_key")
-                .and_then(|g| match g {
-                    Value::List(l) => l.first().and_then(|x| x.get_str("id")),
-                    other => other.get_str("id"),
-                })
-                .unwrap_or_else(|| format!("${{{address}.group_key}}"));
-            put(attrs, "name", sym(format!("groups/{key}")));
-            put(attrs, "id", sym(format!("groups/{key}")));
-        }
+        (_, "google_cloud_identity_group") => at.identity_group(attrs),
         (_, "google_pubsub_topic") => {
-            if let Some(n) = get(attrs, "name") {
-                put(attrs, "id", sym(format!("projects/{project}/topics/{n}")));
+            if let Some(n) = attr_string(attrs, "name") {
+                put(attrs, "id", sym(format!("projects/{}/topics/{n}", at.project)));
             }
         }
         (_, "google_bigquery_dataset") => {
-            if let Some(n) = get(attrs, "dataset_id") {
-                put(attrs, "id", sym(format!("projects/{project}/datasets/{n}")));
+            if let Some(n) = attr_string(attrs, "dataset_id") {
+                put(attrs, "id", sym(format!("projects/{}/datasets/{n}", at.project)));
             }
         }
         (Mode::Data, "google_iam_policy") => {
@@ -1163,13 +1133,76 @@ fn computed_attributes(
             policy.insert("bindings".to_string(), bindings);
             put(attrs, "policy_data", Value::Map(policy));
         }
-        (Mode::Data, "google_client_config") => {
-            put(attrs, "project", default_project.clone());
-        }
+        (Mode::Data, "google_client_config") => put(attrs, "project", default_project.clone()),
         _ => {}
     }
     attrs.entry("id".to_string()).or_insert_with(|| Value::unknown(format!("{address}.id")));
-    let _ = BTreeSet::<String>::new();
+}
+
+/// The resource whose computed attributes are being filled in.
+struct Computed<'a> {
+    address: &'a str,
+    /// Its project, or the provider's (symbolic when unknown).
+    project: String,
+}
+
+impl Computed<'_> {
+    /// The attribute, or its symbolic rendering `${address.key}`.
+    fn attr_or_symbolic(&self, attrs: &BTreeMap<String, Value>, key: &str) -> String {
+        let address = self.address;
+        attr_string(attrs, key).unwrap_or_else(|| format!("${{{address}.{key}}}"))
+    }
+
+    fn service_account(&self, attrs: &mut BTreeMap<String, Value>) {
+        let account = self.attr_or_symbolic(attrs, "account_id");
+        let project = &self.project;
+        let email = if account.contains('@') {
+            account.clone()
+        } else {
+            format!("{account}@{project}.iam.gserviceaccount.com")
+        };
+        put(attrs, "email", sym(email.clone()));
+        put(attrs, "member", sym(format!("serviceAccount:{email}")));
+        put(attrs, "name", sym(format!("projects/{project}/serviceAccounts/{email}")));
+        put(attrs, "id", sym(format!("projects/{project}/serviceAccounts/{email}")));
+        put(attrs, "project", sym(project.clone()));
+        put(attrs, "unique_id", Value::unknown(format!("{}.unique_id", self.address)));
+    }
+
+    fn identity_group(&self, attrs: &mut BTreeMap<String, Value>) {
+        let key = attrs
+            .get("group_key")
+            .and_then(|g| match g {
+                Value::List(l) => l.first().and_then(|x| x.get_str("id")),
+                other => other.get_str("id"),
+            })
+            .unwrap_or_else(|| format!("${{{}.group_key}}", self.address));
+        put(attrs, "name", sym(format!("groups/{key}")));
+        put(attrs, "id", sym(format!("groups/{key}")));
+    }
+}
+
+fn attr_string(attrs: &BTreeMap<String, Value>, key: &str) -> Option<String> {
+    attrs.get(key).and_then(|v| v.to_symbolic_string())
+}
+
+/// A string, or an unknown when it holds a symbolic `${...}` part.
+fn sym(text: String) -> Value {
+    if is_symbolic(&text) {
+        Value::Unknown(text)
+    } else {
+        Value::String(text)
+    }
+}
+
+/// Sets a computed attribute unless the configuration set it.
+fn put(attrs: &mut BTreeMap<String, Value>, key: &str, value: Value) {
+    attrs.entry(key.to_string()).or_insert(value);
+}
+
+fn put_id_and_name(attrs: &mut BTreeMap<String, Value>, id: String) {
+    put(attrs, "id", sym(id.clone()));
+    put(attrs, "name", sym(id));
 }
 
 #[cfg(test)]
