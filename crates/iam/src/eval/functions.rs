@@ -75,7 +75,7 @@ const FUNCTIONS: &[(&str, Builtin)] = &[
 /// Built-in functions. Any unknown argument makes the result unknown unless the function can
 /// still answer (`try`, `coalesce`, `length` of a known list...).
 pub fn call_function(name: &str, args: Vec<Value>, module_dir: &Path) -> Value {
-    // Reserved for functions that read files (`file`, `templatefile`): not evaluated yet.
+    // No function in the table reads files yet (`file`, `templatefile` stay symbolic).
     let _ = module_dir;
     if let Some(v) = unknown_tolerant(name, &args) {
         return v;
