@@ -269,122 +269,15 @@ pub fn analyze(path: &Path, opts: &Options, base_roles: &RoleCatalog) -> Result<
         truncated: false,
     };
     // Which inputs: a file (plan / policy JSON), a root folder, or a folder of roots.
-    let mut inputs: Vec<(String, Inventory, usize, usize)> = Vec::new();
-    if path.is_file() {
-        let text = std::fs::read_to_string(path).map_err(|e| InputError(format!("{}: {e}", path.display())))?;
-        let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
-            InputError(format!(
-                "{}:{}: not JSON ({e}); pass a folder for Terraform code, or a `tofu show -json` plan, or an exported IAM policy",
-                path.display(),
-                e.line()
-            ))
-        })?;
-        let file = path.display().to_string();
-        let inv = if json.get("planned_values").is_some() || json.get("format_version").is_some() {
-            Inventory::from_plan(&json, &file)
-        } else if json.get("bindings").is_some() {
-            let target = parent_target(opts.policy_resource.as_deref().unwrap_or("projects/(exported-policy)"));
-            Inventory::from_policy(&json, &file, target)
-        } else {
-            return Err(InputError(format!(
-                "{file}: JSON is neither a `tofu show -json` plan (planned_values) nor an IAM policy (bindings)"
-            )));
-        };
-        inputs.push((file, inv, 1, 0));
+    let inputs = if path.is_file() {
+        vec![file_input(path, opts)?]
     } else {
-        let mut roots = Vec::new();
-        if has_tf(path) {
-            roots.push(path.to_path_buf());
-        } else {
-            let mut subs: Vec<PathBuf> = std::fs::read_dir(path)
-                .map_err(|e| InputError(format!("{}: {e}", path.display())))?
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.is_dir() && has_tf(p))
-                .collect();
-            subs.sort();
-            roots = subs;
-        }
-        if roots.is_empty() {
-            return Err(InputError(format!("{}: no .tf files here nor in its immediate sub-folders", path.display())));
-        }
-        for root in roots {
-            let world = World::new();
-            let inst = world.root(&root, &opts.var_files, &opts.vars);
-            let resources = world.all_resources(&inst);
-            let project = crate::eval::Ev { world: &world, inst: &inst }
-                .default_project()
-                .to_symbolic_string()
-                .unwrap_or_else(|| "${provider.project}".into());
-            let inv = Inventory::from_resources(&resources, &project);
-            report.diagnostics.extend(world.diagnostics.borrow().iter().cloned());
-            report.notes.extend(world.notes.borrow().iter().cloned());
-            let files: usize = world.sources().iter().map(|s| s.files.len()).sum();
-            inputs.push((crate::source::normalize(&root).display().to_string(), inv, files, resources.len()));
-        }
+        let roots = root_dirs(path)?;
+        roots.iter().map(|root| hcl_input(root, opts, &mut report)).collect()
+    };
+    for input in inputs {
+        analyze_root(input, base_roles, opts, &mut report);
     }
-
-    for (root, inv, files, resource_count) in inputs {
-        let mut roles = RoleCatalog::default();
-        // Per root: custom roles of one environment must not leak into another.
-        let mut merged = RoleCatalogView::new(base_roles, &mut roles);
-        for cr in &inv.custom_roles {
-            merged.add(&cr.name, cr.permissions.clone());
-        }
-        let (bindings, inactive): (Vec<Binding>, Vec<Binding>) =
-            inv.bindings.iter().cloned().partition(|b| !condition_expired(b, opts.today));
-        let mut findings = binding_findings(&bindings, &merged, opts, &inv);
-        findings.extend(resource_findings(&inv));
-        let catalog = merged.into_catalog();
-        let mut graph = EscalationGraph::build(&inv, &bindings, &catalog);
-        let paths = graph.paths();
-        report.truncated |= graph.truncated;
-        for p in &paths {
-            let (id, what) = if p.self_escalation {
-                ("IAM011", format!("{} can take control of {}", p.from, p.to))
-            } else {
-                ("IAM010", format!("{} can act as {}", p.from, p.to))
-            };
-            let chain: Vec<String> = p
-                .steps
-                .iter()
-                .map(|s| {
-                    let at = s.evidence.first().map(|l| format!(" at {l}")).unwrap_or_default();
-                    format!("{} → {} via {} ({}){at}", s.from, s.to, s.method, s.permission)
-                })
-                .collect();
-            let loc = p
-                .steps
-                .first()
-                .and_then(|s| s.evidence.first().cloned())
-                .unwrap_or(Loc { file: root.clone(), line: 0 });
-            let mut f = Finding::new(id, format!("{what}: {}", chain.join("; ")), loc);
-            f.member = p.from.clone();
-            f.resource = p.to.clone();
-            if is_symbolic(&p.from) || is_symbolic(&p.to) {
-                f.symbolic.push("path endpoints include values known only after plan".into());
-            }
-            f.path = Some(p.clone());
-            findings.push(f);
-        }
-        for f in &mut findings {
-            f.root = root.clone();
-        }
-        // One finding per (rule, member, resource, location).
-        let mut seen = BTreeSet::new();
-        findings.retain(|f| seen.insert((f.rule, f.member.clone(), f.resource.clone(), f.location.clone())));
-        report.findings.extend(findings);
-        report.roots.push(RootResult {
-            root,
-            files,
-            resources: resource_count,
-            graph_dot: graph.to_dot(&paths),
-            graph_mermaid: graph.to_mermaid(),
-            bindings,
-            inactive_bindings: inactive,
-            paths,
-        });
-    }
-
     apply_exceptions(&mut report, path, opts);
     report.findings.sort_by(|a, b| {
         (std::cmp::Reverse(a.severity), a.rule, &a.location, &a.member).cmp(&(
@@ -395,6 +288,142 @@ pub fn analyze(path: &Path, opts: &Options, base_roles: &RoleCatalog) -> Result<
         ))
     });
     Ok(report)
+}
+
+/// One root (environment) ready for the rules: its facts and how much was read.
+struct RootInput {
+    root: String,
+    inv: Inventory,
+    files: usize,
+    resources: usize,
+}
+
+/// A `tofu show -json` plan or an exported IAM policy.
+fn file_input(path: &Path, opts: &Options) -> Result<RootInput, InputError> {
+    let text = std::fs::read_to_string(path).map_err(|e| InputError(format!("{}: {e}", path.display())))?;
+    let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
+        InputError(format!(
+            "{}:{}: not JSON ({e}); pass a folder for Terraform code, or a `tofu show -json` plan, or an exported IAM policy",
+            path.display(),
+            e.line()
+        ))
+    })?;
+    let file = path.display().to_string();
+    let inv = if json.get("planned_values").is_some() || json.get("format_version").is_some() {
+        Inventory::from_plan(&json, &file)
+    } else if json.get("bindings").is_some() {
+        let target = parent_target(opts.policy_resource.as_deref().unwrap_or("projects/(exported-policy)"));
+        Inventory::from_policy(&json, &file, target)
+    } else {
+        return Err(InputError(format!(
+            "{file}: JSON is neither a `tofu show -json` plan (planned_values) nor an IAM policy (bindings)"
+        )));
+    };
+    Ok(RootInput { root: file, inv, files: 1, resources: 0 })
+}
+
+/// The folder itself when it holds .tf files, else its immediate sub-folders that do (sorted).
+pub(crate) fn tf_dirs(path: &Path) -> Result<Vec<PathBuf>, InputError> {
+    if has_tf(path) {
+        return Ok(vec![path.to_path_buf()]);
+    }
+    let mut subs: Vec<PathBuf> = std::fs::read_dir(path)
+        .map_err(|e| InputError(format!("{}: {e}", path.display())))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_dir() && has_tf(p))
+        .collect();
+    subs.sort();
+    Ok(subs)
+}
+
+/// The roots to analyze: at least one.
+fn root_dirs(path: &Path) -> Result<Vec<PathBuf>, InputError> {
+    let roots = tf_dirs(path)?;
+    if roots.is_empty() {
+        return Err(InputError(format!("{}: no .tf files here nor in its immediate sub-folders", path.display())));
+    }
+    Ok(roots)
+}
+
+/// Evaluates one Terraform root; its diagnostics and notes go to the report.
+fn hcl_input(root: &Path, opts: &Options, report: &mut Report) -> RootInput {
+    let world = World::new();
+    let inst = world.root(root, &opts.var_files, &opts.vars);
+    let resources = world.all_resources(&inst);
+    let project = crate::eval::Ev { world: &world, inst: &inst }
+        .default_project()
+        .to_symbolic_string()
+        .unwrap_or_else(|| "${provider.project}".into());
+    let inv = Inventory::from_resources(&resources, &project);
+    report.diagnostics.extend(world.diagnostics.borrow().iter().cloned());
+    report.notes.extend(world.notes.borrow().iter().cloned());
+    let files: usize = world.sources().iter().map(|s| s.files.len()).sum();
+    RootInput { root: crate::source::normalize(root).display().to_string(), inv, files, resources: resources.len() }
+}
+
+/// Rules and escalation paths of one root, appended to the report.
+fn analyze_root(input: RootInput, base_roles: &RoleCatalog, opts: &Options, report: &mut Report) {
+    let RootInput { root, inv, files, resources } = input;
+    let mut roles = RoleCatalog::default();
+    // Per root: custom roles of one environment must not leak into another.
+    let mut merged = RoleCatalogView::new(base_roles, &mut roles);
+    for cr in &inv.custom_roles {
+        merged.add(&cr.name, cr.permissions.clone());
+    }
+    let (bindings, inactive): (Vec<Binding>, Vec<Binding>) =
+        inv.bindings.iter().cloned().partition(|b| !condition_expired(b, opts.today));
+    let mut findings = binding_findings(&bindings, &merged, opts, &inv);
+    findings.extend(resource_findings(&inv));
+    let catalog = merged.into_catalog();
+    let mut graph = EscalationGraph::build(&inv, &bindings, &catalog);
+    let paths = graph.paths();
+    report.truncated |= graph.truncated;
+    findings.extend(paths.iter().map(|p| path_finding(p, &root)));
+    for f in &mut findings {
+        f.root = root.clone();
+    }
+    // One finding per (rule, member, resource, location).
+    let mut seen = BTreeSet::new();
+    findings.retain(|f| seen.insert((f.rule, f.member.clone(), f.resource.clone(), f.location.clone())));
+    report.findings.extend(findings);
+    report.roots.push(RootResult {
+        root,
+        files,
+        resources,
+        graph_dot: graph.to_dot(&paths),
+        graph_mermaid: graph.to_mermaid(),
+        bindings,
+        inactive_bindings: inactive,
+        paths,
+    });
+}
+
+/// IAM010 (act as a more privileged principal) or IAM011 (control of a resource), located at
+/// the first binding of the witness.
+fn path_finding(p: &EscalationPath, root: &str) -> Finding {
+    let (id, what) = if p.self_escalation {
+        ("IAM011", format!("{} can take control of {}", p.from, p.to))
+    } else {
+        ("IAM010", format!("{} can act as {}", p.from, p.to))
+    };
+    let chain: Vec<String> = p
+        .steps
+        .iter()
+        .map(|s| {
+            let at = s.evidence.first().map(|l| format!(" at {l}")).unwrap_or_default();
+            format!("{} → {} via {} ({}){at}", s.from, s.to, s.method, s.permission)
+        })
+        .collect();
+    let loc =
+        p.steps.first().and_then(|s| s.evidence.first().cloned()).unwrap_or(Loc { file: root.to_string(), line: 0 });
+    let mut f = Finding::new(id, format!("{what}: {}", chain.join("; ")), loc);
+    f.member = p.from.clone();
+    f.resource = p.to.clone();
+    if is_symbolic(&p.from) || is_symbolic(&p.to) {
+        f.symbolic.push("path endpoints include values known only after plan".into());
+    }
+    f.path = Some(p.clone());
+    f
 }
 
 /// Base catalogue plus this root's custom roles, without copying the base.
@@ -457,145 +486,145 @@ fn binding_findings(
 ) -> Vec<Finding> {
     let mut out = Vec::new();
     for b in bindings {
-        let at = format!("{} on {}", b.role, b.target.key());
+        let text = BindingText::new(b);
+        member_findings(b, &text, &mut out);
+        let Some(role) = roles.get(&b.role) else {
+            if !is_symbolic(&b.role) && !is_basic_role(&b.role) {
+                let message = format!("role {} (granted to {}) is unknown", b.role, b.member);
+                out.push(Finding::new("IAM012", message, b.loc.clone()).on(b));
+            }
+            continue;
+        };
+        // A basic role is IAM001 already; its dangers are not repeated as IAM003/4/5/14/2.
+        if is_basic_role(&b.role) {
+            continue;
+        }
+        if b.target.is_container() {
+            container_findings(b, role, &text, &mut out);
+        }
+        if !role.custom && role.permissions.len() >= opts.broad_threshold {
+            out.push(broad_role_finding(b, role, &text, inv));
+        }
+    }
+    out
+}
+
+/// The parts of a binding's messages shared by its findings.
+struct BindingText {
+    /// `role on resource`.
+    at: String,
+    /// ` (condition: title)`, or empty.
+    cond: String,
+}
+
+impl BindingText {
+    fn new(b: &Binding) -> BindingText {
         let cond = b
             .condition
             .as_ref()
             .map(|c| format!(" (condition: {})", if c.title.is_empty() { &c.expression } else { &c.title }))
             .unwrap_or_default();
-        if matches!(b.member.as_str(), "allUsers" | "allAuthenticatedUsers") {
-            out.push(Finding::new("IAM006", format!("{} granted {at}{cond}", b.member), b.loc.clone()).on(b));
-        }
-        if is_symbolic(&b.member) || is_symbolic(&b.role) || is_symbolic(&b.target.id) {
-            out.push(
-                Finding::new(
-                    "IAM013",
-                    format!("{} granted {at}: {}", b.member, b.symbolic().join("; ")),
-                    b.loc.clone(),
-                )
-                .on(b),
-            );
-        }
-        if is_basic_role(&b.role) {
-            out.push(
-                Finding::new("IAM001", format!("{} granted basic role {at}{cond}", b.member), b.loc.clone()).on(b),
-            );
-        }
-        let Some(role) = roles.get(&b.role) else {
-            if !is_symbolic(&b.role) && !is_basic_role(&b.role) {
-                out.push(
-                    Finding::new(
-                        "IAM012",
-                        format!("role {} (granted to {}) is unknown", b.role, b.member),
-                        b.loc.clone(),
-                    )
-                    .on(b),
-                );
-            }
-            continue;
-        };
-        if b.target.is_container() {
-            let has = |d: &[Danger]| -> Vec<&str> {
-                role.permissions
-                    .iter()
-                    .filter(|p| danger_of(p).is_some_and(|x| d.contains(&x)))
-                    .map(String::as_str)
-                    .collect()
-            };
-            let token = has(&[
-                Danger::TokenCreation,
-                Danger::SignBlob,
-                Danger::SignJwt,
-                Danger::ImplicitDelegation,
-                Danger::OpenIdToken,
-            ]);
-            if !token.is_empty() && !is_basic_role(&b.role) {
-                out.push(
-                    Finding::new(
-                        "IAM003",
-                        format!(
-                            "{} can mint tokens for every service account under {}: {} ({}){cond}",
-                            b.member,
-                            b.target.key(),
-                            b.role,
-                            token.join(", ")
-                        ),
-                        b.loc.clone(),
-                    )
-                    .on(b),
-                );
-            }
-            if !has(&[Danger::ActAs]).is_empty() && !is_basic_role(&b.role) {
-                out.push(
-                    Finding::new(
-                        "IAM004",
-                        format!(
-                            "{} can act as every service account under {}: {}{cond}",
-                            b.member,
-                            b.target.key(),
-                            b.role
-                        ),
-                        b.loc.clone(),
-                    )
-                    .on(b),
-                );
-            }
-            if !has(&[Danger::KeyCreation]).is_empty() && !is_basic_role(&b.role) {
-                out.push(
-                    Finding::new(
-                        "IAM005",
-                        format!(
-                            "{} can create keys for every service account under {}: {}{cond}",
-                            b.member,
-                            b.target.key(),
-                            b.role
-                        ),
-                        b.loc.clone(),
-                    )
-                    .on(b),
-                );
-            }
-            if !has(&[Danger::SecretAccess]).is_empty() && !is_basic_role(&b.role) {
-                out.push(
-                    Finding::new(
-                        "IAM014",
-                        format!("{} can read every secret under {}: {}{cond}", b.member, b.target.key(), b.role),
-                        b.loc.clone(),
-                    )
-                    .on(b),
-                );
-            }
-        }
-        if !role.custom && !is_basic_role(&b.role) && role.permissions.len() >= opts.broad_threshold {
-            let dangerous = role.permissions.iter().filter(|p| danger_of(p).is_some()).count();
-            let narrower = inv
-                .custom_roles
-                .iter()
-                .filter(|c| !c.permissions.is_empty() && c.permissions.is_subset(&role.permissions))
-                .min_by_key(|c| c.permissions.len())
-                .map(|c| {
-                    format!(
-                        "; custom role {} in this code grants a narrower set ({} permissions)",
-                        c.name,
-                        c.permissions.len()
-                    )
-                })
-                .unwrap_or_default();
-            out.push(
-                Finding::new(
-                    "IAM002",
-                    format!(
-                        "{} granted {at}: {} permissions ({dangerous} dangerous){narrower}",
-                        b.member,
-                        role.permissions.len()
-                    ),
-                    b.loc.clone(),
-                )
-                .on(b),
-            );
-        }
+        BindingText { at: format!("{} on {}", b.role, b.target.key()), cond }
     }
-    out
+}
+
+/// Findings that need no role catalogue: public member, symbolic values, basic role.
+fn member_findings(b: &Binding, text: &BindingText, out: &mut Vec<Finding>) {
+    let BindingText { at, cond } = text;
+    if matches!(b.member.as_str(), "allUsers" | "allAuthenticatedUsers") {
+        out.push(Finding::new("IAM006", format!("{} granted {at}{cond}", b.member), b.loc.clone()).on(b));
+    }
+    if is_symbolic(&b.member) || is_symbolic(&b.role) || is_symbolic(&b.target.id) {
+        let message = format!("{} granted {at}: {}", b.member, b.symbolic().join("; "));
+        out.push(Finding::new("IAM013", message, b.loc.clone()).on(b));
+    }
+    if is_basic_role(&b.role) {
+        out.push(Finding::new("IAM001", format!("{} granted basic role {at}{cond}", b.member), b.loc.clone()).on(b));
+    }
+}
+
+/// A dangerous permission granted on a whole project, folder or organization: it reaches
+/// every service account (or secret) beneath.
+struct ContainerRule {
+    id: &'static str,
+    dangers: &'static [Danger],
+    /// What the member can do, e.g. `can act as every service account`.
+    what: &'static str,
+    /// The message lists the dangerous permissions the role holds.
+    lists_permissions: bool,
+}
+
+/// In the order the findings are reported.
+const CONTAINER_RULES: &[ContainerRule] = &[
+    ContainerRule {
+        id: "IAM003",
+        dangers: &[
+            Danger::TokenCreation,
+            Danger::SignBlob,
+            Danger::SignJwt,
+            Danger::ImplicitDelegation,
+            Danger::OpenIdToken,
+        ],
+        what: "can mint tokens for every service account",
+        lists_permissions: true,
+    },
+    ContainerRule {
+        id: "IAM004",
+        dangers: &[Danger::ActAs],
+        what: "can act as every service account",
+        lists_permissions: false,
+    },
+    ContainerRule {
+        id: "IAM005",
+        dangers: &[Danger::KeyCreation],
+        what: "can create keys for every service account",
+        lists_permissions: false,
+    },
+    ContainerRule {
+        id: "IAM014",
+        dangers: &[Danger::SecretAccess],
+        what: "can read every secret",
+        lists_permissions: false,
+    },
+];
+
+fn container_findings(b: &Binding, role: &crate::roles::Role, text: &BindingText, out: &mut Vec<Finding>) {
+    assert!(b.target.is_container());
+    for rule in CONTAINER_RULES {
+        let held: Vec<&str> = role
+            .permissions
+            .iter()
+            .filter(|p| danger_of(p).is_some_and(|x| rule.dangers.contains(&x)))
+            .map(String::as_str)
+            .collect();
+        if held.is_empty() {
+            continue;
+        }
+        let listed = if rule.lists_permissions { format!(" ({})", held.join(", ")) } else { String::new() };
+        let message = format!("{} {} under {}: {}{listed}{}", b.member, rule.what, b.target.key(), b.role, text.cond);
+        out.push(Finding::new(rule.id, message, b.loc.clone()).on(b));
+    }
+}
+
+/// IAM002: a broad predefined role, with a narrower custom role of this code when there is one.
+fn broad_role_finding(b: &Binding, role: &crate::roles::Role, text: &BindingText, inv: &Inventory) -> Finding {
+    let dangerous = role.permissions.iter().filter(|p| danger_of(p).is_some()).count();
+    let narrower = inv
+        .custom_roles
+        .iter()
+        .filter(|c| !c.permissions.is_empty() && c.permissions.is_subset(&role.permissions))
+        .min_by_key(|c| c.permissions.len())
+        .map(|c| {
+            format!("; custom role {} in this code grants a narrower set ({} permissions)", c.name, c.permissions.len())
+        })
+        .unwrap_or_default();
+    let message = format!(
+        "{} granted {}: {} permissions ({dangerous} dangerous){narrower}",
+        b.member,
+        text.at,
+        role.permissions.len()
+    );
+    Finding::new("IAM002", message, b.loc.clone()).on(b)
 }
 
 fn resource_findings(inv: &Inventory) -> Vec<Finding> {

@@ -3,6 +3,7 @@
 use crate::analyze::{self, Options, Report};
 use crate::date::Date;
 use crate::exceptions;
+use crate::graph::EscalationPath;
 use crate::report;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -214,212 +215,232 @@ fn render(report: &Report, format: Format) -> String {
 /// Runs `fintrail iam` writing to the given streams; returns the exit code.
 pub fn run_with(args: IamArgs, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
     match args.command {
-        IamCommand::Check(a) => {
-            let report = match run_analysis(&a, err) {
-                Ok(r) => r,
-                Err(code) => return code,
-            };
-            if !emit(a.output.as_deref(), &render(&report, a.format), out, err) {
-                return 2;
-            }
-            for d in &report.diagnostics {
-                let _ = writeln!(err, "error: {}: {}", d.loc, d.message);
-            }
-            report.exit_code()
+        IamCommand::Check(a) => check(&a, out, err),
+        IamCommand::Bindings(a) => bindings(&a, out, err),
+        IamCommand::Paths(p) => paths(&p, out, err),
+        IamCommand::Shape(s) => shape(&s, out, err),
+        IamCommand::Exception(ExceptionCommand::Add(a)) => exception_add(&a, out, err),
+        IamCommand::Exception(ExceptionCommand::List(a)) => exception_list(&a, out, err),
+    }
+}
+
+fn print_diagnostics(report: &Report, err: &mut dyn Write) {
+    for d in &report.diagnostics {
+        let _ = writeln!(err, "error: {}: {}", d.loc, d.message);
+    }
+}
+
+/// `fintrail iam check`: the report; exit 0 clean, 1 findings, 2 input error.
+fn check(a: &CheckArgs, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
+    let report = match run_analysis(a, err) {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
+    if !emit(a.output.as_deref(), &render(&report, a.format), out, err) {
+        return 2;
+    }
+    print_diagnostics(&report, err);
+    report.exit_code()
+}
+
+/// `fintrail iam bindings`: a listing, not a verdict, so findings do not change the exit code.
+fn bindings(a: &CheckArgs, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
+    let report = match run_analysis(a, err) {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
+    let text = match a.format {
+        Format::Text => bindings_text(&report),
+        Format::Json | Format::Sarif => bindings_json(&report),
+    };
+    if !emit(a.output.as_deref(), &text, out, err) {
+        return 2;
+    }
+    if report.diagnostics.is_empty() {
+        0
+    } else {
+        2
+    }
+}
+
+fn bindings_text(report: &Report) -> String {
+    let mut s = String::new();
+    for r in &report.roots {
+        s.push_str(&format!("# {} ({} effective bindings)\n", r.root, r.bindings.len()));
+        for b in &r.bindings {
+            let cond = b.condition.as_ref().map(|c| format!("  if {}", c.expression)).unwrap_or_default();
+            s.push_str(&format!("{}\t{}\t{}\t{}{cond}\n", b.member, b.role, b.target.key(), b.loc));
         }
-        IamCommand::Bindings(a) => {
-            let report = match run_analysis(&a, err) {
-                Ok(r) => r,
-                Err(code) => return code,
-            };
-            let text = match a.format {
-                Format::Text => {
-                    let mut s = String::new();
-                    for r in &report.roots {
-                        s.push_str(&format!("# {} ({} effective bindings)\n", r.root, r.bindings.len()));
-                        for b in &r.bindings {
-                            let cond =
-                                b.condition.as_ref().map(|c| format!("  if {}", c.expression)).unwrap_or_default();
-                            s.push_str(&format!("{}\t{}\t{}\t{}{cond}\n", b.member, b.role, b.target.key(), b.loc));
-                        }
-                        for b in &r.inactive_bindings {
-                            s.push_str(&format!("(expired) {}\t{}\t{}\t{}\n", b.member, b.role, b.target.key(), b.loc));
-                        }
-                    }
-                    s
-                }
-                _ => {
-                    let roots: Vec<serde_json::Value> = report
-                        .roots
-                        .iter()
-                        .map(|r| serde_json::json!({"root": r.root, "bindings": r.bindings, "inactive_bindings": r.inactive_bindings}))
-                        .collect();
-                    serde_json::to_string_pretty(&serde_json::json!({"roots": roots})).unwrap_or_default()
-                }
-            };
-            if !emit(a.output.as_deref(), &text, out, err) {
+        for b in &r.inactive_bindings {
+            s.push_str(&format!("(expired) {}\t{}\t{}\t{}\n", b.member, b.role, b.target.key(), b.loc));
+        }
+    }
+    s
+}
+
+fn bindings_json(report: &Report) -> String {
+    let roots: Vec<serde_json::Value> = report
+        .roots
+        .iter()
+        .map(|r| serde_json::json!({"root": r.root, "bindings": r.bindings, "inactive_bindings": r.inactive_bindings}))
+        .collect();
+    serde_json::to_string_pretty(&serde_json::json!({"roots": roots})).unwrap_or_default()
+}
+
+/// `fintrail iam paths`: exit 1 when there is any escalation path, whatever the other findings.
+fn paths(p: &PathsArgs, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
+    let report = match run_analysis(&p.check, err) {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
+    let paths: Vec<EscalationPath> = report.roots.iter().flat_map(|r| r.paths.iter().cloned()).collect();
+    let text = if p.dot {
+        graph_dot(&report)
+    } else if p.mermaid {
+        report.roots.iter().map(|r| r.graph_mermaid.clone()).collect::<Vec<_>>().join("\n")
+    } else if let Some(svg) = &p.svg {
+        match render_svg(&graph_dot(&report), svg) {
+            Ok(()) => format!("wrote {}\n", svg.display()),
+            Err(e) => {
+                let _ = writeln!(err, "fintrail iam paths: {e}");
                 return 2;
             }
-            if report.diagnostics.is_empty() {
-                0
+        }
+    } else {
+        paths_listing(&report, &paths, p.check.format)
+    };
+    if !emit(p.check.output.as_deref(), &text, out, err) {
+        return 2;
+    }
+    print_diagnostics(&report, err);
+    if !report.diagnostics.is_empty() {
+        2
+    } else if paths.is_empty() {
+        0
+    } else {
+        1
+    }
+}
+
+fn graph_dot(report: &Report) -> String {
+    report.roots.iter().map(|r| r.graph_dot.clone()).collect::<Vec<_>>().join("\n")
+}
+
+fn paths_listing(report: &Report, paths: &[EscalationPath], format: Format) -> String {
+    match format {
+        Format::Text => {
+            if paths.is_empty() {
+                "no escalation paths\n".to_string()
             } else {
-                2
+                report::paths_text(paths)
             }
         }
-        IamCommand::Paths(p) => {
-            let report = match run_analysis(&p.check, err) {
-                Ok(r) => r,
-                Err(code) => return code,
-            };
-            let paths: Vec<_> = report.roots.iter().flat_map(|r| r.paths.iter().cloned()).collect();
-            let dot: String = report.roots.iter().map(|r| r.graph_dot.clone()).collect::<Vec<_>>().join("\n");
-            let text = if p.dot {
-                dot
-            } else if p.mermaid {
-                report.roots.iter().map(|r| r.graph_mermaid.clone()).collect::<Vec<_>>().join("\n")
-            } else if let Some(svg) = &p.svg {
-                match render_svg(&dot, svg) {
-                    Ok(()) => format!("wrote {}\n", svg.display()),
-                    Err(e) => {
-                        let _ = writeln!(err, "fintrail iam paths: {e}");
-                        return 2;
-                    }
-                }
-            } else {
-                match p.check.format {
-                    Format::Text => {
-                        if paths.is_empty() {
-                            "no escalation paths\n".to_string()
-                        } else {
-                            report::paths_text(&paths)
-                        }
-                    }
-                    Format::Json => {
-                        serde_json::to_string_pretty(&serde_json::json!({"paths": paths})).unwrap_or_default()
-                    }
-                    Format::Sarif => {
-                        let mut only = report.clone();
-                        only.findings.retain(|f| f.path.is_some());
-                        report::sarif(&only)
-                    }
-                }
-            };
-            if !emit(p.check.output.as_deref(), &text, out, err) {
-                return 2;
-            }
-            for d in &report.diagnostics {
-                let _ = writeln!(err, "error: {}: {}", d.loc, d.message);
-            }
-            if !report.diagnostics.is_empty() {
-                2
-            } else if paths.is_empty() {
-                0
-            } else {
-                1
-            }
+        Format::Json => serde_json::to_string_pretty(&serde_json::json!({"paths": paths})).unwrap_or_default(),
+        Format::Sarif => {
+            let mut only = report.clone();
+            only.findings.retain(|f| f.path.is_some());
+            report::sarif(&only)
         }
-        IamCommand::Shape(s) => {
-            let report = match crate::shape::shape(&s.path) {
-                Ok(r) => r,
-                Err(e) => {
-                    let _ = writeln!(err, "fintrail iam shape: {e}");
-                    return 2;
-                }
-            };
-            let text = match s.format {
-                Format::Text => {
-                    let mut t = report::text(&report);
-                    t = t.replacen("fintrail iam check", "fintrail iam shape", 1);
-                    t
-                }
-                f => render(&report, f),
-            };
-            if !emit(s.output.as_deref(), &text, out, err) {
-                return 2;
-            }
-            report.exit_code()
+    }
+}
+
+/// `fintrail iam shape`: the module contract report.
+fn shape(s: &ShapeArgs, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
+    let report = match crate::shape::shape(&s.path) {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = writeln!(err, "fintrail iam shape: {e}");
+            return 2;
         }
-        IamCommand::Exception(ExceptionCommand::Add(a)) => {
-            let today = match today(a.today.as_deref()) {
-                Ok(t) => t,
-                Err(e) => {
-                    let _ = writeln!(err, "fintrail iam exception add: {e}");
-                    return 2;
-                }
-            };
-            let exc = exceptions::Exception {
-                rule: a.rule.clone(),
-                resource: a.resource.clone(),
-                member: a.member.clone(),
-                justification: a.justification.clone(),
-                approver: a.approver.clone(),
-                ticket: a.ticket.clone(),
-                expires: a.expires.clone(),
-                line: 0,
-            };
-            if !analyze::RULES.iter().any(|r| r.id == exc.rule) {
-                let _ = writeln!(err, "fintrail iam exception add: unknown rule {:?}", exc.rule);
-                return 2;
-            }
-            match exceptions::add(&a.exceptions, &exc, today) {
-                Ok(()) => {
-                    let _ = writeln!(
-                        out,
-                        "recorded exception {} on {} / {} (ticket {}, expires {}) in {}",
-                        exc.rule,
-                        exc.resource,
-                        exc.member,
-                        exc.ticket,
-                        exc.expires,
-                        a.exceptions.display()
-                    );
-                    0
-                }
-                Err(e) => {
-                    let _ = writeln!(err, "fintrail iam exception add: {e}");
-                    2
-                }
-            }
+    };
+    let text = match s.format {
+        Format::Text => report::text(&report).replacen("fintrail iam check", "fintrail iam shape", 1),
+        f => render(&report, f),
+    };
+    if !emit(s.output.as_deref(), &text, out, err) {
+        return 2;
+    }
+    report.exit_code()
+}
+
+/// `fintrail iam exception add`: validates, then appends to the registry.
+fn exception_add(a: &ExceptionAddArgs, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
+    let today = match today(a.today.as_deref()) {
+        Ok(t) => t,
+        Err(e) => {
+            let _ = writeln!(err, "fintrail iam exception add: {e}");
+            return 2;
         }
-        IamCommand::Exception(ExceptionCommand::List(a)) => {
-            let today = match today(a.today.as_deref()) {
-                Ok(t) => t,
-                Err(e) => {
-                    let _ = writeln!(err, "fintrail iam exception list: {e}");
-                    return 2;
-                }
-            };
-            let reg = match exceptions::Registry::load(&a.exceptions) {
-                Ok(r) => r,
-                Err(e) => {
-                    let _ = writeln!(err, "fintrail iam exception list: {e}");
-                    return 2;
-                }
-            };
-            for e in &reg.exceptions {
-                let state = if e.expires_date().is_some_and(|d| d >= today) { "valid" } else { "EXPIRED" };
-                let _ = writeln!(
-                    out,
-                    "{}:{}\t{state}\t{}\t{}\t{}\tticket {}\tapprover {}\texpires {}",
-                    a.exceptions.display(),
-                    e.line,
-                    e.rule,
-                    e.resource,
-                    e.member,
-                    e.ticket,
-                    e.approver,
-                    e.expires
-                );
-            }
-            for m in &reg.malformed {
-                let _ = writeln!(out, "{}:{}\tMALFORMED\t{}", a.exceptions.display(), m.line, m.problem);
-            }
-            if reg.malformed.is_empty() && reg.exceptions.iter().all(|e| e.expires_date().is_some_and(|d| d >= today)) {
-                0
-            } else {
-                1
-            }
+    };
+    let exc = exceptions::Exception {
+        rule: a.rule.clone(),
+        resource: a.resource.clone(),
+        member: a.member.clone(),
+        justification: a.justification.clone(),
+        approver: a.approver.clone(),
+        ticket: a.ticket.clone(),
+        expires: a.expires.clone(),
+        line: 0,
+    };
+    if !analyze::RULES.iter().any(|r| r.id == exc.rule) {
+        let _ = writeln!(err, "fintrail iam exception add: unknown rule {:?}", exc.rule);
+        return 2;
+    }
+    match exceptions::add(&a.exceptions, &exc, today) {
+        Ok(()) => {
+            let _ = writeln!(
+                out,
+                "recorded exception {} on {} / {} (ticket {}, expires {}) in {}",
+                exc.rule,
+                exc.resource,
+                exc.member,
+                exc.ticket,
+                exc.expires,
+                a.exceptions.display()
+            );
+            0
         }
+        Err(e) => {
+            let _ = writeln!(err, "fintrail iam exception add: {e}");
+            2
+        }
+    }
+}
+
+/// `fintrail iam exception list`: exit 1 when any exception is expired or malformed.
+fn exception_list(a: &ExceptionListArgs, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
+    let loaded = today(a.today.as_deref())
+        .and_then(|t| exceptions::Registry::load(&a.exceptions).map(|r| (t, r)).map_err(|e| e.to_string()));
+    let (today, reg) = match loaded {
+        Ok(x) => x,
+        Err(e) => {
+            let _ = writeln!(err, "fintrail iam exception list: {e}");
+            return 2;
+        }
+    };
+    let valid = |e: &exceptions::Exception| e.expires_date().is_some_and(|d| d >= today);
+    for e in &reg.exceptions {
+        let state = if valid(e) { "valid" } else { "EXPIRED" };
+        let _ = writeln!(
+            out,
+            "{}:{}\t{state}\t{}\t{}\t{}\tticket {}\tapprover {}\texpires {}",
+            a.exceptions.display(),
+            e.line,
+            e.rule,
+            e.resource,
+            e.member,
+            e.ticket,
+            e.approver,
+            e.expires
+        );
+    }
+    for m in &reg.malformed {
+        let _ = writeln!(out, "{}:{}\tMALFORMED\t{}", a.exceptions.display(), m.line, m.problem);
+    }
+    if reg.malformed.is_empty() && reg.exceptions.iter().all(valid) {
+        0
+    } else {
+        1
     }
 }
 

@@ -7,7 +7,7 @@
 use crate::model::{sa_project, Binding, Inventory, Target, TargetKind};
 use crate::roles::{danger_of, workload_name, Danger, RoleLookup};
 use crate::source::Loc;
-use petgraph::graph::{DiGraph, NodeIndex};
+use petgraph::graph::{DiGraph, EdgeIndex, NodeIndex};
 use petgraph::visit::EdgeRef;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
@@ -73,6 +73,92 @@ fn control_id(t: &Target) -> String {
     t.key()
 }
 
+const P: NodeKind = NodeKind::Principal;
+const C: NodeKind = NodeKind::Control;
+
+/// What the graph is built from, beyond the graph itself.
+struct BuildCtx<'a> {
+    inv: &'a Inventory,
+    bindings: &'a [Binding],
+    /// Workload identity federation principals, sorted and distinct.
+    wif_members: Vec<String>,
+}
+
+/// One dangerous permission held through one binding.
+#[derive(Clone, Copy)]
+struct Grant<'a> {
+    binding: &'a Binding,
+    permission: &'a str,
+    danger: Danger,
+}
+
+/// actAs and workload creation per member: an escalation only when a member holds both.
+#[derive(Default)]
+struct Deploy<'a> {
+    /// Member → (service account it can act as, binding).
+    actas: BTreeMap<String, Vec<(String, &'a Binding)>>,
+    /// Member → (workload permission, binding).
+    workloads: BTreeMap<String, Vec<(String, &'a Binding)>>,
+}
+
+/// The method of a danger that reaches the service accounts under the binding's resource.
+fn service_account_method(danger: Danger) -> Option<&'static str> {
+    Some(match danger {
+        Danger::TokenCreation => "token-creator",
+        Danger::SignBlob => "sign-blob",
+        Danger::SignJwt => "sign-jwt",
+        Danger::OpenIdToken => "openid-token",
+        Danger::ImplicitDelegation => "implicit-delegation",
+        Danger::KeyCreation => "key-creation",
+        Danger::SetIamPolicySa => "sa-set-iam-policy",
+        Danger::HmacKey => "hmac-key",
+        Danger::DeploymentManager => "deployment-manager",
+        _ => return None,
+    })
+}
+
+/// Hierarchy: the service accounts of the projects under a target (or the account itself).
+fn sas_under(inv: &Inventory, t: &Target) -> Vec<String> {
+    let mut projects: BTreeSet<String> = BTreeSet::new();
+    match t.kind {
+        TargetKind::ServiceAccount => return vec![t.id.clone()],
+        TargetKind::Project => {
+            projects.insert(t.id.clone());
+        }
+        TargetKind::Folder | TargetKind::Organization => {
+            let mut containers = vec![t.clone()];
+            let mut seen = BTreeSet::new();
+            while let Some(ct) = containers.pop() {
+                if !seen.insert(ct.clone()) || seen.len() > 10_000 {
+                    continue;
+                }
+                for pp in &inv.project_parents {
+                    if pp.parent == ct {
+                        projects.insert(pp.project.clone());
+                    }
+                }
+                for (f, parent) in &inv.folder_parents {
+                    if *parent == ct {
+                        containers.push(Target { kind: TargetKind::Folder, id: f.clone() });
+                    }
+                }
+            }
+        }
+        TargetKind::Other => return Vec::new(),
+    }
+    inv.service_accounts.iter().filter(|s| projects.contains(&s.project)).map(|s| s.email.clone()).collect()
+}
+
+/// Control ids of the projects, then the folders, directly under a folder or organization.
+fn container_children(inv: &Inventory, target: &Target) -> Vec<String> {
+    inv.project_parents
+        .iter()
+        .filter(|pp| pp.parent == *target)
+        .map(|pp| format!("projects/{}", pp.project))
+        .chain(inv.folder_parents.iter().filter(|(_, parent)| parent == target).map(|(f, _)| format!("folders/{f}")))
+        .collect()
+}
+
 impl EscalationGraph {
     fn node(&mut self, id: &str, kind: NodeKind) -> NodeIndex {
         if let Some(i) = self.index.get(id) {
@@ -97,7 +183,9 @@ impl EscalationGraph {
         self.graph.add_edge(a, b, e);
     }
 
-    /// Builds the graph from effective bindings (expired ones already removed).
+    /// Builds the graph from effective bindings (expired ones already removed). Edges are added
+    /// in a fixed order (memberships, then per binding and permission, then actAs + workload,
+    /// then control of containers): path search visits edges in insertion order.
     pub fn build(inv: &Inventory, bindings: &[Binding], roles: &dyn RoleLookup) -> EscalationGraph {
         let mut g = EscalationGraph {
             graph: DiGraph::new(),
@@ -106,45 +194,32 @@ impl EscalationGraph {
             memberships: HashMap::new(),
             truncated: false,
         };
-        let p = NodeKind::Principal;
-        let c = NodeKind::Control;
-
-        // Hierarchy: which projects (and their service accounts) sit under which container.
-        let sas_under = |t: &Target| -> Vec<String> {
-            let mut projects: BTreeSet<String> = BTreeSet::new();
-            match t.kind {
-                TargetKind::ServiceAccount => return vec![t.id.clone()],
-                TargetKind::Project => {
-                    projects.insert(t.id.clone());
+        g.add_privileges(bindings, roles);
+        g.add_group_memberships(inv);
+        let wif_members: BTreeSet<String> =
+            bindings.iter().filter(|b| b.member.contains("workloadIdentityPools/")).map(|b| b.member.clone()).collect();
+        let ctx = BuildCtx { inv, bindings, wif_members: wif_members.into_iter().collect() };
+        let mut deploy = Deploy::default();
+        for b in bindings {
+            let Some(role) = roles.role(&b.role) else {
+                continue;
+            };
+            for perm in &role.permissions {
+                if let Some(danger) = danger_of(perm) {
+                    g.add_danger(&ctx, Grant { binding: b, permission: perm, danger }, &mut deploy);
                 }
-                TargetKind::Folder | TargetKind::Organization => {
-                    let mut containers = vec![t.clone()];
-                    let mut seen = BTreeSet::new();
-                    while let Some(ct) = containers.pop() {
-                        if !seen.insert(ct.clone()) || seen.len() > 10_000 {
-                            continue;
-                        }
-                        for pp in &inv.project_parents {
-                            if pp.parent == ct {
-                                projects.insert(pp.project.clone());
-                            }
-                        }
-                        for (f, parent) in &inv.folder_parents {
-                            if *parent == ct {
-                                containers.push(Target { kind: TargetKind::Folder, id: f.clone() });
-                            }
-                        }
-                    }
-                }
-                TargetKind::Other => return Vec::new(),
             }
-            inv.service_accounts.iter().filter(|s| projects.contains(&s.project)).map(|s| s.email.clone()).collect()
-        };
+        }
+        g.add_actas_workload(&deploy);
+        g.add_container_control(inv);
+        g
+    }
 
-        // Privileges per principal (for "more privileged than").
+    /// Privileges per principal (for "more privileged than").
+    fn add_privileges(&mut self, bindings: &[Binding], roles: &dyn RoleLookup) {
         for b in bindings {
             let perms = roles.role(&b.role).map(|r| r.permissions.clone()).unwrap_or_default();
-            let entry = g.privileges.entry(b.member.clone()).or_default();
+            let entry = self.privileges.entry(b.member.clone()).or_default();
             if perms.is_empty() {
                 entry.insert((format!("role:{}", b.role), b.target.key()));
             }
@@ -152,191 +227,144 @@ impl EscalationGraph {
                 entry.insert((perm, b.target.key()));
             }
         }
+    }
+
+    fn add_group_memberships(&mut self, inv: &Inventory) {
         for m in &inv.group_memberships {
-            g.memberships.entry(m.member.clone()).or_default().push(m.group.clone());
-            g.edge(
-                &m.member,
-                p,
-                &m.group,
-                p,
-                Edge {
-                    method: "group-membership".into(),
-                    permission: "(member of group)".into(),
-                    evidence: vec![m.loc.clone()],
-                },
-            );
-        }
-
-        let mut actas: BTreeMap<String, Vec<(String, &Binding)>> = BTreeMap::new();
-        let mut workloads: BTreeMap<String, Vec<(String, &Binding)>> = BTreeMap::new();
-        let wif_members: Vec<String> = {
-            let set: BTreeSet<String> = bindings
-                .iter()
-                .filter(|b| b.member.contains("workloadIdentityPools/"))
-                .map(|b| b.member.clone())
-                .collect();
-            set.into_iter().collect()
-        };
-
-        for b in bindings {
-            let Some(role) = roles.role(&b.role) else {
-                continue;
+            self.memberships.entry(m.member.clone()).or_default().push(m.group.clone());
+            let e = Edge {
+                method: "group-membership".into(),
+                permission: "(member of group)".into(),
+                evidence: vec![m.loc.clone()],
             };
-            let ev = vec![b.loc.clone()];
-            for perm in &role.permissions {
-                let Some(danger) = danger_of(perm) else {
-                    continue;
-                };
-                let method = match danger {
-                    Danger::TokenCreation => "token-creator",
-                    Danger::SignBlob => "sign-blob",
-                    Danger::SignJwt => "sign-jwt",
-                    Danger::OpenIdToken => "openid-token",
-                    Danger::ImplicitDelegation => "implicit-delegation",
-                    Danger::KeyCreation => "key-creation",
-                    Danger::SetIamPolicySa => "sa-set-iam-policy",
-                    Danger::HmacKey => "hmac-key",
-                    Danger::DeploymentManager => "deployment-manager",
-                    _ => "",
-                };
-                match danger {
-                    Danger::TokenCreation
-                    | Danger::SignBlob
-                    | Danger::SignJwt
-                    | Danger::OpenIdToken
-                    | Danger::ImplicitDelegation
-                    | Danger::KeyCreation
-                    | Danger::SetIamPolicySa
-                    | Danger::HmacKey
-                    | Danger::DeploymentManager => {
-                        if matches!(danger, Danger::HmacKey | Danger::DeploymentManager) && !b.target.is_container() {
-                            continue;
-                        }
-                        for sa in sas_under(&b.target) {
-                            g.edge(
-                                &b.member,
-                                p,
-                                &format!("serviceAccount:{sa}"),
-                                p,
-                                Edge { method: method.into(), permission: perm.clone(), evidence: ev.clone() },
-                            );
-                        }
-                    }
-                    Danger::SetIamPolicyProject | Danger::SetIamPolicyFolder | Danger::SetIamPolicyOrg => {
-                        if !b.target.is_container() {
-                            continue;
-                        }
-                        let method = match b.target.kind {
-                            TargetKind::Organization => "org-set-iam-policy",
-                            TargetKind::Folder => "folder-set-iam-policy",
-                            _ => "project-set-iam-policy",
-                        };
-                        g.edge(
-                            &b.member,
-                            p,
-                            &control_id(&b.target),
-                            c,
-                            Edge { method: method.into(), permission: perm.clone(), evidence: ev.clone() },
-                        );
-                    }
-                    Danger::RoleUpdate => {
-                        if !b.target.is_container() {
-                            continue;
-                        }
-                        let prefix = format!("{}/roles/", control_id(&b.target));
-                        // The holder is bound to a custom role it can rewrite: self-escalation.
-                        let own: Vec<&Binding> =
-                            bindings.iter().filter(|o| o.member == b.member && o.role.starts_with(&prefix)).collect();
-                        for o in own {
-                            g.edge(
-                                &b.member,
-                                p,
-                                &control_id(&o.target),
-                                c,
-                                Edge {
-                                    method: "custom-role-update".into(),
-                                    permission: format!("{perm} on {}", o.role),
-                                    evidence: vec![b.loc.clone(), o.loc.clone()],
-                                },
-                            );
-                        }
-                    }
-                    Danger::WorkloadIdentityProvider => {
-                        if !b.target.is_container() {
-                            continue;
-                        }
-                        for m in &wif_members {
-                            g.edge(
-                                &b.member,
-                                p,
-                                m,
-                                p,
-                                Edge {
-                                    method: "wif-provider-admin".into(),
-                                    permission: perm.clone(),
-                                    evidence: ev.clone(),
-                                },
-                            );
-                        }
-                    }
-                    Danger::InstanceMetadata => {
-                        for inst in &inv.instances {
-                            let covers = match b.target.kind {
-                                TargetKind::Project => inst.project == b.target.id,
-                                TargetKind::Other => b.target.id.ends_with(&inst.address),
-                                _ => sas_under(&b.target).contains(&inst.service_account),
-                            };
-                            if covers {
-                                g.edge(
-                                    &b.member,
-                                    p,
-                                    &format!("serviceAccount:{}", inst.service_account),
-                                    p,
-                                    Edge {
-                                        method: "instance-metadata".into(),
-                                        permission: format!("{perm} ({})", inst.address),
-                                        evidence: vec![b.loc.clone(), inst.loc.clone()],
-                                    },
-                                );
-                            }
-                        }
-                    }
-                    Danger::ActAs => {
-                        for sa in sas_under(&b.target) {
-                            actas.entry(b.member.clone()).or_default().push((sa, b));
-                        }
-                    }
-                    Danger::Workload => {
-                        workloads.entry(b.member.clone()).or_default().push((perm.clone(), b));
-                    }
-                    Danger::OrgPolicySet | Danger::ApiKey | Danger::SecretAccess => {}
+            self.edge(&m.member, P, &m.group, P, e);
+        }
+    }
+
+    /// The edges one dangerous permission of one binding gives (actAs and workload creation
+    /// are only remembered: they escalate together).
+    fn add_danger<'a>(&mut self, ctx: &BuildCtx<'_>, grant: Grant<'a>, deploy: &mut Deploy<'a>) {
+        let Grant { binding: b, permission: perm, danger } = grant;
+        if let Some(method) = service_account_method(danger) {
+            if matches!(danger, Danger::HmacKey | Danger::DeploymentManager) && !b.target.is_container() {
+                return;
+            }
+            for sa in sas_under(ctx.inv, &b.target) {
+                let e = Edge { method: method.into(), permission: perm.to_string(), evidence: vec![b.loc.clone()] };
+                self.edge(&b.member, P, &format!("serviceAccount:{sa}"), P, e);
+            }
+            return;
+        }
+        match danger {
+            Danger::SetIamPolicyProject | Danger::SetIamPolicyFolder | Danger::SetIamPolicyOrg => {
+                self.add_set_iam_policy(b, perm)
+            }
+            Danger::RoleUpdate => self.add_role_update(ctx, b, perm),
+            Danger::WorkloadIdentityProvider => {
+                if !b.target.is_container() {
+                    return;
+                }
+                for m in &ctx.wif_members {
+                    let e = Edge {
+                        method: "wif-provider-admin".into(),
+                        permission: perm.to_string(),
+                        evidence: vec![b.loc.clone()],
+                    };
+                    self.edge(&b.member, P, m, P, e);
                 }
             }
+            Danger::InstanceMetadata => self.add_instance_metadata(ctx, b, perm),
+            Danger::ActAs => {
+                for sa in sas_under(ctx.inv, &b.target) {
+                    deploy.actas.entry(b.member.clone()).or_default().push((sa, b));
+                }
+            }
+            Danger::Workload => deploy.workloads.entry(b.member.clone()).or_default().push((perm.to_string(), b)),
+            Danger::TokenCreation
+            | Danger::SignBlob
+            | Danger::SignJwt
+            | Danger::OpenIdToken
+            | Danger::ImplicitDelegation
+            | Danger::KeyCreation
+            | Danger::SetIamPolicySa
+            | Danger::HmacKey
+            | Danger::DeploymentManager => unreachable!("handled as a service account method"),
+            Danger::OrgPolicySet | Danger::ApiKey | Danger::SecretAccess => {}
         }
-        // actAs on S plus a workload it can deploy → can run code as S.
-        for (member, sas) in &actas {
-            let Some(deploys) = workloads.get(member) else {
+    }
+
+    /// setIamPolicy on a container: control of it.
+    fn add_set_iam_policy(&mut self, b: &Binding, perm: &str) {
+        if !b.target.is_container() {
+            return;
+        }
+        let method = match b.target.kind {
+            TargetKind::Organization => "org-set-iam-policy",
+            TargetKind::Folder => "folder-set-iam-policy",
+            _ => "project-set-iam-policy",
+        };
+        let e = Edge { method: method.into(), permission: perm.to_string(), evidence: vec![b.loc.clone()] };
+        self.edge(&b.member, P, &control_id(&b.target), C, e);
+    }
+
+    /// The holder is bound to a custom role it can rewrite: self-escalation.
+    fn add_role_update(&mut self, ctx: &BuildCtx<'_>, b: &Binding, perm: &str) {
+        if !b.target.is_container() {
+            return;
+        }
+        let prefix = format!("{}/roles/", control_id(&b.target));
+        for o in ctx.bindings.iter().filter(|o| o.member == b.member && o.role.starts_with(&prefix)) {
+            let e = Edge {
+                method: "custom-role-update".into(),
+                permission: format!("{perm} on {}", o.role),
+                evidence: vec![b.loc.clone(), o.loc.clone()],
+            };
+            self.edge(&b.member, P, &control_id(&o.target), C, e);
+        }
+    }
+
+    /// Setting metadata (e.g. ssh keys) of an instance runs code as its service account.
+    fn add_instance_metadata(&mut self, ctx: &BuildCtx<'_>, b: &Binding, perm: &str) {
+        for inst in &ctx.inv.instances {
+            let covers = match b.target.kind {
+                TargetKind::Project => inst.project == b.target.id,
+                TargetKind::Other => b.target.id.ends_with(&inst.address),
+                _ => sas_under(ctx.inv, &b.target).contains(&inst.service_account),
+            };
+            if covers {
+                let e = Edge {
+                    method: "instance-metadata".into(),
+                    permission: format!("{perm} ({})", inst.address),
+                    evidence: vec![b.loc.clone(), inst.loc.clone()],
+                };
+                self.edge(&b.member, P, &format!("serviceAccount:{}", inst.service_account), P, e);
+            }
+        }
+    }
+
+    /// actAs on S plus a workload it can deploy → can run code as S.
+    fn add_actas_workload(&mut self, deploy: &Deploy<'_>) {
+        for (member, sas) in &deploy.actas {
+            let Some(workloads) = deploy.workloads.get(member) else {
                 continue;
             };
             for (sa, ab) in sas {
-                for (perm, wb) in deploys {
-                    g.edge(
-                        member,
-                        p,
-                        &format!("serviceAccount:{sa}"),
-                        p,
-                        Edge {
-                            method: format!("actas-{}", workload_name(perm)),
-                            permission: format!("iam.serviceAccounts.actAs + {perm}"),
-                            evidence: vec![ab.loc.clone(), wb.loc.clone()],
-                        },
-                    );
+                for (perm, wb) in workloads {
+                    let e = Edge {
+                        method: format!("actas-{}", workload_name(perm)),
+                        permission: format!("iam.serviceAccounts.actAs + {perm}"),
+                        evidence: vec![ab.loc.clone(), wb.loc.clone()],
+                    };
+                    self.edge(member, P, &format!("serviceAccount:{sa}"), P, e);
                 }
             }
         }
-        // Control of a container: inheritance downwards, and every service account inside.
+    }
+
+    /// Control of a container: inheritance downwards, and every service account inside.
+    fn add_container_control(&mut self, inv: &Inventory) {
         let controls: Vec<String> =
-            g.graph.node_weights().filter(|n| n.kind == NodeKind::Control).map(|n| n.id.clone()).collect();
+            self.graph.node_weights().filter(|n| n.kind == NodeKind::Control).map(|n| n.id.clone()).collect();
         let mut queue: VecDeque<String> = controls.into_iter().collect();
         let mut done = BTreeSet::new();
         while let Some(id) = queue.pop_front() {
@@ -344,53 +372,27 @@ impl EscalationGraph {
                 continue;
             }
             let target = crate::model::parent_target(&id);
-            match target.kind {
-                TargetKind::Project => {
-                    for s in inv.service_accounts.iter().filter(|s| s.project == target.id) {
-                        g.edge(
-                            &id,
-                            c,
-                            &format!("serviceAccount:{}", s.email),
-                            p,
-                            Edge {
-                                method: "project-control".into(),
-                                permission: "grant yourself roles/iam.serviceAccountTokenCreator".into(),
-                                evidence: vec![s.loc.clone()],
-                            },
-                        );
-                    }
+            if target.kind == TargetKind::Project {
+                for s in inv.service_accounts.iter().filter(|s| s.project == target.id) {
+                    let e = Edge {
+                        method: "project-control".into(),
+                        permission: "grant yourself roles/iam.serviceAccountTokenCreator".into(),
+                        evidence: vec![s.loc.clone()],
+                    };
+                    self.edge(&id, C, &format!("serviceAccount:{}", s.email), P, e);
                 }
-                _ => {
-                    let children: Vec<String> = inv
-                        .project_parents
-                        .iter()
-                        .filter(|pp| pp.parent == target)
-                        .map(|pp| format!("projects/{}", pp.project))
-                        .chain(
-                            inv.folder_parents
-                                .iter()
-                                .filter(|(_, parent)| *parent == target)
-                                .map(|(f, _)| format!("folders/{f}")),
-                        )
-                        .collect();
-                    for child in children {
-                        g.edge(
-                            &id,
-                            c,
-                            &child,
-                            c,
-                            Edge {
-                                method: "inheritance".into(),
-                                permission: "IAM policy inherited downwards".into(),
-                                evidence: Vec::new(),
-                            },
-                        );
-                        queue.push_back(child);
-                    }
-                }
+                continue;
+            }
+            for child in container_children(inv, &target) {
+                let e = Edge {
+                    method: "inheritance".into(),
+                    permission: "IAM policy inherited downwards".into(),
+                    evidence: Vec::new(),
+                };
+                self.edge(&id, C, &child, C, e);
+                queue.push_back(child);
             }
         }
-        g
     }
 
     /// Privileges of a principal including the groups it belongs to.
@@ -412,6 +414,56 @@ impl EscalationGraph {
         out
     }
 
+    /// BFS from `source` with parent edges, up to MAX_PATH_LEN steps: the nodes reached (in
+    /// order of discovery) and the edge each was first reached by. Edges are visited in
+    /// insertion order, so the witnesses are deterministic.
+    fn reachable(&self, source: NodeIndex) -> (Vec<NodeIndex>, HashMap<NodeIndex, EdgeIndex>) {
+        let mut parent: HashMap<NodeIndex, EdgeIndex> = HashMap::new();
+        let mut depth: HashMap<NodeIndex, usize> = HashMap::new();
+        depth.insert(source, 0);
+        let mut queue = VecDeque::from([source]);
+        let mut order = Vec::new();
+        while let Some(n) = queue.pop_front() {
+            let d = depth[&n];
+            if d >= MAX_PATH_LEN {
+                continue;
+            }
+            let mut edges: Vec<_> = self.graph.edges(n).collect();
+            edges.sort_by_key(|e| e.id());
+            for e in edges {
+                let t = e.target();
+                if depth.contains_key(&t) {
+                    continue;
+                }
+                depth.insert(t, d + 1);
+                parent.insert(t, e.id());
+                queue.push_back(t);
+                order.push(t);
+            }
+        }
+        (order, parent)
+    }
+
+    /// The steps from the BFS source to `target`, following the parent edges back.
+    fn witness(&self, parent: &HashMap<NodeIndex, EdgeIndex>, target: NodeIndex) -> Vec<Step> {
+        let mut steps = Vec::new();
+        let mut cur = target;
+        while let Some(eid) = parent.get(&cur) {
+            let (a, b) = self.graph.edge_endpoints(*eid).unwrap_or((cur, cur));
+            let w = &self.graph[*eid];
+            steps.push(Step {
+                from: self.graph[a].id.clone(),
+                to: self.graph[b].id.clone(),
+                method: w.method.clone(),
+                permission: w.permission.clone(),
+                evidence: w.evidence.clone(),
+            });
+            cur = a;
+        }
+        steps.reverse();
+        steps
+    }
+
     /// Every escalation: shortest witness per (source, target), shortest first.
     pub fn paths(&mut self) -> Vec<EscalationPath> {
         let mut out = Vec::new();
@@ -425,30 +477,7 @@ impl EscalationGraph {
         'sources: for s in sources {
             let source_id = self.graph[s].id.clone();
             let own = self.effective_privileges(&source_id);
-            // BFS with parent edges; edges visited in insertion order (deterministic).
-            let mut parent: HashMap<NodeIndex, petgraph::graph::EdgeIndex> = HashMap::new();
-            let mut depth: HashMap<NodeIndex, usize> = HashMap::new();
-            depth.insert(s, 0);
-            let mut queue = VecDeque::from([s]);
-            let mut order = Vec::new();
-            while let Some(n) = queue.pop_front() {
-                let d = depth[&n];
-                if d >= MAX_PATH_LEN {
-                    continue;
-                }
-                let mut edges: Vec<_> = self.graph.edges(n).collect();
-                edges.sort_by_key(|e| e.id());
-                for e in edges {
-                    let t = e.target();
-                    if depth.contains_key(&t) {
-                        continue;
-                    }
-                    depth.insert(t, d + 1);
-                    parent.insert(t, e.id());
-                    queue.push_back(t);
-                    order.push(t);
-                }
-            }
+            let (order, parent) = self.reachable(s);
             for t in order {
                 let node = &self.graph[t];
                 let is_escalation = match node.kind {
@@ -461,21 +490,7 @@ impl EscalationGraph {
                 if !is_escalation {
                     continue;
                 }
-                let mut steps = Vec::new();
-                let mut cur = t;
-                while let Some(eid) = parent.get(&cur) {
-                    let (a, b) = self.graph.edge_endpoints(*eid).unwrap_or((cur, cur));
-                    let w = &self.graph[*eid];
-                    steps.push(Step {
-                        from: self.graph[a].id.clone(),
-                        to: self.graph[b].id.clone(),
-                        method: w.method.clone(),
-                        permission: w.permission.clone(),
-                        evidence: w.evidence.clone(),
-                    });
-                    cur = a;
-                }
-                steps.reverse();
+                let steps = self.witness(&parent, t);
                 // Self-escalation: the principal itself (or a group it is in) takes control
                 // of a container directly; reaching control through another identity is an
                 // escalation path like any other.

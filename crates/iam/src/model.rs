@@ -296,199 +296,49 @@ impl Inventory {
         self.bindings.sort_by(|a, b| (&a.loc, &a.member, &a.role).cmp(&(&b.loc, &b.member, &b.role)));
     }
 
+    /// Facts of one managed resource (bindings, roles, accounts, keys, policies...).
     pub fn add_resource(&mut self, rtype: &str, attrs: &Value, address: &str, loc: &Loc, default_project: &str) {
         let project = s(attrs, "project").unwrap_or_else(|| default_project.to_string());
-        if let Some(rest) = rtype.strip_prefix("google_") {
-            for kind in ["member", "binding", "policy"] {
-                let suffix = format!("_iam_{kind}");
-                let Some(prefix) = rest.strip_suffix(&suffix) else {
-                    continue;
-                };
-                let target = iam_target(prefix, attrs, default_project);
-                let mut push = |member: String, role: String, cond: Option<Condition>| {
-                    self.bindings.push(Binding {
-                        member: member.trim().to_string(),
-                        role,
-                        target: target.clone(),
-                        condition: cond,
-                        loc: loc.clone(),
-                        address: address.to_string(),
-                    });
-                };
-                match kind {
-                    "member" => push(
-                        s(attrs, "member").unwrap_or_else(|| format!("${{{address}.member}}")),
-                        s(attrs, "role").unwrap_or_else(|| format!("${{{address}.role}}")),
-                        condition(attrs),
-                    ),
-                    "binding" => {
-                        let role = s(attrs, "role").unwrap_or_else(|| format!("${{{address}.role}}"));
-                        let members = match attrs.get("members") {
-                            Some(Value::Unknown(u)) => vec![crate::value::symbolic_fragment(&u)],
-                            other => strings(other),
-                        };
-                        for m in members {
-                            push(m, role.clone(), condition(attrs));
-                        }
-                    }
-                    _ => {
-                        let policy = attrs.get("policy_data").unwrap_or(Value::Null);
-                        for (role, members, cond) in policy_bindings(&policy) {
-                            for m in members {
-                                push(m, role.clone(), cond.clone());
-                            }
-                        }
-                    }
-                }
-                return;
-            }
+        let r = Res { rtype, attrs, address, loc, project };
+        if let Some((prefix, kind)) = iam_resource(rtype) {
+            let target = iam_target(prefix, attrs, default_project);
+            self.add_iam(&r, kind, &target);
+            return;
         }
         match rtype {
             "google_project_iam_custom_role" | "google_organization_iam_custom_role" => {
                 let name = s(attrs, "name").or_else(|| s(attrs, "id")).unwrap_or_default();
-                self.custom_roles.push(CustomRole {
-                    name,
-                    permissions: strings(attrs.get("permissions")).into_iter().collect(),
-                    loc: loc.clone(),
-                });
+                let permissions = strings(attrs.get("permissions")).into_iter().collect();
+                self.custom_roles.push(CustomRole { name, permissions, loc: loc.clone() });
             }
             "google_service_account" => {
                 if let Some(email) = s(attrs, "email") {
-                    self.service_accounts.push(ServiceAccount { email, project, loc: loc.clone() });
+                    self.service_accounts.push(ServiceAccount { email, project: r.project, loc: loc.clone() });
                 }
             }
-            "google_service_account_key" => self.keys.push(KeyResource {
-                kind: "service-account-key",
-                service_account: s(attrs, "service_account_id").map(|x| sa_email(&x)),
-                address: address.to_string(),
-                loc: loc.clone(),
-            }),
-            "google_storage_hmac_key" => self.keys.push(KeyResource {
-                kind: "hmac-key",
-                service_account: s(attrs, "service_account_email"),
-                address: address.to_string(),
-                loc: loc.clone(),
-            }),
-            "google_apikeys_key" => self.keys.push(KeyResource {
-                kind: "api-key",
-                service_account: None,
-                address: address.to_string(),
-                loc: loc.clone(),
-            }),
-            "google_org_policy_policy" => {
-                let parent_text = s(attrs, "parent").unwrap_or_default();
-                let parent = parent_target(&parent_text);
-                let name = s(attrs, "name").unwrap_or_default();
-                let constraint = name.rsplit_once("/policies/").map(|(_, c)| c.to_string()).unwrap_or(name);
-                let mut relaxes = false;
-                let mut conditional = false;
-                if let Some(spec) = first_block(attrs, "spec") {
-                    if let Some(Value::List(rules)) = spec.get("rules") {
-                        for rule in &rules {
-                            let allow_all = s(rule, "allow_all").is_some_and(|x| x.eq_ignore_ascii_case("true"));
-                            let not_enforced = s(rule, "enforce").is_some_and(|x| x.eq_ignore_ascii_case("false"));
-                            let allowed_values = first_block(rule, "values")
-                                .map(|v| !strings(v.get("allowed_values")).is_empty())
-                                .unwrap_or(false);
-                            if allow_all || not_enforced || allowed_values {
-                                relaxes = true;
-                                if first_block(rule, "condition").is_some() {
-                                    conditional = true;
-                                }
-                            }
-                        }
-                    }
-                    if s(&spec, "inherit_from_parent").is_some_and(|x| x == "false") {
-                        // Not a relaxation by itself.
-                    }
-                }
-                self.org_policies.push(OrgPolicy {
-                    constraint,
-                    parent,
-                    relaxes,
-                    conditional,
-                    address: address.to_string(),
-                    loc: loc.clone(),
-                });
+            "google_service_account_key" => {
+                self.add_key(&r, "service-account-key", s(attrs, "service_account_id").map(|x| sa_email(&x)))
             }
+            "google_storage_hmac_key" => self.add_key(&r, "hmac-key", s(attrs, "service_account_email")),
+            "google_apikeys_key" => self.add_key(&r, "api-key", None),
+            "google_org_policy_policy" => self.org_policies.push(org_policy(&r)),
             "google_project_organization_policy"
             | "google_folder_organization_policy"
-            | "google_organization_policy" => {
-                let parent = match rtype {
-                    "google_project_organization_policy" => Target { kind: TargetKind::Project, id: project.clone() },
-                    "google_folder_organization_policy" => Target {
-                        kind: TargetKind::Folder,
-                        id: strip(&s(attrs, "folder").unwrap_or_default(), "folders/"),
-                    },
-                    _ => Target {
-                        kind: TargetKind::Organization,
-                        id: strip(&s(attrs, "org_id").unwrap_or_default(), "organizations/"),
-                    },
-                };
-                let relaxes = first_block(attrs, "list_policy").is_some_and(|lp| {
-                    first_block(&lp, "allow").is_some_and(|a| {
-                        s(&a, "all").is_some_and(|x| x == "true") || !strings(a.get("values")).is_empty()
-                    })
-                }) || first_block(attrs, "boolean_policy")
-                    .is_some_and(|b| s(&b, "enforced").is_some_and(|x| x == "false"));
-                self.org_policies.push(OrgPolicy {
-                    constraint: strip(&s(attrs, "constraint").unwrap_or_default(), "constraints/"),
-                    parent,
-                    relaxes,
-                    conditional: false,
-                    address: address.to_string(),
-                    loc: loc.clone(),
-                });
-            }
-            "google_cloud_identity_group_membership" => {
-                let group = strip(&s(attrs, "group").unwrap_or_default(), "groups/");
-                let member = first_block(attrs, "preferred_member_key").and_then(|k| s(&k, "id")).unwrap_or_default();
-                if !group.is_empty() && !member.is_empty() {
-                    let member = if member.contains(".iam.gserviceaccount.com") {
-                        format!("serviceAccount:{member}")
-                    } else {
-                        format!("user:{member}")
-                    };
-                    self.group_memberships.push(GroupMembership {
-                        group: format!("group:{group}"),
-                        member,
-                        loc: loc.clone(),
-                    });
-                }
-            }
+            | "google_organization_policy" => self.org_policies.push(legacy_org_policy(&r)),
+            "google_cloud_identity_group_membership" => self.add_group_membership(&r),
             "google_compute_instance" | "google_compute_instance_template" => {
                 if let Some(sa) = first_block(attrs, "service_account").and_then(|b| s(&b, "email")) {
+                    let address = address.to_string();
                     self.instances.push(Instance {
                         service_account: sa,
-                        project,
-                        address: address.to_string(),
+                        project: r.project,
+                        address,
                         loc: loc.clone(),
                     });
                 }
             }
-            "google_iam_workload_identity_pool_provider" => {
-                let pool = s(attrs, "workload_identity_pool_id").unwrap_or_default();
-                let pool = pool.rsplit('/').next().unwrap_or_default().to_string();
-                self.wif_providers.push(WifProvider {
-                    pool,
-                    project,
-                    has_condition: s(attrs, "attribute_condition").is_some_and(|c| !c.trim().is_empty()),
-                    address: address.to_string(),
-                    loc: loc.clone(),
-                });
-            }
-            "google_project" => {
-                let pid = s(attrs, "project_id").unwrap_or_default();
-                let parent = if let Some(f) = s(attrs, "folder_id") {
-                    Some(Target { kind: TargetKind::Folder, id: strip(&f, "folders/") })
-                } else {
-                    s(attrs, "org_id")
-                        .map(|o| Target { kind: TargetKind::Organization, id: strip(&o, "organizations/") })
-                };
-                if let Some(parent) = parent {
-                    self.project_parents.push(ProjectParent { project: pid, parent });
-                }
-            }
+            "google_iam_workload_identity_pool_provider" => self.wif_providers.push(wif_provider(r)),
+            "google_project" => self.add_project_parent(&r),
             "google_folder" => {
                 let id = s(attrs, "folder_id").or_else(|| s(attrs, "name")).map(|x| strip(&x, "folders/"));
                 if let (Some(id), Some(parent)) = (id, s(attrs, "parent")) {
@@ -496,6 +346,76 @@ impl Inventory {
                 }
             }
             _ => {}
+        }
+    }
+
+    /// The bindings of a `google_X_iam_member`, `_iam_binding` or `_iam_policy`.
+    fn add_iam(&mut self, r: &Res<'_>, kind: IamKind, target: &Target) {
+        let mut push = |member: String, role: String, cond: Option<Condition>| {
+            self.bindings.push(Binding {
+                member: member.trim().to_string(),
+                role,
+                target: target.clone(),
+                condition: cond,
+                loc: r.loc.clone(),
+                address: r.address.to_string(),
+            });
+        };
+        let (attrs, address) = (r.attrs, r.address);
+        match kind {
+            IamKind::Member => push(
+                s(attrs, "member").unwrap_or_else(|| format!("${{{address}.member}}")),
+                s(attrs, "role").unwrap_or_else(|| format!("${{{address}.role}}")),
+                condition(attrs),
+            ),
+            IamKind::Binding => {
+                let role = s(attrs, "role").unwrap_or_else(|| format!("${{{address}.role}}"));
+                let members = match attrs.get("members") {
+                    Some(Value::Unknown(u)) => vec![crate::value::symbolic_fragment(&u)],
+                    other => strings(other),
+                };
+                for m in members {
+                    push(m, role.clone(), condition(attrs));
+                }
+            }
+            IamKind::Policy => {
+                let policy = attrs.get("policy_data").unwrap_or(Value::Null);
+                for (role, members, cond) in policy_bindings(&policy) {
+                    for m in members {
+                        push(m, role.clone(), cond.clone());
+                    }
+                }
+            }
+        }
+    }
+
+    fn add_key(&mut self, r: &Res<'_>, kind: &'static str, service_account: Option<String>) {
+        self.keys.push(KeyResource { kind, service_account, address: r.address.to_string(), loc: r.loc.clone() });
+    }
+
+    fn add_group_membership(&mut self, r: &Res<'_>) {
+        let group = strip(&s(r.attrs, "group").unwrap_or_default(), "groups/");
+        let member = first_block(r.attrs, "preferred_member_key").and_then(|k| s(&k, "id")).unwrap_or_default();
+        if group.is_empty() || member.is_empty() {
+            return;
+        }
+        let member = if member.contains(".iam.gserviceaccount.com") {
+            format!("serviceAccount:{member}")
+        } else {
+            format!("user:{member}")
+        };
+        self.group_memberships.push(GroupMembership { group: format!("group:{group}"), member, loc: r.loc.clone() });
+    }
+
+    fn add_project_parent(&mut self, r: &Res<'_>) {
+        let pid = s(r.attrs, "project_id").unwrap_or_default();
+        let parent = if let Some(f) = s(r.attrs, "folder_id") {
+            Some(Target { kind: TargetKind::Folder, id: strip(&f, "folders/") })
+        } else {
+            s(r.attrs, "org_id").map(|o| Target { kind: TargetKind::Organization, id: strip(&o, "organizations/") })
+        };
+        if let Some(parent) = parent {
+            self.project_parents.push(ProjectParent { project: pid, parent });
         }
     }
 
@@ -562,6 +482,99 @@ impl Inventory {
     }
 }
 
+/// One resource instance being turned into facts.
+struct Res<'a> {
+    rtype: &'a str,
+    attrs: &'a Value,
+    address: &'a str,
+    loc: &'a Loc,
+    /// Its `project` attribute, else the provider's default project.
+    project: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum IamKind {
+    Member,
+    Binding,
+    Policy,
+}
+
+/// `google_X_iam_member` / `_iam_binding` / `_iam_policy` → (X, kind).
+fn iam_resource(rtype: &str) -> Option<(&str, IamKind)> {
+    const KINDS: [(&str, IamKind); 3] =
+        [("_iam_member", IamKind::Member), ("_iam_binding", IamKind::Binding), ("_iam_policy", IamKind::Policy)];
+    let rest = rtype.strip_prefix("google_")?;
+    KINDS.iter().find_map(|(suffix, kind)| rest.strip_suffix(suffix).map(|prefix| (prefix, *kind)))
+}
+
+/// `google_org_policy_policy`: relaxes when a rule allows all, is not enforced or lists allowed
+/// values; conditional when such a rule has a condition.
+fn org_policy(r: &Res<'_>) -> OrgPolicy {
+    let parent = parent_target(&s(r.attrs, "parent").unwrap_or_default());
+    let name = s(r.attrs, "name").unwrap_or_default();
+    let constraint = name.rsplit_once("/policies/").map(|(_, c)| c.to_string()).unwrap_or(name);
+    let mut relaxes = false;
+    let mut conditional = false;
+    // `inherit_from_parent = false` in the spec is not a relaxation by itself.
+    let rules = match first_block(r.attrs, "spec").and_then(|spec| spec.get("rules")) {
+        Some(Value::List(rules)) => rules,
+        _ => Vec::new(),
+    };
+    for rule in &rules {
+        let allow_all = s(rule, "allow_all").is_some_and(|x| x.eq_ignore_ascii_case("true"));
+        let not_enforced = s(rule, "enforce").is_some_and(|x| x.eq_ignore_ascii_case("false"));
+        let allowed_values =
+            first_block(rule, "values").map(|v| !strings(v.get("allowed_values")).is_empty()).unwrap_or(false);
+        if allow_all || not_enforced || allowed_values {
+            relaxes = true;
+            if first_block(rule, "condition").is_some() {
+                conditional = true;
+            }
+        }
+    }
+    OrgPolicy { constraint, parent, relaxes, conditional, address: r.address.to_string(), loc: r.loc.clone() }
+}
+
+/// `google_{project,folder,organization}_organization_policy` (the v1 API): never conditional.
+fn legacy_org_policy(r: &Res<'_>) -> OrgPolicy {
+    let attrs = r.attrs;
+    let parent = match r.rtype {
+        "google_project_organization_policy" => Target { kind: TargetKind::Project, id: r.project.clone() },
+        "google_folder_organization_policy" => {
+            Target { kind: TargetKind::Folder, id: strip(&s(attrs, "folder").unwrap_or_default(), "folders/") }
+        }
+        _ => Target {
+            kind: TargetKind::Organization,
+            id: strip(&s(attrs, "org_id").unwrap_or_default(), "organizations/"),
+        },
+    };
+    let relaxes = first_block(attrs, "list_policy").is_some_and(|lp| {
+        first_block(&lp, "allow")
+            .is_some_and(|a| s(&a, "all").is_some_and(|x| x == "true") || !strings(a.get("values")).is_empty())
+    }) || first_block(attrs, "boolean_policy")
+        .is_some_and(|b| s(&b, "enforced").is_some_and(|x| x == "false"));
+    OrgPolicy {
+        constraint: strip(&s(attrs, "constraint").unwrap_or_default(), "constraints/"),
+        parent,
+        relaxes,
+        conditional: false,
+        address: r.address.to_string(),
+        loc: r.loc.clone(),
+    }
+}
+
+fn wif_provider(r: Res<'_>) -> WifProvider {
+    let pool = s(r.attrs, "workload_identity_pool_id").unwrap_or_default();
+    let pool = pool.rsplit('/').next().unwrap_or_default().to_string();
+    WifProvider {
+        pool,
+        project: r.project,
+        has_condition: s(r.attrs, "attribute_condition").is_some_and(|c| !c.trim().is_empty()),
+        address: r.address.to_string(),
+        loc: r.loc.clone(),
+    }
+}
+
 /// `organizations/1`, `folders/2`, `projects/p` → target.
 pub fn parent_target(text: &str) -> Target {
     if let Some(o) = text.strip_prefix("organizations/") {
@@ -570,5 +583,37 @@ pub fn parent_target(text: &str) -> Target {
         Target { kind: TargetKind::Folder, id: f.to_string() }
     } else {
         Target { kind: TargetKind::Project, id: strip(text, "projects/") }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn iam_resource_names_the_target_prefix_and_kind() {
+        assert_eq!(iam_resource("google_project_iam_member"), Some(("project", IamKind::Member)));
+        assert_eq!(iam_resource("google_storage_bucket_iam_binding"), Some(("storage_bucket", IamKind::Binding)));
+        assert_eq!(iam_resource("google_service_account_iam_policy"), Some(("service_account", IamKind::Policy)));
+        // Custom roles, audit configs and non-Google resources are not bindings.
+        assert_eq!(iam_resource("google_project_iam_custom_role"), None);
+        assert_eq!(iam_resource("google_project_iam_audit_config"), None);
+        assert_eq!(iam_resource("aws_iam_member"), None);
+    }
+
+    #[test]
+    fn legacy_org_policy_relaxes_only_when_allowing() {
+        let loc = Loc { file: "main.tf".into(), line: 3 };
+        let mut inv = Inventory::default();
+        let attrs = |json: serde_json::Value| Value::from_json(&json);
+        let allow_all = attrs(serde_json::json!({
+            "org_id": "organizations/9", "constraint": "constraints/iam.x", "list_policy": [{"allow": [{"all": true}]}]
+        }));
+        inv.add_resource("google_organization_policy", &allow_all, "a", &loc, "p");
+        let enforced = attrs(serde_json::json!({"folder": "folders/7", "boolean_policy": [{"enforced": true}]}));
+        inv.add_resource("google_folder_organization_policy", &enforced, "b", &loc, "p");
+        let [a, b] = inv.org_policies.as_slice() else { panic!("two policies: {:?}", inv.org_policies) };
+        assert_eq!((a.constraint.as_str(), a.parent.key(), a.relaxes), ("iam.x", "organizations/9".to_string(), true));
+        assert_eq!((b.parent.key(), b.relaxes, b.conditional), ("folders/7".to_string(), false, false));
     }
 }

@@ -4,7 +4,7 @@
 
 use crate::analyze::{Finding, Report};
 use crate::source::{self, attr, Loc, Mode, ModuleSrc};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// Resource types that accept labels, and where (attribute path) they go.
 const LABELABLE: &[(&str, &[&str])] = &[
@@ -158,18 +158,7 @@ pub fn shape(dir: &Path) -> Result<Report, crate::analyze::InputError> {
     if !dir.is_dir() {
         return Err(crate::analyze::InputError(format!("{}: not a folder", dir.display())));
     }
-    let has_tf = |d: &Path| source::tf_files(d).map(|f| !f.is_empty()).unwrap_or(false);
-    let modules: Vec<PathBuf> = if has_tf(dir) {
-        vec![dir.to_path_buf()]
-    } else {
-        let mut subs: Vec<PathBuf> = std::fs::read_dir(dir)
-            .map_err(|e| crate::analyze::InputError(format!("{}: {e}", dir.display())))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.is_dir() && has_tf(p))
-            .collect();
-        subs.sort();
-        subs
-    };
+    let modules = crate::analyze::tf_dirs(dir)?;
     if modules.is_empty() {
         return Err(crate::analyze::InputError(format!(
             "{}: no module (no .tf files here nor in its sub-folders)",

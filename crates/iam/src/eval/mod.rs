@@ -4,13 +4,20 @@
 //! with a symbolic rendering. Evaluation is lazy and memoised; cycles and runaway recursion
 //! become unknowns (never a stack overflow): every recursion has a limit.
 
+mod functions;
+
+pub use functions::call_function;
+
 use crate::source::{self, Diagnostic, Loc, Mode, ModuleSrc};
-use crate::value::{format_number, symbolic_fragment, Value};
-use hcl::expr::{BinaryOperator, Expression, ObjectKey, Operation, TraversalOperator, UnaryOperator};
+use crate::value::{format_number, is_symbolic, symbolic_fragment, Value};
+use hcl::expr::{
+    BinaryOperator, Conditional, Expression, ForExpr, FuncCall, Object, ObjectKey, Operation, TraversalOperator,
+    UnaryOperator,
+};
 use hcl::template::{Directive, Element, Template};
 use hcl::{Block, Body};
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
@@ -394,66 +401,66 @@ impl Ev<'_> {
     /// `count` / `for_each` of a block: one frame per instance (key, frame).
     fn expansion(&self, body: &Body, what: &str, loc: &Loc) -> Vec<(Option<Value>, Frame)> {
         if let Some(expr) = attr_expr(body, "for_each") {
-            let coll = self.eval(expr, &Vec::new());
-            let items: Vec<(Value, Value)> = match coll {
-                Value::Map(m) => {
-                    m.into_iter().filter(|(k, _)| k != ADDR_KEY).map(|(k, v)| (Value::String(k), v)).collect()
-                }
-                Value::List(l) => {
-                    l.into_iter().map(|v| (Value::String(v.to_symbolic_string().unwrap_or_default()), v)).collect()
-                }
-                Value::Null => Vec::new(),
-                other => {
-                    let text = match &other {
-                        Value::Unknown(u) => u.clone(),
-                        v => v.type_name().to_string(),
-                    };
-                    self.world.note(format!(
-                        "{loc}: for_each of {what} is unknown until plan ({text}): analyzed as one symbolic instance"
-                    ));
-                    vec![(Value::unknown("each.key"), Value::unknown("each.value"))]
-                }
-            };
-            return items
-                .into_iter()
-                .take(MAX_INSTANCES_PER_RESOURCE)
-                .map(|(k, v)| (Some(k.clone()), vec![("each.key".into(), k), ("each.value".into(), v)]))
-                .collect();
+            return self.for_each_frames(expr, what, loc);
         }
         if let Some(expr) = attr_expr(body, "count") {
-            return match self.eval(expr, &Vec::new()) {
-                Value::Number(n) if n >= 0.0 => {
-                    let n = (n as usize).min(MAX_INSTANCES_PER_RESOURCE);
-                    (0..n)
-                        .map(|i| {
-                            let idx = Value::Number(i as f64);
-                            (Some(idx.clone()), vec![("count.index".into(), idx)])
-                        })
-                        .collect()
-                }
-                Value::Bool(b) => {
-                    if b {
-                        vec![(Some(Value::Number(0.0)), vec![("count.index".into(), Value::Number(0.0))])]
-                    } else {
-                        Vec::new()
-                    }
-                }
-                other => {
-                    let text = match &other {
-                        Value::Unknown(u) => u.clone(),
-                        v => v.type_name().to_string(),
-                    };
-                    self.world.note(format!(
-                        "{loc}: count of {what} is unknown until plan ({text}): analyzed as one symbolic instance"
-                    ));
-                    vec![(
-                        Some(Value::unknown("count.index")),
-                        vec![("count.index".into(), Value::unknown("count.index"))],
-                    )]
-                }
-            };
+            return self.count_frames(expr, what, loc);
         }
         vec![(None, Vec::new())]
+    }
+
+    fn for_each_frames(&self, expr: &Expression, what: &str, loc: &Loc) -> Vec<(Option<Value>, Frame)> {
+        let items: Vec<(Value, Value)> = match self.eval(expr, &Vec::new()) {
+            Value::Map(m) => m.into_iter().filter(|(k, _)| k != ADDR_KEY).map(|(k, v)| (Value::String(k), v)).collect(),
+            Value::List(l) => {
+                l.into_iter().map(|v| (Value::String(v.to_symbolic_string().unwrap_or_default()), v)).collect()
+            }
+            Value::Null => Vec::new(),
+            other => {
+                self.note_symbolic_expansion(loc, "for_each", what, &other);
+                vec![(Value::unknown("each.key"), Value::unknown("each.value"))]
+            }
+        };
+        items
+            .into_iter()
+            .take(MAX_INSTANCES_PER_RESOURCE)
+            .map(|(k, v)| (Some(k.clone()), vec![("each.key".into(), k), ("each.value".into(), v)]))
+            .collect()
+    }
+
+    fn count_frames(&self, expr: &Expression, what: &str, loc: &Loc) -> Vec<(Option<Value>, Frame)> {
+        match self.eval(expr, &Vec::new()) {
+            Value::Number(n) if n >= 0.0 => {
+                let n = (n as usize).min(MAX_INSTANCES_PER_RESOURCE);
+                (0..n)
+                    .map(|i| {
+                        let idx = Value::Number(i as f64);
+                        (Some(idx.clone()), vec![("count.index".into(), idx)])
+                    })
+                    .collect()
+            }
+            Value::Bool(b) => {
+                if b {
+                    vec![(Some(Value::Number(0.0)), vec![("count.index".into(), Value::Number(0.0))])]
+                } else {
+                    Vec::new()
+                }
+            }
+            other => {
+                self.note_symbolic_expansion(loc, "count", what, &other);
+                vec![(Some(Value::unknown("count.index")), vec![("count.index".into(), Value::unknown("count.index"))])]
+            }
+        }
+    }
+
+    /// `meta` (`count` or `for_each`) of `what` is not a usable value before a plan.
+    fn note_symbolic_expansion(&self, loc: &Loc, meta: &str, what: &str, value: &Value) {
+        let text = match value {
+            Value::Unknown(u) => u.clone(),
+            v => v.type_name().to_string(),
+        };
+        self.world
+            .note(format!("{loc}: {meta} of {what} is unknown until plan ({text}): analyzed as one symbolic instance"));
     }
 
     fn module_output(&self, child: &Rc<Instance>, name: &str) -> Value {
@@ -596,20 +603,14 @@ impl Ev<'_> {
             return;
         };
         let coll = attr_expr(&b.body, "for_each").map(|e| self.eval(e, frame)).unwrap_or(Value::Null);
-        let items: Vec<(Value, Value)> = match coll {
-            Value::List(l) => l.into_iter().enumerate().map(|(i, v)| (Value::Number(i as f64), v)).collect(),
-            Value::Map(mm) => {
-                mm.into_iter().filter(|(k, _)| k != ADDR_KEY).map(|(k, v)| (Value::String(k), v)).collect()
-            }
-            Value::Null => Vec::new(),
-            other => vec![(
-                Value::unknown(format!("{iterator}.key")),
-                match other {
-                    Value::Unknown(u) => Value::Unknown(format!("{u}[*]")),
-                    v => v,
-                },
-            )],
-        };
+        // Not a collection yet: one symbolic block.
+        let items = collection_items(coll).unwrap_or_else(|other| {
+            let value = match other {
+                Value::Unknown(u) => Value::Unknown(format!("{u}[*]")),
+                v => v,
+            };
+            vec![(Value::unknown(format!("{iterator}.key")), value)]
+        });
         for (k, v) in items.into_iter().take(MAX_COLLECTION_ITEMS) {
             let mut f = frame.clone();
             let mut it = BTreeMap::new();
@@ -631,24 +632,7 @@ impl Ev<'_> {
             Expression::Number(n) => Value::Number(n.as_f64().unwrap_or(0.0)),
             Expression::String(s) => Value::String(s.clone()),
             Expression::Array(items) => Value::List(items.iter().map(|e| self.eval(e, frame)).collect()),
-            Expression::Object(obj) => {
-                let mut m = BTreeMap::new();
-                for (k, v) in obj.iter() {
-                    let key = match k {
-                        ObjectKey::Identifier(i) => i.as_str().to_string(),
-                        ObjectKey::Expression(e) => match self.eval(e, frame) {
-                            Value::String(s) => s,
-                            other => match other.to_symbolic_string() {
-                                Some(s) => s,
-                                None => continue,
-                            },
-                        },
-                        _ => continue,
-                    };
-                    m.insert(key, self.eval(v, frame));
-                }
-                Value::Map(m)
-            }
+            Expression::Object(obj) => self.eval_object(obj, frame),
             Expression::TemplateExpr(t) => match Template::from_expr(t) {
                 Ok(tpl) => self.eval_template(&tpl, frame),
                 Err(e) => Value::unknown(format!("(template error: {e})")),
@@ -658,83 +642,104 @@ impl Ev<'_> {
                 lookup(frame, name).unwrap_or_else(|| Value::unknown(name.to_string()))
             }
             Expression::Traversal(t) => self.eval_traversal(&t.expr, &t.operators, frame),
-            Expression::FuncCall(f) => {
-                let name = if f.name.namespace.is_empty() {
-                    f.name.name.as_str().to_string()
-                } else {
-                    return Value::unknown(format!("{}()", f.name.name.as_str()));
-                };
-                let mut args: Vec<Value> = f.args.iter().map(|a| self.eval(a, frame)).collect();
-                if f.expand_final {
-                    if let Some(Value::List(last)) = args.pop() {
-                        args.extend(last);
-                    }
-                }
-                call_function(&name, args, self.inst.src.dir.as_path())
-            }
+            Expression::FuncCall(f) => self.eval_call(f, frame),
             Expression::Parenthesis(e) => self.eval(e, frame),
-            Expression::Conditional(c) => match self.eval(&c.cond_expr, frame).truthy() {
-                Some(true) => self.eval(&c.true_expr, frame),
-                Some(false) => self.eval(&c.false_expr, frame),
-                None => {
-                    let t = self.eval(&c.true_expr, frame);
-                    let f = self.eval(&c.false_expr, frame);
-                    if t == f {
-                        t
-                    } else {
-                        Value::unknown("(condition unknown until plan)")
-                    }
-                }
-            },
+            Expression::Conditional(c) => self.eval_conditional(c, frame),
             Expression::Operation(op) => self.eval_operation(op, frame),
-            Expression::ForExpr(fe) => {
-                let coll = self.eval(&fe.collection_expr, frame);
-                let items: Vec<(Value, Value)> = match coll {
-                    Value::List(l) => l.into_iter().enumerate().map(|(i, v)| (Value::Number(i as f64), v)).collect(),
-                    Value::Map(m) => {
-                        m.into_iter().filter(|(k, _)| k != ADDR_KEY).map(|(k, v)| (Value::String(k), v)).collect()
-                    }
-                    Value::Unknown(u) => return Value::unknown(format!("[for ... in {u}]")),
-                    Value::Null => Vec::new(),
-                    other => return Value::unknown(format!("(for over a {})", other.type_name())),
-                };
-                let mut list = Vec::new();
-                let mut map: BTreeMap<String, Value> = BTreeMap::new();
-                for (k, v) in items.into_iter().take(MAX_COLLECTION_ITEMS) {
-                    let mut f = frame.clone();
-                    if let Some(kv) = &fe.key_var {
-                        f.push((kv.as_str().to_string(), k));
-                    }
-                    f.push((fe.value_var.as_str().to_string(), v));
-                    if let Some(cond) = &fe.cond_expr {
-                        match self.eval(cond, &f).truthy() {
-                            Some(true) => {}
-                            Some(false) => continue,
-                            None => return Value::unknown("(for filter unknown until plan)"),
-                        }
-                    }
-                    let value = self.eval(&fe.value_expr, &f);
-                    match &fe.key_expr {
-                        Some(ke) => {
-                            let key = self.eval(ke, &f).to_symbolic_string().unwrap_or_default();
-                            if fe.grouping {
-                                if let Value::List(l) = map.entry(key).or_insert_with(|| Value::List(Vec::new())) {
-                                    l.push(value);
-                                }
-                            } else {
-                                map.insert(key, value);
-                            }
-                        }
-                        None => list.push(value),
-                    }
-                }
-                if fe.key_expr.is_some() {
-                    Value::Map(map)
+            Expression::ForExpr(fe) => self.eval_for(fe, frame),
+            _ => Value::unknown("(unsupported expression)"),
+        }
+    }
+
+    /// An object; a key that is no string (nor symbolic string) leaves its entry out.
+    fn eval_object(&self, obj: &Object<ObjectKey, Expression>, frame: &Frame) -> Value {
+        let mut m = BTreeMap::new();
+        for (k, v) in obj.iter() {
+            let key = match k {
+                ObjectKey::Identifier(i) => i.as_str().to_string(),
+                ObjectKey::Expression(e) => match self.eval(e, frame) {
+                    Value::String(s) => s,
+                    other => match other.to_symbolic_string() {
+                        Some(s) => s,
+                        None => continue,
+                    },
+                },
+                _ => continue,
+            };
+            m.insert(key, self.eval(v, frame));
+        }
+        Value::Map(m)
+    }
+
+    /// A call of a built-in; provider-defined functions (`provider::x::f`) stay symbolic.
+    fn eval_call(&self, f: &FuncCall, frame: &Frame) -> Value {
+        if !f.name.namespace.is_empty() {
+            return Value::unknown(format!("{}()", f.name.name.as_str()));
+        }
+        let mut args: Vec<Value> = f.args.iter().map(|a| self.eval(a, frame)).collect();
+        if f.expand_final {
+            if let Some(Value::List(last)) = args.pop() {
+                args.extend(last);
+            }
+        }
+        call_function(f.name.name.as_str(), args, self.inst.src.dir.as_path())
+    }
+
+    /// An unknown condition still answers when both branches agree.
+    fn eval_conditional(&self, c: &Conditional, frame: &Frame) -> Value {
+        match self.eval(&c.cond_expr, frame).truthy() {
+            Some(true) => self.eval(&c.true_expr, frame),
+            Some(false) => self.eval(&c.false_expr, frame),
+            None => {
+                let t = self.eval(&c.true_expr, frame);
+                let f = self.eval(&c.false_expr, frame);
+                if t == f {
+                    t
                 } else {
-                    Value::List(list)
+                    Value::unknown("(condition unknown until plan)")
                 }
             }
-            _ => Value::unknown("(unsupported expression)"),
+        }
+    }
+
+    /// `[for ...]` (a list) or `{for ... => ...}` (a map, grouped with `...`).
+    fn eval_for(&self, fe: &ForExpr, frame: &Frame) -> Value {
+        let items = match collection_items(self.eval(&fe.collection_expr, frame)) {
+            Ok(items) => items,
+            Err(Value::Unknown(u)) => return Value::unknown(format!("[for ... in {u}]")),
+            Err(other) => return Value::unknown(format!("(for over a {})", other.type_name())),
+        };
+        let mut list = Vec::new();
+        let mut map: BTreeMap<String, Value> = BTreeMap::new();
+        for (k, v) in items.into_iter().take(MAX_COLLECTION_ITEMS) {
+            let mut f = frame.clone();
+            if let Some(kv) = &fe.key_var {
+                f.push((kv.as_str().to_string(), k));
+            }
+            f.push((fe.value_var.as_str().to_string(), v));
+            if let Some(cond) = &fe.cond_expr {
+                match self.eval(cond, &f).truthy() {
+                    Some(true) => {}
+                    Some(false) => continue,
+                    None => return Value::unknown("(for filter unknown until plan)"),
+                }
+            }
+            let value = self.eval(&fe.value_expr, &f);
+            let Some(ke) = &fe.key_expr else {
+                list.push(value);
+                continue;
+            };
+            let key = self.eval(ke, &f).to_symbolic_string().unwrap_or_default();
+            if !fe.grouping {
+                map.insert(key, value);
+            } else if let Value::List(l) = map.entry(key).or_insert_with(|| Value::List(Vec::new())) {
+                l.push(value);
+            }
+        }
+        if fe.key_expr.is_some() {
+            Value::Map(map)
+        } else {
+            Value::List(list)
         }
     }
 
@@ -836,6 +841,7 @@ impl Ev<'_> {
     }
 
     fn eval_traversal(&self, base: &Expression, raw_ops: &[TraversalOperator], frame: &Frame) -> Value {
+        // Index expressions first, then the base (the order evaluation notes come in).
         let ops: Vec<Op> = raw_ops
             .iter()
             .map(|o| match o {
@@ -846,91 +852,105 @@ impl Ev<'_> {
             })
             .collect();
         let ops = ops.as_slice();
-        let attr_at = |i: usize| -> Option<&str> {
-            match ops.get(i) {
-                Some(Op::Attr(id)) => Some(id.as_str()),
-                _ => None,
-            }
+        let Expression::Variable(v) = base else {
+            let val = self.eval(base, frame);
+            return apply_ops(val, ops, "(expression)");
         };
-        if let Expression::Variable(v) = base {
-            let name = v.as_str();
-            // Frame variables: each.key, count.index are stored under their dotted name.
-            if let Some(first) = attr_at(0) {
-                if let Some(val) = lookup(frame, &format!("{name}.{first}")) {
-                    return apply_ops(val, &ops[1..], &format!("{name}.{first}"));
-                }
+        let name = v.as_str();
+        // Frame variables: each.key, count.index are stored under their dotted name.
+        if let Some(first) = attr_at(ops, 0) {
+            if let Some(val) = lookup(frame, &format!("{name}.{first}")) {
+                return apply_ops(val, &ops[1..], &format!("{name}.{first}"));
             }
-            if let Some(val) = lookup(frame, name) {
-                return apply_ops(val, ops, name);
-            }
-            match name {
-                "var" => {
-                    if let Some(n) = attr_at(0) {
-                        let val = self.inst.vars.get(n).cloned().unwrap_or_else(|| Value::unknown(format!("var.{n}")));
-                        return apply_ops(val, &ops[1..], &format!("var.{n}"));
-                    }
-                }
-                "local" => {
-                    if let Some(n) = attr_at(0) {
-                        return apply_ops(self.local(n), &ops[1..], &format!("local.{n}"));
-                    }
-                }
-                "module" => {
-                    if let Some(m) = attr_at(0) {
-                        let call = self.inst.src.module(m);
-                        let single = call.is_some_and(|c| {
-                            attr_expr(&c.body, "for_each").is_none() && attr_expr(&c.body, "count").is_none()
-                        });
-                        if let (true, Some(out)) = (single, attr_at(1)) {
-                            let children = self.children(m);
-                            let val = match children.first() {
-                                Some((_, child)) => self.module_output(child, out),
-                                None => Value::unknown(format!("module.{m}.{out}")),
-                            };
-                            return apply_ops(val, &ops[2..], &format!("module.{m}.{out}"));
-                        }
-                        return apply_ops(self.module_value(m), &ops[1..], &format!("module.{m}"));
-                    }
-                }
-                "data" => {
-                    if let (Some(t), Some(n)) = (attr_at(0), attr_at(1)) {
-                        let (val, _) = self.resource(Mode::Data, t, n);
-                        return apply_ops(val, &ops[2..], &format!("data.{t}.{n}"));
-                    }
-                }
-                "path" => {
-                    let dir = self.inst.src.dir.display().to_string();
-                    return apply_ops(Value::String(dir), &ops[1..], "path");
-                }
-                "terraform" => {
-                    if attr_at(0) == Some("workspace") {
-                        return Value::String("default".into());
-                    }
-                }
-                "each" | "count" | "self" => {}
-                rtype => {
-                    if let Some(n) = attr_at(0) {
-                        if self.inst.src.resource(Mode::Managed, rtype, n).is_some() {
-                            let (val, _) = self.resource(Mode::Managed, rtype, n);
-                            return apply_ops(val, &ops[1..], &format!("{rtype}.{n}"));
-                        }
-                    }
-                }
-            }
-            let mut desc = name.to_string();
-            for op in ops {
-                match op {
-                    Op::Attr(id) => {
-                        desc.push('.');
-                        desc.push_str(id);
-                    }
-                    _ => desc.push_str("[*]"),
-                }
-            }
-            return Value::unknown(desc);
         }
-        let val = self.eval(base, frame);
-        apply_ops(val, ops, "(expression)")
+        if let Some(val) = lookup(frame, name) {
+            return apply_ops(val, ops, name);
+        }
+        self.named_traversal(name, ops).unwrap_or_else(|| Value::unknown(traversal_text(name, ops)))
+    }
+
+    /// `var.x`, `local.x`, `module.m...`, `data.t.n`, `path.*`, `terraform.workspace` and
+    /// `type.name` of a resource of this module; `None` when the name refers to nothing known.
+    fn named_traversal(&self, name: &str, ops: &[Op]) -> Option<Value> {
+        match name {
+            "var" => {
+                let n = attr_at(ops, 0)?;
+                let val = self.inst.vars.get(n).cloned().unwrap_or_else(|| Value::unknown(format!("var.{n}")));
+                Some(apply_ops(val, &ops[1..], &format!("var.{n}")))
+            }
+            "local" => {
+                let n = attr_at(ops, 0)?;
+                Some(apply_ops(self.local(n), &ops[1..], &format!("local.{n}")))
+            }
+            "module" => Some(self.module_traversal(attr_at(ops, 0)?, ops)),
+            "data" => {
+                let (t, n) = (attr_at(ops, 0)?, attr_at(ops, 1)?);
+                let (val, _) = self.resource(Mode::Data, t, n);
+                Some(apply_ops(val, &ops[2..], &format!("data.{t}.{n}")))
+            }
+            "path" => {
+                let dir = self.inst.src.dir.display().to_string();
+                Some(apply_ops(Value::String(dir), &ops[1..], "path"))
+            }
+            "terraform" => (attr_at(ops, 0) == Some("workspace")).then(|| Value::String("default".into())),
+            "each" | "count" | "self" => None,
+            rtype => {
+                let n = attr_at(ops, 0)?;
+                self.inst.src.resource(Mode::Managed, rtype, n)?;
+                let (val, _) = self.resource(Mode::Managed, rtype, n);
+                Some(apply_ops(val, &ops[1..], &format!("{rtype}.{n}")))
+            }
+        }
+    }
+
+    /// `module.m.out` of a single-instance module reads one output (without evaluating the
+    /// others); anything else sees the module as a value (a map, or a list/map of instances).
+    fn module_traversal(&self, m: &str, ops: &[Op]) -> Value {
+        let call = self.inst.src.module(m);
+        let single =
+            call.is_some_and(|c| attr_expr(&c.body, "for_each").is_none() && attr_expr(&c.body, "count").is_none());
+        if let (true, Some(out)) = (single, attr_at(ops, 1)) {
+            let children = self.children(m);
+            let val = match children.first() {
+                Some((_, child)) => self.module_output(child, out),
+                None => Value::unknown(format!("module.{m}.{out}")),
+            };
+            return apply_ops(val, &ops[2..], &format!("module.{m}.{out}"));
+        }
+        apply_ops(self.module_value(m), &ops[1..], &format!("module.{m}"))
+    }
+}
+
+fn attr_at(ops: &[Op], i: usize) -> Option<&str> {
+    match ops.get(i) {
+        Some(Op::Attr(id)) => Some(id.as_str()),
+        _ => None,
+    }
+}
+
+/// A traversal that refers to nothing known, as text: `name.attr[*]...`.
+fn traversal_text(name: &str, ops: &[Op]) -> String {
+    let mut desc = name.to_string();
+    for op in ops {
+        match op {
+            Op::Attr(id) => {
+                desc.push('.');
+                desc.push_str(id);
+            }
+            _ => desc.push_str("[*]"),
+        }
+    }
+    desc
+}
+
+/// The (key, value) pairs a `for` iterates: list index or map key (the resource address key
+/// left out); `null` has none. Anything else comes back as the error.
+fn collection_items(coll: Value) -> Result<Vec<(Value, Value)>, Value> {
+    match coll {
+        Value::List(l) => Ok(l.into_iter().enumerate().map(|(i, v)| (Value::Number(i as f64), v)).collect()),
+        Value::Map(m) => Ok(m.into_iter().filter(|(k, _)| k != ADDR_KEY).map(|(k, v)| (Value::String(k), v)).collect()),
+        Value::Null => Ok(Vec::new()),
+        other => Err(other),
     }
 }
 
@@ -1052,445 +1072,6 @@ fn to_number(v: &Value) -> Option<f64> {
     }
 }
 
-fn as_list(v: &Value) -> Option<Vec<Value>> {
-    match v {
-        Value::List(l) => Some(l.clone()),
-        Value::Null => Some(Vec::new()),
-        _ => None,
-    }
-}
-
-/// Built-in functions. Any unknown argument makes the result unknown unless the function can
-/// still answer (`try`, `coalesce`, `length` of a known list...).
-pub fn call_function(name: &str, args: Vec<Value>, module_dir: &Path) -> Value {
-    let unknown_result = || {
-        // Arguments rendered as source-like text (no nested `${}`).
-        let shown: Vec<String> = args
-            .iter()
-            .map(|a| match a {
-                Value::Unknown(u) => u.trim_start_matches("${").trim_end_matches('}').to_string(),
-                Value::String(s) => format!("{s:?}"),
-                other => other.to_symbolic_string().unwrap_or_else(|| format!("({})", other.type_name())),
-            })
-            .collect();
-        Value::unknown(format!("{name}({})", shown.join(", ")))
-    };
-    match name {
-        "try" => {
-            return args
-                .iter()
-                .find(|a| !a.is_unknown())
-                .cloned()
-                .unwrap_or_else(|| args.first().cloned().unwrap_or(Value::Null))
-        }
-        "can" => {
-            return match args.first() {
-                Some(Value::Unknown(_)) | None => Value::unknown("can(...)"),
-                Some(_) => Value::Bool(true),
-            }
-        }
-        "coalesce" => {
-            for a in &args {
-                match a {
-                    Value::Null => continue,
-                    Value::String(s) if s.is_empty() => continue,
-                    Value::Unknown(_) => return unknown_result(),
-                    v => return v.clone(),
-                }
-            }
-            return Value::Null;
-        }
-        "sensitive" | "nonsensitive" | "tomap" | "tolist" | "tobool" => {
-            return args.into_iter().next().unwrap_or(Value::Null)
-        }
-        _ => {}
-    }
-    if args.iter().any(Value::contains_unknown) {
-        // Functions that keep working over partly-unknown collections.
-        match name {
-            "length" => {
-                if let Some(Value::List(l)) = args.first() {
-                    return Value::Number(l.len() as f64);
-                }
-                if let Some(Value::Map(m)) = args.first() {
-                    return Value::Number(m.len() as f64);
-                }
-            }
-            "concat" if args.iter().all(|a| matches!(a, Value::List(_))) => {}
-            "flatten" | "distinct" | "compact" | "toset" | "merge" | "keys" | "values" | "lookup" | "element"
-            | "zipmap" | "setproduct" | "one" | "jsonencode" | "tostring" | "lower" | "upper" | "format" | "join"
-            | "replace" | "trimprefix" | "trimsuffix" | "trimspace" | "formatlist" | "contains" => {
-                if let Some(v) = partial_function(name, &args) {
-                    return v;
-                }
-            }
-            _ => {}
-        }
-        if args.iter().any(Value::is_unknown) || !matches!(name, "concat") {
-            if let Some(v) = partial_function(name, &args) {
-                return v;
-            }
-            return unknown_result();
-        }
-    }
-    partial_function(name, &args).unwrap_or_else(|| {
-        let _ = module_dir;
-        unknown_result()
-    })
-}
-
-fn string_arg(args: &[Value], i: usize) -> Option<String> {
-    match args.get(i)? {
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(format_number(*n)),
-        Value::Bool(b) => Some(b.to_string()),
-        _ => None,
-    }
-}
-
-/// Functions over known values; `None` when the arguments do not fit (caller renders unknown).
-fn partial_function(name: &str, args: &[Value]) -> Option<Value> {
-    let s = |i: usize| string_arg(args, i);
-    let v = match name {
-        "concat" => {
-            let mut out = Vec::new();
-            for a in args {
-                out.extend(as_list(a)?);
-            }
-            Value::List(out)
-        }
-        "flatten" => {
-            fn flat(v: &Value, out: &mut Vec<Value>) {
-                match v {
-                    Value::List(l) => l.iter().for_each(|x| flat(x, out)),
-                    other => out.push(other.clone()),
-                }
-            }
-            let mut out = Vec::new();
-            flat(args.first()?, &mut out);
-            Value::List(out)
-        }
-        "distinct" => {
-            let mut out: Vec<Value> = Vec::new();
-            for x in as_list(args.first()?)? {
-                if !out.contains(&x) {
-                    out.push(x);
-                }
-            }
-            Value::List(out)
-        }
-        "toset" => {
-            let mut out: Vec<Value> = Vec::new();
-            for x in as_list(args.first()?)? {
-                if !out.contains(&x) {
-                    out.push(x);
-                }
-            }
-            if out.iter().all(|x| matches!(x, Value::String(_))) {
-                out.sort_by(|a, b| a.as_str().cmp(&b.as_str()));
-            }
-            Value::List(out)
-        }
-        "compact" => Value::List(
-            as_list(args.first()?)?
-                .into_iter()
-                .filter(|x| !matches!(x, Value::Null) && x.as_str() != Some(""))
-                .collect(),
-        ),
-        "merge" => {
-            let mut out = BTreeMap::new();
-            for a in args {
-                match a {
-                    Value::Map(m) => {
-                        out.extend(m.iter().filter(|(k, _)| *k != ADDR_KEY).map(|(k, v)| (k.clone(), v.clone())))
-                    }
-                    Value::Null => {}
-                    _ => return None,
-                }
-            }
-            Value::Map(out)
-        }
-        "keys" => match args.first()? {
-            Value::Map(m) => {
-                Value::List(m.keys().filter(|k| *k != ADDR_KEY).map(|k| Value::String(k.clone())).collect())
-            }
-            _ => return None,
-        },
-        "values" => match args.first()? {
-            Value::Map(m) => Value::List(m.iter().filter(|(k, _)| *k != ADDR_KEY).map(|(_, v)| v.clone()).collect()),
-            _ => return None,
-        },
-        "lookup" => match args.first()? {
-            Value::Map(m) => match m.get(&s(1)?) {
-                Some(v) => v.clone(),
-                None => args.get(2).cloned()?,
-            },
-            _ => return None,
-        },
-        "element" => {
-            let l = as_list(args.first()?)?;
-            let n = to_number(args.get(1)?)? as usize;
-            if l.is_empty() {
-                return None;
-            }
-            l[n % l.len()].clone()
-        }
-        "index" => {
-            let l = as_list(args.first()?)?;
-            let pos = l.iter().position(|x| Some(x) == args.get(1))?;
-            Value::Number(pos as f64)
-        }
-        "contains" => Value::Bool(as_list(args.first()?)?.contains(args.get(1)?)),
-        "length" => match args.first()? {
-            Value::List(l) => Value::Number(l.len() as f64),
-            Value::Map(m) => Value::Number(m.keys().filter(|k| *k != ADDR_KEY).count() as f64),
-            Value::String(st) => Value::Number(st.chars().count() as f64),
-            _ => return None,
-        },
-        "zipmap" => {
-            let k = as_list(args.first()?)?;
-            let vals = as_list(args.get(1)?)?;
-            Value::Map(k.iter().zip(vals).filter_map(|(k, v)| Some((k.to_symbolic_string()?, v))).collect())
-        }
-        "setproduct" => {
-            let mut acc: Vec<Vec<Value>> = vec![Vec::new()];
-            for a in args {
-                let l = as_list(a)?;
-                let mut next = Vec::new();
-                for prefix in &acc {
-                    for x in &l {
-                        let mut p = prefix.clone();
-                        p.push(x.clone());
-                        next.push(p);
-                        if next.len() > MAX_COLLECTION_ITEMS {
-                            return None;
-                        }
-                    }
-                }
-                acc = next;
-            }
-            Value::List(acc.into_iter().map(Value::List).collect())
-        }
-        "setunion" => {
-            let mut out: Vec<Value> = Vec::new();
-            for a in args {
-                for x in as_list(a)? {
-                    if !out.contains(&x) {
-                        out.push(x);
-                    }
-                }
-            }
-            Value::List(out)
-        }
-        "setintersection" => {
-            let mut out = as_list(args.first()?)?;
-            for a in &args[1..] {
-                let l = as_list(a)?;
-                out.retain(|x| l.contains(x));
-            }
-            Value::List(out)
-        }
-        "setsubtract" => {
-            let l = as_list(args.get(1)?)?;
-            Value::List(as_list(args.first()?)?.into_iter().filter(|x| !l.contains(x)).collect())
-        }
-        "one" => {
-            let l = as_list(args.first()?)?;
-            match l.len() {
-                0 => Value::Null,
-                1 => l[0].clone(),
-                _ => return None,
-            }
-        }
-        "sort" => {
-            let mut l: Vec<String> = as_list(args.first()?)?.iter().filter_map(|x| x.to_symbolic_string()).collect();
-            l.sort();
-            Value::List(l.into_iter().map(Value::String).collect())
-        }
-        "reverse" => {
-            let mut l = as_list(args.first()?)?;
-            l.reverse();
-            Value::List(l)
-        }
-        "slice" => {
-            let l = as_list(args.first()?)?;
-            let a = to_number(args.get(1)?)? as usize;
-            let b = to_number(args.get(2)?)? as usize;
-            Value::List(l.get(a..b.min(l.len()))?.to_vec())
-        }
-        "range" => {
-            let nums: Vec<f64> = args.iter().filter_map(to_number).collect();
-            let (start, end, step) = match nums.as_slice() {
-                [e] => (0.0, *e, 1.0),
-                [s, e] => (*s, *e, 1.0),
-                [s, e, st] => (*s, *e, *st),
-                _ => return None,
-            };
-            if step == 0.0 {
-                return None;
-            }
-            let mut out = Vec::new();
-            let mut x = start;
-            while (step > 0.0 && x < end) || (step < 0.0 && x > end) {
-                out.push(Value::Number(x));
-                x += step;
-                if out.len() > MAX_COLLECTION_ITEMS {
-                    return None;
-                }
-            }
-            Value::List(out)
-        }
-        "min" | "max" => {
-            let nums: Vec<f64> = args.iter().filter_map(to_number).collect();
-            if nums.is_empty() {
-                return None;
-            }
-            let init = nums[0];
-            Value::Number(nums.into_iter().fold(init, |a, b| if name == "min" { a.min(b) } else { a.max(b) }))
-        }
-        "abs" => Value::Number(to_number(args.first()?)?.abs()),
-        "floor" => Value::Number(to_number(args.first()?)?.floor()),
-        "ceil" => Value::Number(to_number(args.first()?)?.ceil()),
-        "sum" => Value::Number(as_list(args.first()?)?.iter().filter_map(to_number).sum()),
-        "tonumber" => Value::Number(to_number(args.first()?)?),
-        "tostring" => Value::String(s(0)?),
-        "alltrue" => Value::Bool(as_list(args.first()?)?.iter().all(|x| x.truthy() == Some(true))),
-        "anytrue" => Value::Bool(as_list(args.first()?)?.iter().any(|x| x.truthy() == Some(true))),
-        "lower" => Value::String(s(0)?.to_lowercase()),
-        "upper" => Value::String(s(0)?.to_uppercase()),
-        "title" => Value::String(
-            s(0)?
-                .split(' ')
-                .map(|w| {
-                    let mut c = w.chars();
-                    match c.next() {
-                        Some(f) => f.to_uppercase().collect::<String>() + c.as_str(),
-                        None => String::new(),
-                    }
-                })
-                .collect::<Vec<_>>()
-                .join(" "),
-        ),
-        "trimspace" => Value::String(s(0)?.trim().to_string()),
-        "trimprefix" => {
-            let (a, p) = (s(0)?, s(1)?);
-            Value::String(a.strip_prefix(p.as_str()).unwrap_or(&a).to_string())
-        }
-        "trimsuffix" => {
-            let (a, p) = (s(0)?, s(1)?);
-            Value::String(a.strip_suffix(p.as_str()).unwrap_or(&a).to_string())
-        }
-        "trim" => {
-            let (a, cut) = (s(0)?, s(1)?);
-            Value::String(a.trim_matches(|c| cut.contains(c)).to_string())
-        }
-        "startswith" => Value::Bool(s(0)?.starts_with(&s(1)?)),
-        "endswith" => Value::Bool(s(0)?.ends_with(&s(1)?)),
-        "strcontains" => Value::Bool(s(0)?.contains(&s(1)?)),
-        "replace" => {
-            let (a, from, to) = (s(0)?, s(1)?, s(2)?);
-            if from.len() > 1 && from.starts_with('/') && from.ends_with('/') {
-                return None; // regular expressions are not evaluated
-            }
-            Value::String(a.replace(&from, &to))
-        }
-        "substr" => {
-            let a: Vec<char> = s(0)?.chars().collect();
-            let off = to_number(args.get(1)?)? as usize;
-            let len = to_number(args.get(2)?)?;
-            let end = if len < 0.0 { a.len() } else { (off + len as usize).min(a.len()) };
-            Value::String(a.get(off.min(a.len())..end)?.iter().collect())
-        }
-        "split" => Value::List(s(1)?.split(s(0)?.as_str()).map(|x| Value::String(x.to_string())).collect()),
-        "join" => {
-            let sep = s(0)?;
-            let mut parts = Vec::new();
-            for a in &args[1..] {
-                for x in as_list(a)? {
-                    parts.push(x.to_symbolic_string()?);
-                }
-            }
-            let joined = parts.join(&sep);
-            if parts.iter().any(|p| p.contains("${")) {
-                Value::Unknown(joined)
-            } else {
-                Value::String(joined)
-            }
-        }
-        "format" => {
-            let rendered = format_string(&s(0)?, &args[1..])?;
-            if args[1..].iter().any(Value::is_unknown) {
-                Value::Unknown(rendered)
-            } else {
-                Value::String(rendered)
-            }
-        }
-        "formatlist" => {
-            let fmt = s(0)?;
-            let lists: Vec<Option<Vec<Value>>> = args[1..].iter().map(as_list).collect();
-            let n = lists.iter().flatten().map(Vec::len).max().unwrap_or(1);
-            let mut out = Vec::new();
-            for i in 0..n {
-                let row: Vec<Value> = args[1..]
-                    .iter()
-                    .zip(&lists)
-                    .map(|(a, l)| match l {
-                        Some(l) => l.get(i).cloned().unwrap_or(Value::Null),
-                        None => a.clone(),
-                    })
-                    .collect();
-                let rendered = format_string(&fmt, &row)?;
-                out.push(if row.iter().any(Value::is_unknown) {
-                    Value::Unknown(rendered)
-                } else {
-                    Value::String(rendered)
-                });
-            }
-            Value::List(out)
-        }
-        "jsonencode" => {
-            if args.first()?.contains_unknown() {
-                return None;
-            }
-            Value::String(args.first()?.to_json().to_string())
-        }
-        "sha256" => {
-            use sha2::Digest;
-            Value::String(hex::encode(sha2::Sha256::digest(s(0)?.as_bytes())))
-        }
-        "jsondecode" => Value::from_json(&serde_json::from_str(&s(0)?).ok()?),
-        _ => return None,
-    };
-    Some(v)
-}
-
-fn format_string(fmt: &str, args: &[Value]) -> Option<String> {
-    let mut out = String::new();
-    let mut it = args.iter();
-    let mut chars = fmt.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c != '%' {
-            out.push(c);
-            continue;
-        }
-        // Skip flags/width, then the verb.
-        let mut verb = None;
-        while let Some(&n) = chars.peek() {
-            chars.next();
-            if n.is_ascii_alphabetic() || n == '%' {
-                verb = Some(n);
-                break;
-            }
-        }
-        match verb? {
-            '%' => out.push('%'),
-            'q' => out.push_str(&format!("\"{}\"", it.next()?.to_symbolic_string()?)),
-            _ => out.push_str(&it.next()?.to_symbolic_string()?),
-        }
-    }
-    Some(out)
-}
-
 /// Attributes the provider computes and that other resources commonly reference. Only what
 /// is deterministic from the configuration is filled in; the rest stays symbolic.
 fn computed_attributes(
@@ -1500,96 +1081,50 @@ fn computed_attributes(
     attrs: &mut BTreeMap<String, Value>,
     default_project: &Value,
 ) {
-    let get = |attrs: &BTreeMap<String, Value>, k: &str| -> Option<String> {
-        attrs.get(k).and_then(|v| v.to_symbolic_string())
-    };
-    let project = get(attrs, "project")
+    let project = attr_string(attrs, "project")
         .or_else(|| default_project.to_symbolic_string())
         .unwrap_or_else(|| "${provider.project}".into());
-    let sym = |s: String| -> Value {
-        if s.contains("${") {
-            Value::Unknown(s)
-        } else {
-            Value::String(s)
-        }
-    };
-    fn put(attrs: &mut BTreeMap<String, Value>, k: &str, v: Value) {
-        attrs.entry(k.to_string()).or_insert(v);
-    }
+    let at = Computed { address, project };
     match (mode, rtype) {
-        (_, "google_service_account") => {
-            let account = {
-                let a = attrs.get("account_id").and_then(|v| v.to_symbolic_string());
-                a.unwrap_or_else(|| format!("${{{address}.account_id}}"))
-            };
-            let email = if account.contains('@') {
-                account.clone()
-            } else {
-                format!("{account}@{project}.iam.gserviceaccount.com")
-            };
-            put(attrs, "email", sym(email.clone()));
-            put(attrs, "member", sym(format!("serviceAccount:{email}")));
-            put(attrs, "name", sym(format!("projects/{project}/serviceAccounts/{email}")));
-            put(attrs, "id", sym(format!("projects/{project}/serviceAccounts/{email}")));
-            put(attrs, "project", sym(project));
-            put(attrs, "unique_id", Value::unknown(format!("{address}.unique_id")));
-        }
+        (_, "google_service_account") => at.service_account(attrs),
         (Mode::Managed, "google_project_iam_custom_role") => {
-            let role = get(attrs, "role_id").unwrap_or_else(|| format!("${{{address}.role_id}}"));
-            let id = format!("projects/{project}/roles/{role}");
-            put(attrs, "id", sym(id.clone()));
-            put(attrs, "name", sym(id));
+            let role = at.attr_or_symbolic(attrs, "role_id");
+            put_id_and_name(attrs, format!("projects/{}/roles/{role}", at.project));
         }
         (Mode::Managed, "google_organization_iam_custom_role") => {
-            let role = get(attrs, "role_id").unwrap_or_else(|| format!("${{{address}.role_id}}"));
-            let org = get(attrs, "org_id").unwrap_or_else(|| format!("${{{address}.org_id}}"));
-            let id = format!("organizations/{org}/roles/{role}");
-            put(attrs, "id", sym(id.clone()));
-            put(attrs, "name", sym(id));
+            let role = at.attr_or_symbolic(attrs, "role_id");
+            let org = at.attr_or_symbolic(attrs, "org_id");
+            put_id_and_name(attrs, format!("organizations/{org}/roles/{role}"));
         }
         (_, "google_project") => {
-            let pid = get(attrs, "project_id").unwrap_or(project);
+            let pid = attr_string(attrs, "project_id").unwrap_or(at.project);
             put(attrs, "id", sym(format!("projects/{pid}")));
             put(attrs, "project_id", sym(pid));
             put(attrs, "number", Value::unknown(format!("{address}.number")));
         }
         (_, "google_secret_manager_secret") => {
-            let sid = get(attrs, "secret_id").unwrap_or_else(|| format!("${{{address}.secret_id}}"));
-            let id = format!("projects/{project}/secrets/{sid}");
-            put(attrs, "id", sym(id.clone()));
-            put(attrs, "name", sym(id));
+            let sid = at.attr_or_symbolic(attrs, "secret_id");
+            put_id_and_name(attrs, format!("projects/{}/secrets/{sid}", at.project));
         }
         (_, "google_storage_bucket") => {
-            if let Some(n) = get(attrs, "name") {
+            if let Some(n) = attr_string(attrs, "name") {
                 put(attrs, "id", sym(n.clone()));
                 put(attrs, "url", sym(format!("gs://{n}")));
             }
         }
         (_, "google_iam_workload_identity_pool") => {
-            let pid = get(attrs, "workload_identity_pool_id").unwrap_or_else(|| format!("${{{address}.id}}"));
-            let name = format!("projects/{project}/locations/global/workloadIdentityPools/{pid}");
-            put(attrs, "name", sym(name.clone()));
-            put(attrs, "id", sym(name));
+            let pid = attr_string(attrs, "workload_identity_pool_id").unwrap_or_else(|| format!("${{{address}.id}}"));
+            put_id_and_name(attrs, format!("projects/{}/locations/global/workloadIdentityPools/{pid}", at.project));
         }
-        (_, "google_cloud_identity_group") => {
-            let key = attrs
-                .get("group_key")
-                .and_then(|g| match g {
-                    Value::List(l) => l.first().and_then(|x| x.get_str("id")),
-                    other => other.get_str("id"),
-                })
-                .unwrap_or_else(|| format!("${{{address}.group_key}}"));
-            put(attrs, "name", sym(format!("groups/{key}")));
-            put(attrs, "id", sym(format!("groups/{key}")));
-        }
+        (_, "google_cloud_identity_group") => at.identity_group(attrs),
         (_, "google_pubsub_topic") => {
-            if let Some(n) = get(attrs, "name") {
-                put(attrs, "id", sym(format!("projects/{project}/topics/{n}")));
+            if let Some(n) = attr_string(attrs, "name") {
+                put(attrs, "id", sym(format!("projects/{}/topics/{n}", at.project)));
             }
         }
         (_, "google_bigquery_dataset") => {
-            if let Some(n) = get(attrs, "dataset_id") {
-                put(attrs, "id", sym(format!("projects/{project}/datasets/{n}")));
+            if let Some(n) = attr_string(attrs, "dataset_id") {
+                put(attrs, "id", sym(format!("projects/{}/datasets/{n}", at.project)));
             }
         }
         (Mode::Data, "google_iam_policy") => {
@@ -1598,13 +1133,76 @@ fn computed_attributes(
             policy.insert("bindings".to_string(), bindings);
             put(attrs, "policy_data", Value::Map(policy));
         }
-        (Mode::Data, "google_client_config") => {
-            put(attrs, "project", default_project.clone());
-        }
+        (Mode::Data, "google_client_config") => put(attrs, "project", default_project.clone()),
         _ => {}
     }
     attrs.entry("id".to_string()).or_insert_with(|| Value::unknown(format!("{address}.id")));
-    let _ = BTreeSet::<String>::new();
+}
+
+/// The resource whose computed attributes are being filled in.
+struct Computed<'a> {
+    address: &'a str,
+    /// Its project, or the provider's (symbolic when unknown).
+    project: String,
+}
+
+impl Computed<'_> {
+    /// The attribute, or its symbolic rendering `${address.key}`.
+    fn attr_or_symbolic(&self, attrs: &BTreeMap<String, Value>, key: &str) -> String {
+        let address = self.address;
+        attr_string(attrs, key).unwrap_or_else(|| format!("${{{address}.{key}}}"))
+    }
+
+    fn service_account(&self, attrs: &mut BTreeMap<String, Value>) {
+        let account = self.attr_or_symbolic(attrs, "account_id");
+        let project = &self.project;
+        let email = if account.contains('@') {
+            account.clone()
+        } else {
+            format!("{account}@{project}.iam.gserviceaccount.com")
+        };
+        put(attrs, "email", sym(email.clone()));
+        put(attrs, "member", sym(format!("serviceAccount:{email}")));
+        put(attrs, "name", sym(format!("projects/{project}/serviceAccounts/{email}")));
+        put(attrs, "id", sym(format!("projects/{project}/serviceAccounts/{email}")));
+        put(attrs, "project", sym(project.clone()));
+        put(attrs, "unique_id", Value::unknown(format!("{}.unique_id", self.address)));
+    }
+
+    fn identity_group(&self, attrs: &mut BTreeMap<String, Value>) {
+        let key = attrs
+            .get("group_key")
+            .and_then(|g| match g {
+                Value::List(l) => l.first().and_then(|x| x.get_str("id")),
+                other => other.get_str("id"),
+            })
+            .unwrap_or_else(|| format!("${{{}.group_key}}", self.address));
+        put(attrs, "name", sym(format!("groups/{key}")));
+        put(attrs, "id", sym(format!("groups/{key}")));
+    }
+}
+
+fn attr_string(attrs: &BTreeMap<String, Value>, key: &str) -> Option<String> {
+    attrs.get(key).and_then(|v| v.to_symbolic_string())
+}
+
+/// A string, or an unknown when it holds a symbolic `${...}` part.
+fn sym(text: String) -> Value {
+    if is_symbolic(&text) {
+        Value::Unknown(text)
+    } else {
+        Value::String(text)
+    }
+}
+
+/// Sets a computed attribute unless the configuration set it.
+fn put(attrs: &mut BTreeMap<String, Value>, key: &str, value: Value) {
+    attrs.entry(key.to_string()).or_insert(value);
+}
+
+fn put_id_and_name(attrs: &mut BTreeMap<String, Value>, id: String) {
+    put(attrs, "id", sym(id.clone()));
+    put(attrs, "name", sym(id));
 }
 
 #[cfg(test)]
