@@ -1,6 +1,7 @@
 //! `fintrail serve`: the HTTP adapter. Axum routes, authentication and authorization, media,
 //! KYC/KYB handlers, the mapping of ledger and audit types to HTTP responses, and the OpenAPI
-//! document (35 operations). Business rules live in `fintrail-domain` and the `ledger` module (moving to its own crate `fintrail-ledger`); the
+//! document (35 operations). Business rules live in `fintrail-domain` and the `ledger` module
+//! (to move to a crate of its own, `fintrail-ledger`); the
 //! trail is written through `fintrail-audit`.
 //!
 //! # Request path
