@@ -94,6 +94,13 @@ pub fn record_ref(row: &BinaryCopyOutRow) -> Result<AuditRecordRef<'_>, tokio_po
     })
 }
 
+/// The first broken event found and why.
+#[derive(Debug, Clone)]
+struct Break {
+    seq: i64,
+    reason: String,
+}
+
 /// Verifies the whole trail in one snapshot. Events and links are streamed by two connections
 /// sharing an exported snapshot (two index scans in parallel, no server-side join or sort) and
 /// merged here in sequence order.
@@ -103,50 +110,17 @@ pub async fn verify(
     key: Option<&Key>,
 ) -> anyhow::Result<Outcome> {
     let started = Instant::now();
-    let mut report = Report::default();
     // 1. Checkpoint signatures.
-    if !checkpoints.is_empty() {
-        let Some(key) = key else {
-            return Ok(Outcome::CannotCheck(
-                "checkpoints exist but the checkpoint key is missing (FINTRAIL_HOME/keys)".into(),
-            ));
-        };
-        for cp in checkpoints {
-            if cp.key_id != key.id {
-                return Ok(Outcome::CannotCheck(format!(
-                    "checkpoint {} is signed by unknown key {}",
-                    cp.source, cp.key_id
-                )));
-            }
-            if !signature_valid(key, cp) {
-                return Ok(Outcome::Tampered {
-                    report,
-                    seq: cp.seq,
-                    reason: format!(
-                        "event {}: checkpoint {} has an invalid signature (forged or altered)",
-                        cp.seq, cp.source
-                    ),
-                });
-            }
-        }
+    if let Some(outcome) = check_signatures(checkpoints, key) {
+        return Ok(outcome);
     }
     let mut events_conn = db.connect(DbRole::App).await?;
     let mut chain_conn = db.connect(DbRole::App).await?;
-    let tx = events_conn
-        .build_transaction()
-        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
-        .read_only(true)
-        .start()
-        .await?;
+    let tx = begin_read_only(&mut events_conn).await?;
     let snapshot: String = tx.query_one("SELECT pg_export_snapshot()", &[]).await?.get(0);
-    let ctx = chain_conn
-        .build_transaction()
-        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
-        .read_only(true)
-        .start()
-        .await?;
+    let ctx = begin_read_only(&mut chain_conn).await?;
     ctx.batch_execute(&format!("SET TRANSACTION SNAPSHOT '{}'", snapshot.replace('\'', ""))).await?;
-    let (purged_through, mut prev): (i64, Link) = match tx
+    let (purged_through, anchor): (i64, Link) = match tx
         .query_opt("SELECT purged_through_seq, anchor_link FROM fintrail.audit_retention ORDER BY id DESC LIMIT 1", &[])
         .await?
     {
@@ -157,12 +131,69 @@ pub async fn verify(
         None => (0, GENESIS),
     };
     let chain_max: i64 = tx.query_one("SELECT coalesce(max(seq), 0) FROM fintrail.audit_chain", &[]).await?.get(0);
-    let mut expected: BTreeMap<i64, Vec<&Checkpoint>> = BTreeMap::new();
-    for cp in checkpoints.iter().filter(|c| c.seq > purged_through) {
-        expected.entry(cp.seq).or_default().push(cp);
+    let mut walk = ChainWalk::new(checkpoints, purged_through, anchor, chain_max);
+    let brk = stream_and_walk(&tx, &ctx, &mut walk).await?;
+    // Read-only snapshot transactions: rolled back on drop (a COPY cut short is discarded).
+    drop(ctx);
+    drop(tx);
+    let (mut report, brk) = walk.finish(brk);
+    report.elapsed_ms = started.elapsed().as_millis();
+    Ok(match brk {
+        None => Outcome::Intact(report),
+        Some(Break { seq, reason }) => Outcome::Tampered { report, seq, reason },
+    })
+}
+
+/// Checks every checkpoint's key and signature: the verdict when one fails, `None` when all hold.
+fn check_signatures(checkpoints: &[Checkpoint], key: Option<&Key>) -> Option<Outcome> {
+    if checkpoints.is_empty() {
+        return None;
     }
-    let mut last_checkpoint_seq = purged_through;
-    let mut brk: Option<(i64, String)> = None;
+    let Some(key) = key else {
+        return Some(Outcome::CannotCheck(
+            "checkpoints exist but the checkpoint key is missing (FINTRAIL_HOME/keys)".into(),
+        ));
+    };
+    for cp in checkpoints {
+        if cp.key_id != key.id {
+            return Some(Outcome::CannotCheck(format!(
+                "checkpoint {} is signed by unknown key {}",
+                cp.source, cp.key_id
+            )));
+        }
+        if !signature_valid(key, cp) {
+            return Some(Outcome::Tampered {
+                report: Report::default(),
+                seq: cp.seq,
+                reason: format!(
+                    "event {}: checkpoint {} has an invalid signature (forged or altered)",
+                    cp.seq, cp.source
+                ),
+            });
+        }
+    }
+    None
+}
+
+/// A read-only repeatable-read transaction (one side of the shared snapshot).
+async fn begin_read_only(
+    client: &mut tokio_postgres::Client,
+) -> Result<tokio_postgres::Transaction<'_>, tokio_postgres::Error> {
+    client
+        .build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await
+}
+
+/// Streams events (`tx`) and links (`ctx`) in sequence order into `walk`; the first break, if
+/// any. The COPYs end when this returns, before the snapshot transactions do.
+async fn stream_and_walk(
+    tx: &tokio_postgres::Transaction<'_>,
+    ctx: &tokio_postgres::Transaction<'_>,
+    walk: &mut ChainWalk<'_>,
+) -> anyhow::Result<Option<Break>> {
     // Binary COPY: the cheapest way to move a million rows (no per-row protocol round, no
     // text parsing); rows are hashed straight from the receive buffers.
     let events = tx
@@ -177,91 +208,154 @@ pub async fn verify(
         .copy_out("COPY (SELECT seq, link FROM fintrail.audit_chain ORDER BY seq) TO STDOUT (FORMAT binary)")
         .await?;
     let mut links = Box::pin(BinaryCopyOutStream::new(links, &[Type::INT8, Type::BYTEA]));
-    let mut scratch = Vec::with_capacity(1024);
     let mut next_event = events.try_next().await?;
     let mut next_link = links.try_next().await?;
     loop {
         let e_seq: Option<i64> = next_event.as_ref().map(|r| r.try_get(0)).transpose()?;
         let c_seq: Option<i64> = next_link.as_ref().map(|r| r.try_get(0)).transpose()?;
-        let seq = match (e_seq, c_seq) {
-            (None, None) => break,
-            (Some(e), Some(c)) => e.min(c),
-            (Some(e), None) => e,
-            (None, Some(c)) => c,
-        };
-        match (e_seq == Some(seq), c_seq == Some(seq)) {
-            (true, true) => {
-                report.events += 1;
+        let Some((seq, heads)) = merge_step(e_seq, c_seq) else { return Ok(None) };
+        let step = match heads {
+            Heads::Both => {
                 let (Some(erow), Some(crow)) = (&next_event, &next_link) else { unreachable!("both present") };
-                let link = record_ref(erow)?.link(&prev, &mut scratch);
-                let stored: &[u8] = crow.try_get(1)?;
-                if stored != link {
-                    brk = Some((seq, ChainBreak::LinkMismatch { seq }.to_string()));
-                    break;
-                }
-                prev = link;
-                report.linked += 1;
-                report.head_seq = seq;
-                if let Some(cps) = expected.remove(&seq) {
-                    report.checkpoints += cps.len();
-                    if let Some(cp) = cps.iter().find(|cp| cp.link != link) {
-                        brk = Some((
-                            last_checkpoint_seq + 1,
-                            format!(
-                                "events {}..={seq}: checkpoint {} does not match the trail (events rewritten and the chain recomputed); the first broken event is in this range",
-                                last_checkpoint_seq + 1,
-                                cp.source
-                            ),
-                        ));
-                        break;
-                    }
-                    last_checkpoint_seq = seq;
-                }
-                next_event = events.try_next().await?;
-                next_link = links.try_next().await?;
+                walk.linked(seq, record_ref(erow)?, crow.try_get(1)?)
             }
-            (true, false) => {
-                report.events += 1;
-                if seq <= chain_max {
-                    brk = Some((seq, ChainBreak::UnchainedEvent { seq }.to_string()));
-                    break;
-                }
-                report.pending += 1;
-                next_event = events.try_next().await?;
-            }
-            (false, true) => {
-                brk = Some((seq, ChainBreak::MissingEvent { seq }.to_string()));
-                break;
-            }
-            (false, false) => unreachable!("seq is one of the two heads"),
+            Heads::EventOnly => walk.unlinked(seq),
+            Heads::LinkOnly => Err(ChainWalk::missing_event(seq)),
+        };
+        // Stop reading at the first break: the rest of the COPYs is discarded.
+        if let Err(brk) = step {
+            return Ok(Some(brk));
+        }
+        if heads != Heads::LinkOnly {
+            next_event = events.try_next().await?;
+        }
+        if heads == Heads::Both {
+            next_link = links.try_next().await?;
         }
     }
-    drop(events);
-    drop(links);
-    // Read-only snapshot transactions: rolled back on drop (a COPY cut short is discarded).
-    drop(ctx);
-    drop(tx);
-    // Checkpoints never reached: the trail ends (or has a hole) where they say events were.
-    // An earlier such hole beats a later link mismatch (the mismatch is its consequence).
-    let limit = brk.as_ref().map_or(i64::MAX, |(s, _)| *s);
-    if let Some((&seq, cps)) = expected.iter().next().filter(|(s, _)| **s < limit || brk.is_none()) {
-        let first_missing = if seq > report.head_seq { report.head_seq + 1 } else { seq };
-        if brk.is_none() || first_missing < limit {
-            brk = Some((
-                first_missing,
-                format!(
-                    "event {first_missing}: missing, but checkpoint {} covers the trail up to event {seq} (trail truncated)",
-                    cps[0].source
-                ),
-            ));
-        }
-    }
-    report.elapsed_ms = started.elapsed().as_millis();
-    Ok(match brk {
-        None => Outcome::Intact(report),
-        Some((seq, reason)) => Outcome::Tampered { report, seq, reason },
-    })
 }
+
+/// Which streams' heads carry the next sequence number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Heads {
+    /// An event and its link.
+    Both,
+    /// An event without a link.
+    EventOnly,
+    /// A link without its event.
+    LinkOnly,
+}
+
+/// The next sequence number of the merge of two ascending streams with heads `e_seq` (events)
+/// and `c_seq` (links), and which heads carry it; `None` when both ended.
+fn merge_step(e_seq: Option<i64>, c_seq: Option<i64>) -> Option<(i64, Heads)> {
+    match (e_seq, c_seq) {
+        (None, None) => None,
+        (Some(e), Some(c)) if e == c => Some((e, Heads::Both)),
+        (Some(e), Some(c)) if e < c => Some((e, Heads::EventOnly)),
+        (Some(_), Some(c)) => Some((c, Heads::LinkOnly)),
+        (Some(e), None) => Some((e, Heads::EventOnly)),
+        (None, Some(c)) => Some((c, Heads::LinkOnly)),
+    }
+}
+
+/// The chain walk over records already read, in sequence order: the comparison rules, with no
+/// I/O (the COPY streams are read by [`stream_and_walk`]).
+struct ChainWalk<'c> {
+    report: Report,
+    /// The link of the last linked event (the retention anchor, or genesis, before the first).
+    prev: Link,
+    /// Checkpoints after the purged prefix not reached yet, by sequence number.
+    expected: BTreeMap<i64, Vec<&'c Checkpoint>>,
+    /// The last sequence number a checkpoint confirmed (the purged prefix's end at first).
+    last_checkpoint_seq: i64,
+    /// The highest linked sequence number in the snapshot: an event after it is pending.
+    chain_max: i64,
+    /// Hashing buffer, reused for every event.
+    scratch: Vec<u8>,
+}
+
+impl<'c> ChainWalk<'c> {
+    fn new(checkpoints: &'c [Checkpoint], purged_through: i64, anchor: Link, chain_max: i64) -> Self {
+        let mut expected: BTreeMap<i64, Vec<&Checkpoint>> = BTreeMap::new();
+        for cp in checkpoints.iter().filter(|c| c.seq > purged_through) {
+            expected.entry(cp.seq).or_default().push(cp);
+        }
+        Self {
+            report: Report::default(),
+            prev: anchor,
+            expected,
+            last_checkpoint_seq: purged_through,
+            chain_max,
+            scratch: Vec::with_capacity(1024),
+        }
+    }
+
+    /// Event `seq` with its stored link: recomputes the link and checks the checkpoints at `seq`.
+    fn linked(&mut self, seq: i64, record: AuditRecordRef<'_>, stored: &[u8]) -> Result<(), Break> {
+        self.report.events += 1;
+        let link = record.link(&self.prev, &mut self.scratch);
+        if stored != link {
+            return Err(Break { seq, reason: ChainBreak::LinkMismatch { seq }.to_string() });
+        }
+        self.prev = link;
+        self.report.linked += 1;
+        self.report.head_seq = seq;
+        if let Some(cps) = self.expected.remove(&seq) {
+            self.report.checkpoints += cps.len();
+            if let Some(cp) = cps.iter().find(|cp| cp.link != link) {
+                let first = self.last_checkpoint_seq + 1;
+                return Err(Break {
+                    seq: first,
+                    reason: format!(
+                        "events {first}..={seq}: checkpoint {} does not match the trail (events rewritten and the chain recomputed); the first broken event is in this range",
+                        cp.source
+                    ),
+                });
+            }
+            self.last_checkpoint_seq = seq;
+        }
+        Ok(())
+    }
+
+    /// Event `seq` without a link: pending after the chain head, a break before it.
+    fn unlinked(&mut self, seq: i64) -> Result<(), Break> {
+        self.report.events += 1;
+        if seq <= self.chain_max {
+            return Err(Break { seq, reason: ChainBreak::UnchainedEvent { seq }.to_string() });
+        }
+        self.report.pending += 1;
+        Ok(())
+    }
+
+    /// A link without its event `seq`.
+    fn missing_event(seq: i64) -> Break {
+        Break { seq, reason: ChainBreak::MissingEvent { seq }.to_string() }
+    }
+
+    /// The counters and the first break, given the walk's own break `brk`.
+    fn finish(self, mut brk: Option<Break>) -> (Report, Option<Break>) {
+        let report = self.report;
+        debug_assert!(report.linked + report.pending <= report.events);
+        // Checkpoints never reached: the trail ends (or has a hole) where they say events were.
+        // An earlier such hole beats a later link mismatch (the mismatch is its consequence).
+        let limit = brk.as_ref().map_or(i64::MAX, |b| b.seq);
+        if let Some((&seq, cps)) = self.expected.iter().next().filter(|(s, _)| **s < limit || brk.is_none()) {
+            let first_missing = if seq > report.head_seq { report.head_seq + 1 } else { seq };
+            if brk.is_none() || first_missing < limit {
+                brk = Some(Break {
+                    seq: first_missing,
+                    reason: format!(
+                        "event {first_missing}: missing, but checkpoint {} covers the trail up to event {seq} (trail truncated)",
+                        cps[0].source
+                    ),
+                });
+            }
+        }
+        (report, brk)
+    }
+}
+
 /// Runs the verification, mapping every failure to check into [`Outcome::CannotCheck`].
 pub async fn verify_trail(ctx: &fintrail_db::Context, dir: &std::path::Path) -> Outcome {
     let client = match ctx.db.connect(DbRole::App).await {
@@ -280,5 +374,20 @@ pub async fn verify_trail(ctx: &fintrail_db::Context, dir: &std::path::Path) -> 
     match verify(&ctx.db, &cps, key.as_ref()).await {
         Ok(o) => o,
         Err(e) => Outcome::CannotCheck(format!("{e:#}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{merge_step, Heads};
+
+    #[test]
+    fn the_merge_takes_the_lower_head_and_says_which_streams_carry_it() {
+        assert_eq!(merge_step(None, None), None);
+        assert_eq!(merge_step(Some(3), Some(3)), Some((3, Heads::Both)));
+        assert_eq!(merge_step(Some(3), Some(5)), Some((3, Heads::EventOnly)));
+        assert_eq!(merge_step(Some(5), Some(3)), Some((3, Heads::LinkOnly)));
+        assert_eq!(merge_step(Some(7), None), Some((7, Heads::EventOnly)));
+        assert_eq!(merge_step(None, Some(7)), Some((7, Heads::LinkOnly)));
     }
 }

@@ -14,7 +14,7 @@ use fintrail_domain::Role;
 use serde_json::json;
 
 use crate::fixtures;
-use fintrail_api::server::start_with;
+use fintrail_api::server::{start_with, ServerHandle};
 use fintrail_api::state::AppConfig;
 
 /// `fintrail bench transfers` options.
@@ -233,13 +233,7 @@ pub async fn transfers(args: BenchArgs, home: &fintrail_db::Home) -> anyhow::Res
     anyhow::ensure!((2..=WALLETS_MAX).contains(&args.wallets), "--wallets must be 2..={WALLETS_MAX}");
     anyhow::ensure!(args.rounds >= 1 && args.round_secs >= 1, "--rounds and --round-secs must be at least 1");
     let ctx = fintrail_db::prepare(home, args.database_url.as_deref()).await?;
-
-    // pgbench's database on the same cluster.
-    let pg = ctx.db.with_dbname(PGBENCH_DB);
-    fintrail_db::ensure_database(&pg).await?;
-    let scale = args.pgbench_scale.unwrap_or(args.clients as u32).max(1);
-    eprintln!("bench: pgbench -i -s {scale} ...");
-    pgbench(&ctx, &["-i".into(), "-q".into(), "-s".into(), scale.to_string()]).await?;
+    let scale = pgbench_setup(&ctx, &args).await?;
 
     // Our fixtures: approved customers, funded wallets, an admin token, the server.
     eprintln!("bench: {} funded wallets ...", args.wallets);
@@ -267,13 +261,82 @@ pub async fn transfers(args: BenchArgs, home: &fintrail_db::Home) -> anyhow::Res
     };
     let _ = load(&target, 1, false, "warm").await;
 
-    let mut ours = Run::default();
-    let mut theirs_tps = Vec::new();
-    let mut theirs_lat = Vec::new();
+    let mut rounds = run_rounds(&ctx, &target, &args).await?;
+    let hot = hot_account(&server, &target, args.hot_secs).await;
+
+    // The ledger must still be intact after all that.
+    let mut client = ctx.db.connect(DbRole::App).await?;
+    let report = fintrail_api::ledger::check::run(&mut client).await?;
+    server.shutdown().await?;
+
+    print_table(&args, scale, &mut rounds, hot);
+    print_verdict(&report, &rounds)
+}
+
+/// pgbench's database on the same cluster, initialized; its scale factor.
+async fn pgbench_setup(ctx: &Context, args: &BenchArgs) -> anyhow::Result<u32> {
+    let pg = ctx.db.with_dbname(PGBENCH_DB);
+    fintrail_db::ensure_database(&pg).await?;
+    let scale = args.pgbench_scale.unwrap_or(args.clients as u32).max(1);
+    eprintln!("bench: pgbench -i -s {scale} ...");
+    pgbench(ctx, &["-i".into(), "-q".into(), "-s".into(), scale.to_string()]).await?;
+    Ok(scale)
+}
+
+/// What the alternating rounds measured.
+#[derive(Debug, Default)]
+struct Rounds {
+    /// Ours, all rounds merged.
+    ours: Run,
+    /// pgbench's throughput per round.
+    theirs_tps: Vec<f64>,
+    /// pgbench's average latency per round (when it printed one).
+    theirs_latency_ms: Vec<f64>,
+    /// Ours ÷ pgbench per round.
+    ratios: Vec<f64>,
+}
+
+impl Rounds {
+    /// Adds round `round`: pgbench's output `out` and our run `r`.
+    fn record(&mut self, round: u32, out: &str, r: Run) -> anyhow::Result<()> {
+        let tps = parse_tps(out)?;
+        self.theirs_tps.push(tps);
+        if let Some(l) = parse_latency_ms(out) {
+            self.theirs_latency_ms.push(l);
+        }
+        let round_ratio = if tps > 0.0 { r.tps() / tps } else { 0.0 };
+        self.ratios.push(round_ratio);
+        eprintln!(
+            "bench: round {round}: pgbench {tps:.0} tps, ours {:.0} transfers/s ({} errors), ratio {round_ratio:.2}",
+            r.tps(),
+            r.errors
+        );
+        self.ours.merge(r);
+        Ok(())
+    }
+
+    /// pgbench's mean throughput over the rounds.
+    fn theirs_tps_mean(&self) -> f64 {
+        debug_assert!(!self.theirs_tps.is_empty(), "at least one round");
+        self.theirs_tps.iter().sum::<f64>() / self.theirs_tps.len() as f64
+    }
+
+    /// pgbench's mean latency over the rounds; 0 when it printed none.
+    fn theirs_latency_ms_mean(&self) -> f64 {
+        if self.theirs_latency_ms.is_empty() {
+            0.0
+        } else {
+            self.theirs_latency_ms.iter().sum::<f64>() / self.theirs_latency_ms.len() as f64
+        }
+    }
+}
+
+/// `args.rounds` rounds of pgbench and ours, back to back.
+async fn run_rounds(ctx: &Context, target: &Load<'_>, args: &BenchArgs) -> anyhow::Result<Rounds> {
+    let mut rounds = Rounds::default();
     let t_arg = args.round_secs.to_string();
     let c_arg = args.clients.to_string();
     let j_arg = args.clients.clamp(1, 4).to_string();
-    let mut round_ratios: Vec<f64> = Vec::new();
     for round in 1..=args.rounds {
         // Alternated order (pgbench first in odd rounds, ours first in even ones): whatever one
         // side leaves behind (autovacuum of its tables, dirty buffers) falls on both equally.
@@ -281,45 +344,39 @@ pub async fn transfers(args: BenchArgs, home: &fintrail_db::Home) -> anyhow::Res
             ["-n".into(), "-c".into(), c_arg.clone(), "-j".into(), j_arg.clone(), "-T".into(), t_arg.clone()];
         let tag = format!("r{round}");
         let (out, r) = if round % 2 == 1 {
-            let out = pgbench(&ctx, &pgbench_args).await?;
-            (out, load(&target, args.round_secs, false, &tag).await)
+            let out = pgbench(ctx, &pgbench_args).await?;
+            (out, load(target, args.round_secs, false, &tag).await)
         } else {
-            let r = load(&target, args.round_secs, false, &tag).await;
-            (pgbench(&ctx, &pgbench_args).await?, r)
+            let r = load(target, args.round_secs, false, &tag).await;
+            (pgbench(ctx, &pgbench_args).await?, r)
         };
-        let tps = parse_tps(&out)?;
-        theirs_tps.push(tps);
-        if let Some(l) = parse_latency_ms(&out) {
-            theirs_lat.push(l);
-        }
-        let round_ratio = if tps > 0.0 { r.tps() / tps } else { 0.0 };
-        round_ratios.push(round_ratio);
-        eprintln!(
-            "bench: round {round}: pgbench {tps:.0} tps, ours {:.0} transfers/s ({} errors), ratio {round_ratio:.2}",
-            r.tps(),
-            r.errors
-        );
-        ours.merge(r);
+        rounds.record(round, &out, r)?;
     }
-    let pg_tps = theirs_tps.iter().sum::<f64>() / theirs_tps.len() as f64;
-    let pg_lat = if theirs_lat.is_empty() { 0.0 } else { theirs_lat.iter().sum::<f64>() / theirs_lat.len() as f64 };
+    debug_assert_eq!(rounds.ratios.len(), args.rounds as usize);
+    Ok(rounds)
+}
 
-    // Hot account: group commit vs one transaction (and row lock) per transfer.
-    let mut hot = None;
-    if args.hot_secs > 0 {
-        let batched = load(&target, args.hot_secs, true, "hotb").await;
-        server.state.ledger.set_batch_max(1);
-        let single = load(&target, args.hot_secs, true, "hot1").await;
-        server.state.ledger.set_batch_max(fintrail_api::ledger::engine::BATCH_MAX_DEFAULT);
-        hot = Some((batched, single));
+/// Hot account: group commit vs one transaction (and row lock) per transfer; `None` when
+/// `secs` is 0.
+async fn hot_account(server: &ServerHandle, target: &Load<'_>, secs: u64) -> Option<(Run, Run)> {
+    if secs == 0 {
+        return None;
     }
+    let batched = load(target, secs, true, "hotb").await;
+    server.state.ledger.set_batch_max(1);
+    let single = load(target, secs, true, "hot1").await;
+    server.state.ledger.set_batch_max(fintrail_api::ledger::engine::BATCH_MAX_DEFAULT);
+    Some((batched, single))
+}
 
-    // The ledger must still be intact after all that.
-    let mut client = ctx.db.connect(DbRole::App).await?;
-    let report = fintrail_api::ledger::check::run(&mut client).await?;
-    server.shutdown().await?;
+/// One row of the table: `label`, throughput, p50 and p99 latency, errors.
+fn print_run(label: &str, run: &mut Run) {
+    let (p50, p99) = (run.pct(0.5), run.pct(0.99));
+    println!("{:<44} {:>12.0} {:>10.2} {:>10.2} {:>8}", label, run.tps(), p50, p99, run.errors);
+}
 
-    let ours_tps = ours.tps();
+/// The results table.
+fn print_table(args: &BenchArgs, scale: u32, rounds: &mut Rounds, hot: Option<(Run, Run)>) {
     println!(
         "fintrail bench transfers — {} rounds × {} s, {} clients, {} wallets",
         args.rounds, args.round_secs, args.clients, args.wallets
@@ -328,38 +385,23 @@ pub async fn transfers(args: BenchArgs, home: &fintrail_db::Home) -> anyhow::Res
     println!(
         "{:<44} {:>12.0} {:>10} {:>10} {:>8}",
         format!("pgbench TPC-B (scale {scale}, avg latency)"),
-        pg_tps,
-        format!("{pg_lat:.2}"),
+        rounds.theirs_tps_mean(),
+        format!("{:.2}", rounds.theirs_latency_ms_mean()),
         "-",
         "-"
     );
-    let (p50, p99) = (ours.pct(0.5), ours.pct(0.99));
-    println!(
-        "{:<44} {:>12.0} {:>10.2} {:>10.2} {:>8}",
-        "ours: POST /v1/transfers, random wallets", ours_tps, p50, p99, ours.errors
-    );
+    print_run("ours: POST /v1/transfers, random wallets", &mut rounds.ours);
     if let Some((mut b, mut s)) = hot {
-        let (b50, b99, s50, s99) = (b.pct(0.5), b.pct(0.99), s.pct(0.5), s.pct(0.99));
-        println!(
-            "{:<44} {:>12.0} {:>10.2} {:>10.2} {:>8}",
-            "hot account, group commit (ours)",
-            b.tps(),
-            b50,
-            b99,
-            b.errors
-        );
-        println!(
-            "{:<44} {:>12.0} {:>10.2} {:>10.2} {:>8}",
-            "hot account, row lock per transfer",
-            s.tps(),
-            s50,
-            s99,
-            s.errors
-        );
+        print_run("hot account, group commit (ours)", &mut b);
+        print_run("hot account, row lock per transfer", &mut s);
         if s.tps() > 0.0 {
             println!("hot-account ratio (group commit ÷ row lock per transfer): {:.2}", b.tps() / s.tps());
         }
     }
+}
+
+/// The ledger check's verdict (an error when violated), then the ratios.
+fn print_verdict(report: &fintrail_api::ledger::check::CheckReport, rounds: &Rounds) -> anyhow::Result<()> {
     println!(
         "ledger check after the run: {} ({} transfers, {} violations)",
         if report.ok() { "intact" } else { "VIOLATED" },
@@ -369,11 +411,12 @@ pub async fn transfers(args: BenchArgs, home: &fintrail_db::Home) -> anyhow::Res
     anyhow::ensure!(report.ok(), "the ledger check failed after the benchmark: {:?}", report.violations.first());
     // The ratio is the median of the rounds' ratios: each round pairs the two sides under the same
     // conditions of this shared machine, and the median ignores one disturbed round.
-    let ratio = median(&mut round_ratios.clone());
+    let ratio = median(&mut rounds.ratios.clone());
+    let pg_tps = rounds.theirs_tps_mean();
     println!(
         "per-round ratios: {} (ratio of the means: {:.2})",
-        round_ratios.iter().map(|r| format!("{r:.2}")).collect::<Vec<_>>().join(" "),
-        if pg_tps > 0.0 { ours_tps / pg_tps } else { 0.0 }
+        rounds.ratios.iter().map(|r| format!("{r:.2}")).collect::<Vec<_>>().join(" "),
+        if pg_tps > 0.0 { rounds.ours.tps() / pg_tps } else { 0.0 }
     );
     println!("ratio: {ratio:.2}");
     Ok(())

@@ -60,8 +60,22 @@ pub async fn run(client: &mut tokio_postgres::Client) -> anyhow::Result<CheckRep
         .start()
         .await?;
     let mut report = CheckReport::default();
-
     // 1. Per currency.
+    check_currencies(&tx, &mut report).await?;
+    // 2. Per transfer.
+    check_transfers(&tx, &mut report).await?;
+    check_entry_currencies(&tx, &mut report).await?;
+    check_orphan_entries(&tx, &mut report).await?;
+    // 3. Per wallet.
+    check_wallets(&tx, &mut report).await?;
+    tx.commit().await?;
+    debug_assert!(report.violations.len() <= VIOLATIONS_MAX);
+    debug_assert!(report.violations.len() as u64 <= report.violation_count);
+    Ok(report)
+}
+
+/// Invariant 1: Σ entries per currency = 0.
+async fn check_currencies(tx: &tokio_postgres::Transaction<'_>, report: &mut CheckReport) -> anyhow::Result<()> {
     for r in tx
         .query(
             "SELECT currency, sum(amount_minor)::text FROM fintrail.entries GROUP BY currency ORDER BY currency",
@@ -76,8 +90,12 @@ pub async fn run(client: &mut tokio_postgres::Client) -> anyhow::Result<CheckRep
             report.push(Violation::CurrencyNotBalanced { currency, sum_minor: sum });
         }
     }
+    Ok(())
+}
 
-    // 2. Per transfer (only the broken ones come back).
+/// Invariant 2: every transfer has one debit and one credit entry summing to 0, in its
+/// currency, on its wallets (only the broken ones come back); counts transfers and entries.
+async fn check_transfers(tx: &tokio_postgres::Transaction<'_>, report: &mut CheckReport) -> anyhow::Result<()> {
     let counts = tx
         .query_one("SELECT (SELECT count(*) FROM fintrail.transfers), (SELECT count(*) FROM fintrail.entries)", &[])
         .await?;
@@ -104,7 +122,11 @@ pub async fn run(client: &mut tokio_postgres::Client) -> anyhow::Result<CheckRep
             entries: entries as usize,
         });
     }
-    // Entries in another currency than their wallet.
+    Ok(())
+}
+
+/// Entries in another currency than their wallet (the first [`VIOLATIONS_MAX`]).
+async fn check_entry_currencies(tx: &tokio_postgres::Transaction<'_>, report: &mut CheckReport) -> anyhow::Result<()> {
     for r in tx
         .query(
             "SELECT e.transfer_id, e.wallet_id FROM fintrail.entries e JOIN fintrail.wallets w ON w.id = e.wallet_id \
@@ -115,8 +137,11 @@ pub async fn run(client: &mut tokio_postgres::Client) -> anyhow::Result<CheckRep
     {
         report.push(Violation::EntryCurrency { transfer_id: r.get(0), wallet: WalletId(r.get(1)) });
     }
+    Ok(())
+}
 
-    // Entries whose transfer or wallet does not exist (no foreign key since migration 0032).
+/// Entries whose transfer or wallet does not exist (no foreign key since migration 0032).
+async fn check_orphan_entries(tx: &tokio_postgres::Transaction<'_>, report: &mut CheckReport) -> anyhow::Result<()> {
     for r in tx
         .query(
             "SELECT e.id, e.transfer_id, e.wallet_id FROM fintrail.entries e \
@@ -129,8 +154,11 @@ pub async fn run(client: &mut tokio_postgres::Client) -> anyhow::Result<CheckRep
     {
         report.push(Violation::OrphanEntry { entry_id: r.get(0), transfer_id: r.get(1), wallet: WalletId(r.get(2)) });
     }
+    Ok(())
+}
 
-    // 3. Per wallet.
+/// Invariant 3: every wallet's balance, held amount and floor against its entries and holds.
+async fn check_wallets(tx: &tokio_postgres::Transaction<'_>, report: &mut CheckReport) -> anyhow::Result<()> {
     let wallets = tx
         .query_raw(
             "SELECT w.id, w.balance_minor, w.held_minor, w.floor_minor, coalesce(e.s, 0)::text, coalesce(h.s, 0)::text \
@@ -157,6 +185,5 @@ pub async fn run(client: &mut tokio_postgres::Client) -> anyhow::Result<CheckRep
             report.push(v);
         }
     }
-    tx.commit().await?;
-    Ok(report)
+    Ok(())
 }

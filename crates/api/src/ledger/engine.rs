@@ -762,116 +762,180 @@ async fn decide_and_write<C: GenericClient + Sync>(
     audit: &AuditWriter,
     pipeline: Pipeline,
 ) -> Result<Decided, tokio_postgres::Error> {
-    let in_pipeline = pipeline == Pipeline::BeginAndCommit;
-    let wallet_ids = wallets_of(reqs.iter().copied());
-    let reversal_ids: Vec<i64> = reqs.iter().filter_map(|r| r.reverses).collect();
-    let n = reqs.len() as i64;
-    let principals: Vec<&str> = reqs.iter().map(|r| r.idem.principal.as_str()).collect();
-    let keys: Vec<&str> = reqs.iter().map(|r| r.idem.key.as_str()).collect();
-    let ids_params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&n];
-    let key_params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&principals, &keys];
-    // Pipelined: the lock, the already-reversed set, the ids and the keys already used travel
-    // together (one round trip). Keys committed earlier are replayed by the handler; keys being
-    // written concurrently are caught by the INSERT ... ON CONFLICT below.
-    // The first error in statement order is the cause (a lock timeout or deadlock must stay
-    // recognizable as retryable), hence `join!` and `?` in order.
-    let (begun, locked, reversed, ids, used) = tokio::join!(
-        async {
-            if in_pipeline {
-                tx.batch_execute("BEGIN").await?;
-            }
-            Ok::<(), tokio_postgres::Error>(())
-        },
-        async { tx.query(&st.lock, &[&wallet_ids]).await.map(|rows| locked_of(&rows)) },
-        async {
-            if reversal_ids.is_empty() {
-                return Ok(Vec::new());
-            }
-            tx.query(&st.reversed, &[&reversal_ids]).await
-        },
-        tx.query(&st.ids, &ids_params),
-        tx.query(&st.used, &key_params),
-    );
-    begun?;
-    let (locked, reversed, ids, used) = (locked?, reversed?, ids?, used?);
-    let used: HashSet<(String, String)> = used.iter().map(|r| (r.get(0), r.get(1))).collect();
-    let mut reversed: HashSet<i64> = reversed.iter().map(|r| r.get(0)).collect();
+    debug_assert!(!reqs.is_empty() && reqs.len() <= BATCH_MAX_LIMIT, "batch of {} postings", reqs.len());
+    let io = BatchIo { tx, st, audit, in_pipeline: pipeline == Pipeline::BeginAndCommit };
+    let read = io.read(reqs).await?;
+    let decided = decide_batch(reqs, taken, read);
+    let key_rows = key_rows_of(reqs, &decided.results);
+    let conflicts = io.write(&decided, &key_rows).await?;
+    Ok((decided.results, conflicts))
+}
+
+/// What a batch's two round trips share: the connection (or its transaction), the prepared
+/// statements, the audit writer, and whether `BEGIN` and `COMMIT` travel with them.
+struct BatchIo<'a, C> {
+    tx: &'a C,
+    st: &'a Stmts,
+    audit: &'a AuditWriter,
+    in_pipeline: bool,
+}
+
+/// What the first round trip read: the locked wallets, the transfers among the requested
+/// reversals already reversed, one (id, time) row per request, and the keys already used.
+struct BatchRead {
+    locked: BTreeMap<WalletId, LockedWallet>,
+    reversed: HashSet<i64>,
+    ids: Vec<tokio_postgres::Row>,
+    used: HashSet<(String, String)>,
+}
+
+impl<C: GenericClient + Sync> BatchIo<'_, C> {
+    /// Round trip 1 (with `BEGIN` first in the pipeline).
+    async fn read(&self, reqs: &[&PostingRequest]) -> Result<BatchRead, tokio_postgres::Error> {
+        let (tx, st) = (self.tx, self.st);
+        let wallet_ids = wallets_of(reqs.iter().copied());
+        let reversal_ids: Vec<i64> = reqs.iter().filter_map(|r| r.reverses).collect();
+        let n = reqs.len() as i64;
+        let principals: Vec<&str> = reqs.iter().map(|r| r.idem.principal.as_str()).collect();
+        let keys: Vec<&str> = reqs.iter().map(|r| r.idem.key.as_str()).collect();
+        let ids_params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&n];
+        let key_params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&principals, &keys];
+        // Pipelined: the lock, the already-reversed set, the ids and the keys already used travel
+        // together (one round trip). Keys committed earlier are replayed by the handler; keys being
+        // written concurrently are caught by the INSERT ... ON CONFLICT below.
+        // The first error in statement order is the cause (a lock timeout or deadlock must stay
+        // recognizable as retryable), hence `join!` and `?` in order.
+        let (begun, locked, reversed, ids, used) = tokio::join!(
+            pipelined(tx, self.in_pipeline, "BEGIN"),
+            async { tx.query(&st.lock, &[&wallet_ids]).await.map(|rows| locked_of(&rows)) },
+            async {
+                if reversal_ids.is_empty() {
+                    return Ok(Vec::new());
+                }
+                tx.query(&st.reversed, &[&reversal_ids]).await
+            },
+            tx.query(&st.ids, &ids_params),
+            tx.query(&st.used, &key_params),
+        );
+        begun?;
+        let (locked, reversed, ids, used) = (locked?, reversed?, ids?, used?);
+        debug_assert_eq!(ids.len(), reqs.len(), "one id per posting");
+        let used: HashSet<(String, String)> = used.iter().map(|r| (r.get(0), r.get(1))).collect();
+        let reversed: HashSet<i64> = reversed.iter().map(|r| r.get(0)).collect();
+        Ok(BatchRead { locked, reversed, ids, used })
+    }
+
+    /// Round trip 2 (with `COMMIT` last in the pipeline); the keys another transaction took
+    /// meanwhile (careful path only).
+    async fn write(
+        &self,
+        decided: &Decisions,
+        key_rows: &[(&IdemKey, i32, serde_json::Value, Option<i64>)],
+    ) -> Result<Vec<(String, String)>, tokio_postgres::Error> {
+        let (tx, st) = (self.tx, self.st);
+        // One round trip; the transfers are sent first, so they exist before the keys reference them.
+        // `join!`, not `try_join!`: when the database refuses the transfers (a trigger's FT0xx), the
+        // statements after them fail with "transaction aborted" in the same read, and `try_join!`
+        // may report either; the error that matters is the first in statement order.
+        // In the pipeline, COMMIT follows them: if one of them failed, PostgreSQL answers the COMMIT
+        // of the aborted transaction with a rollback, so nothing of the batch is kept.
+        let keys_stmt = if self.in_pipeline { &st.keys_strict } else { &st.keys };
+        let (t, k, e, c) = tokio::join!(
+            insert_transfers_with(tx, &st.transfers, &decided.rows),
+            insert_keys_with(tx, keys_stmt, key_rows, self.in_pipeline),
+            self.audit.append_many_prepared(tx, &st.events, &decided.events),
+            pipelined(tx, self.in_pipeline, "COMMIT"),
+        );
+        t?;
+        let conflicts = k?;
+        e?;
+        c?;
+        Ok(conflicts)
+    }
+}
+
+/// Sends the transaction control `sql` when the batch pipelines it; nothing otherwise.
+async fn pipelined<C: GenericClient + Sync>(tx: &C, in_pipeline: bool, sql: &str) -> Result<(), tokio_postgres::Error> {
+    if in_pipeline {
+        tx.batch_execute(sql).await?;
+    }
+    Ok(())
+}
+
+/// The decide step's output: a result per request (in request order), and the transfer rows
+/// and audit events of the accepted ones.
+struct Decisions {
+    results: Vec<Result<Outcome, ApiError>>,
+    rows: Vec<TransferRow>,
+    events: Vec<NewEvent>,
+}
+
+/// Decides every posting of the batch in queue order against the locked balances (no I/O):
+/// a key taken, used or repeated in the batch answers `KeyTaken`; otherwise [`decide`].
+fn decide_batch(reqs: &[&PostingRequest], taken: &HashSet<(String, String)>, read: BatchRead) -> Decisions {
+    let BatchRead { locked, mut reversed, ids, used } = read;
     let mut balances: BTreeMap<WalletId, WalletState> = locked.iter().map(|(k, v)| (*k, v.state)).collect();
     let mut seen_keys: HashSet<(String, String)> = HashSet::new();
-    let mut results = Vec::with_capacity(reqs.len());
-    let mut rows = Vec::new();
-    let mut events = Vec::new();
+    let mut out = Decisions { results: Vec::with_capacity(reqs.len()), rows: Vec::new(), events: Vec::new() };
     for (i, req) in reqs.iter().enumerate() {
         let pk = (req.idem.principal.clone(), req.idem.key.clone());
         if taken.contains(&pk) || used.contains(&pk) || !seen_keys.insert(pk) {
-            results.push(Ok(Outcome::KeyTaken));
+            out.results.push(Ok(Outcome::KeyTaken));
             continue;
         }
-        let r = decide(req, &locked, &mut balances, &mut reversed);
-        match r {
-            Ok(()) => {
-                let id: i64 = ids[i].get(0);
-                let at: DateTime<Utc> = ids[i].get(1);
-                let view = TransferView {
-                    id,
-                    kind: req.kind.as_str().to_owned(),
-                    debit_wallet_id: req.debit.0,
-                    credit_wallet_id: req.credit.0,
-                    amount_minor: req.amount.minor(),
-                    currency: req.currency.as_str().to_owned(),
-                    reverses_transfer_id: req.reverses,
-                    hold_id: None,
-                    created_at: at,
-                };
-                let who = Who {
-                    actor: &req.actor,
-                    on_behalf_of: req.on_behalf_of.as_deref(),
-                    permission: req.permission,
-                    request_id: Some(req.request_id.as_str()),
-                };
-                events.push(ledger_event(&who, action_of(req.kind), format!("transfer:{id}"), transfer_after(&view)));
-                rows.push(TransferRow {
-                    view: view.clone(),
-                    actor: req.actor.clone(),
-                    idempotency_key: Some(req.idem.key.clone()),
-                    request_id: req.request_id.clone(),
-                });
-                results.push(Ok(Outcome::Posted(view)));
-            }
-            Err(e) => results.push(Err(e)),
+        match decide(req, &locked, &mut balances, &mut reversed) {
+            Ok(()) => out.push_posted(req, ids[i].get(0), ids[i].get(1)),
+            Err(e) => out.results.push(Err(e)),
         }
     }
-    let key_rows: Vec<(&IdemKey, i32, serde_json::Value, Option<i64>)> = reqs
-        .iter()
-        .zip(&results)
+    debug_assert_eq!(out.results.len(), reqs.len());
+    debug_assert_eq!(out.rows.len(), out.events.len());
+    out
+}
+
+impl Decisions {
+    /// Records `req`, accepted as transfer `id` at `at`: its result, row and audit event.
+    fn push_posted(&mut self, req: &PostingRequest, id: i64, at: DateTime<Utc>) {
+        let view = TransferView {
+            id,
+            kind: req.kind.as_str().to_owned(),
+            debit_wallet_id: req.debit.0,
+            credit_wallet_id: req.credit.0,
+            amount_minor: req.amount.minor(),
+            currency: req.currency.as_str().to_owned(),
+            reverses_transfer_id: req.reverses,
+            hold_id: None,
+            created_at: at,
+        };
+        let who = Who {
+            actor: &req.actor,
+            on_behalf_of: req.on_behalf_of.as_deref(),
+            permission: req.permission,
+            request_id: Some(req.request_id.as_str()),
+        };
+        self.events.push(ledger_event(&who, action_of(req.kind), format!("transfer:{id}"), transfer_after(&view)));
+        self.rows.push(TransferRow {
+            view: view.clone(),
+            actor: req.actor.clone(),
+            idempotency_key: Some(req.idem.key.clone()),
+            request_id: req.request_id.clone(),
+        });
+        self.results.push(Ok(Outcome::Posted(view)));
+    }
+}
+
+/// The idempotency rows of the posted requests: 201 with the transfer as the response.
+fn key_rows_of<'r>(
+    reqs: &[&'r PostingRequest],
+    results: &[Result<Outcome, ApiError>],
+) -> Vec<(&'r IdemKey, i32, serde_json::Value, Option<i64>)> {
+    reqs.iter()
+        .zip(results)
         .filter_map(|(req, r)| match r {
             Ok(Outcome::Posted(v)) => Some((&req.idem, 201, serde_json::to_value(v).unwrap_or_default(), Some(v.id))),
             _ => None,
         })
-        .collect();
-    // One round trip; the transfers are sent first, so they exist before the keys reference them.
-    // `join!`, not `try_join!`: when the database refuses the transfers (a trigger's FT0xx), the
-    // statements after them fail with "transaction aborted" in the same read, and `try_join!`
-    // may report either; the error that matters is the first in statement order.
-    // In the pipeline, COMMIT follows them: if one of them failed, PostgreSQL answers the COMMIT
-    // of the aborted transaction with a rollback, so nothing of the batch is kept.
-    let keys_stmt = if in_pipeline { &st.keys_strict } else { &st.keys };
-    let (t, k, e, c) = tokio::join!(
-        insert_transfers_with(tx, &st.transfers, &rows),
-        insert_keys_with(tx, keys_stmt, &key_rows, in_pipeline),
-        audit.append_many_prepared(tx, &st.events, &events),
-        async {
-            if in_pipeline {
-                tx.batch_execute("COMMIT").await?;
-            }
-            Ok::<(), tokio_postgres::Error>(())
-        },
-    );
-    t?;
-    let conflicts = k?;
-    e?;
-    c?;
-    Ok((results, conflicts))
+        .collect()
 }
 
 fn decide(
