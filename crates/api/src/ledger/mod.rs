@@ -580,17 +580,18 @@ async fn post_idempotent(state: &AppState, req: PostingRequest) -> ApiResult<Res
     Err(ApiError::conflict("retry", "a concurrent request with the same Idempotency-Key is in progress; retry"))
 }
 
-#[allow(clippy::too_many_arguments)]
-fn posting(
-    caller: &Caller,
-    idem: IdemKey,
+/// The money a request moves, before it is parsed into a posting.
+struct Move<'a> {
     kind: TransferKind,
     debit: i64,
     credit: i64,
     amount_minor: i64,
-    currency: &str,
+    currency: &'a str,
     reverses: Option<i64>,
-) -> ApiResult<PostingRequest> {
+}
+
+fn posting(caller: &Caller, idem: IdemKey, m: Move<'_>) -> ApiResult<PostingRequest> {
+    let Move { kind, debit, credit, amount_minor, currency, reverses } = m;
     let amount = parse_amount(amount_minor)?;
     let currency = parse_currency(currency)?;
     if debit == credit {
@@ -653,16 +654,15 @@ async fn transfer(
     debit_owner: Option<i64>,
 ) -> ApiResult<Response> {
     let idem = idempotency::key(headers, caller, route, body)?;
-    let mut req = posting(
-        caller,
-        idem,
-        TransferKind::Transfer,
-        body.from_wallet_id,
-        body.to_wallet_id,
-        body.amount_minor,
-        &body.currency,
-        None,
-    )?;
+    let m = Move {
+        kind: TransferKind::Transfer,
+        debit: body.from_wallet_id,
+        credit: body.to_wallet_id,
+        amount_minor: body.amount_minor,
+        currency: &body.currency,
+        reverses: None,
+    };
+    let mut req = posting(caller, idem, m)?;
     req.debit_owner = debit_owner;
     post_idempotent(state, req).await
 }
@@ -717,7 +717,8 @@ async fn external_funds(
         TransferKind::Withdrawal => (body.wallet_id, system_wallet(state, SystemAccount::Settlement, currency).await?),
         other => unreachable!("external_funds moves deposits and withdrawals only, not {other:?}"),
     };
-    let req = posting(caller, idem, kind, debit, credit, body.amount_minor, &body.currency, None)?;
+    let m = Move { kind, debit, credit, amount_minor: body.amount_minor, currency: &body.currency, reverses: None };
+    let req = posting(caller, idem, m)?;
     post_idempotent(state, req).await
 }
 
@@ -776,16 +777,15 @@ pub async fn reverse_transfer(
     if orig.kind == TransferKind::Reversal.as_str() {
         return Err(ApiError::conflict("not_reversible", "a reversal cannot be reversed"));
     }
-    let req = posting(
-        &caller,
-        idem,
-        TransferKind::Reversal,
-        orig.credit_wallet_id,
-        orig.debit_wallet_id,
-        orig.amount_minor,
-        &orig.currency,
-        Some(orig.id),
-    )?;
+    let m = Move {
+        kind: TransferKind::Reversal,
+        debit: orig.credit_wallet_id,
+        credit: orig.debit_wallet_id,
+        amount_minor: orig.amount_minor,
+        currency: &orig.currency,
+        reverses: Some(orig.id),
+    };
+    let req = posting(&caller, idem, m)?;
     post_idempotent(&state, req).await
 }
 

@@ -184,7 +184,8 @@ pub async fn upload(
         let _ = tokio::fs::remove_file(&staged).await;
         return Err(ApiError::internal(e));
     }
-    let saved = save_row(&state, &caller, customer, case_id, kind, &content_type, size, &digest, &key).await;
+    let stored = Stored { customer, case_id, kind, content_type: &content_type, size, digest: &digest, key: &key };
+    let saved = save_row(&state, &caller, stored).await;
     if saved.is_err() {
         // Nothing half-written: the row was not committed, so the bytes go too.
         let _ = state.media.remove(&key).await;
@@ -218,18 +219,19 @@ async fn stream_to(path: &std::path::Path, body: Body) -> ApiResult<(u64, [u8; 3
     Ok((size, hasher.finalize().into()))
 }
 
-#[allow(clippy::too_many_arguments)] // one call site; a struct would only rename the fields
-async fn save_row(
-    state: &AppState,
-    caller: &Caller,
+/// An uploaded object, stored and hashed, whose row is to be written.
+struct Stored<'a> {
     customer: i64,
     case_id: i64,
     kind: MediaKind,
-    content_type: &str,
+    content_type: &'a str,
     size: u64,
-    digest: &[u8; 32],
-    key: &str,
-) -> ApiResult<MediaObject> {
+    digest: &'a [u8; 32],
+    key: &'a str,
+}
+
+async fn save_row(state: &AppState, caller: &Caller, stored: Stored<'_>) -> ApiResult<MediaObject> {
+    let Stored { customer, case_id, kind, content_type, size, digest, key } = stored;
     let mut client = state.pool.get().await?;
     let tx = client.transaction().await?;
     let size = size as i64;
