@@ -61,7 +61,7 @@ impl Rng {
 
 /// Where a transfer's money comes from: a funded wallet (1..WALLETS) or the dry one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-enum From {
+enum Debit {
     Funded(usize),
     Dry,
 }
@@ -70,7 +70,7 @@ enum From {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct Op {
     key: String,
-    from: From,
+    from: Debit,
     /// Index into the funded wallets.
     to: usize,
     amount_minor: i64,
@@ -98,11 +98,11 @@ impl Plan {
                         // Skewed: 60% credit the hot wallet 0; 1 in 20 comes from the dry wallet.
                         let to = if rng.below(10) < 6 { 0 } else { rng.below(WALLETS as u64) as usize };
                         let from = if rng.below(20) == 0 {
-                            From::Dry
+                            Debit::Dry
                         } else {
                             // Any funded wallet but `to`.
                             let f = 1 + rng.below(WALLETS as u64 - 1) as usize;
-                            From::Funded(if f == to { 1 + f % (WALLETS - 1) } else { f })
+                            Debit::Funded(if f == to { 1 + f % (WALLETS - 1) } else { f })
                         };
                         let amount_minor = 2 + rng.below(AMOUNT_MINOR_MAX - 1) as i64;
                         let sends = if rng.below(10) == 0 { 2 } else { 1 };
@@ -125,7 +125,7 @@ impl Plan {
     fn funding_minor(&self) -> i64 {
         let mut debits = [0i64; WALLETS];
         for op in self.ops() {
-            if let From::Funded(f) = op.from {
+            if let Debit::Funded(f) = op.from {
                 debits[f] += op.amount_minor;
             }
         }
@@ -226,7 +226,7 @@ async fn sigkilled_server_never_loses_or_duplicates_money() {
     eprintln!("ledger stress plan {} (funding {funding_minor} per wallet)", plan.digest());
     assert!(std::env::var_os(PLAN_ONLY_ENV).is_none(), "{PLAN_ONLY_ENV} is set: stopping after the plan");
     let planned_refusals: std::collections::HashSet<&str> =
-        plan.ops().filter(|op| op.from == From::Dry).map(|op| op.key.as_str()).collect();
+        plan.ops().filter(|op| op.from == Debit::Dry).map(|op| op.key.as_str()).collect();
 
     let db = fresh_db().await;
     let wallets = fintrail_tooling::fixtures::funded_wallets(&db, WALLETS, funding_minor).await.unwrap();
@@ -244,8 +244,8 @@ async fn sigkilled_server_never_loses_or_duplicates_money() {
         let wallets = wallets.clone();
         move |op: &Op| {
             let from = match op.from {
-                From::Funded(f) => wallets[f],
-                From::Dry => dry,
+                Debit::Funded(f) => wallets[f],
+                Debit::Dry => dry,
             };
             json!({ "from_wallet_id": from, "to_wallet_id": wallets[op.to],
                 "amount_minor": op.amount_minor, "currency": "EUR" })
@@ -432,14 +432,14 @@ fn the_plan_implies_its_outcome() {
     let funding = plan.funding_minor();
     for op in plan.ops() {
         assert!(op.amount_minor > DRY_FUNDING_MINOR && op.amount_minor <= AMOUNT_MINOR_MAX as i64);
-        assert!(op.to < WALLETS && op.from != From::Funded(op.to) && op.from != From::Funded(0));
+        assert!(op.to < WALLETS && op.from != Debit::Funded(op.to) && op.from != Debit::Funded(0));
         assert!(op.sends == 1 || op.sends == 2);
     }
     // Funding covers the heaviest-debited wallet.
     for w in 1..WALLETS {
-        let debits: i64 = plan.ops().filter(|op| op.from == From::Funded(w)).map(|op| op.amount_minor).sum();
+        let debits: i64 = plan.ops().filter(|op| op.from == Debit::Funded(w)).map(|op| op.amount_minor).sum();
         assert!(debits <= funding, "wallet {w}: {debits} > {funding}");
     }
-    let dry = plan.ops().filter(|op| op.from == From::Dry).count();
+    let dry = plan.ops().filter(|op| op.from == Debit::Dry).count();
     assert!(dry > 0 && dry < plan.ops().count() / 10, "some, not many, planned refusals: {dry}");
 }

@@ -6,7 +6,6 @@
 use fintrail_db::{Database, DbRole};
 use fintrail_domain::{KybState, KycState, Role, State as _};
 
-use fintrail_api::identity::{insert_token, Issuer};
 use fintrail_api::machines::{apply_transition, Machine};
 
 const ACTOR: &str = "system:ledger-fixtures";
@@ -84,23 +83,10 @@ pub async fn organization(db: &Database, state: KybState) -> anyhow::Result<i64>
     Ok(id)
 }
 
-/// A bearer token with `role` (customer tokens name their customer), valid 8 hours.
+/// A bearer token with `role` (customer tokens name their customer), valid 8 hours, issued
+/// the way operators issue one (`fintrail token create`).
 pub async fn token(db: &Database, role: Role, customer_id: Option<i64>) -> anyhow::Result<String> {
-    let mut client = db.connect(DbRole::App).await?;
-    let tx = client.transaction().await?;
-    let audit = fintrail_audit::AuditWriter::new(true);
-    let issued = insert_token(
-        &audit,
-        &tx,
-        role,
-        customer_id,
-        "ledger-fixture",
-        8 * 3600,
-        &Issuer { actor: ACTOR, permission: None, request_id: None },
-    )
-    .await?;
-    tx.commit().await?;
-    Ok(issued.token)
+    Ok(fintrail_api::identity::create_token(db, role, customer_id, "ledger-fixture", 8 * 3600, ACTOR).await?.token)
 }
 
 /// `n` customer wallets in EUR for fresh approved customers, each funded with `amount_minor`
