@@ -104,3 +104,19 @@ impl From<deadpool_postgres::PoolError> for ApiError {
 
 /// Handler result.
 pub type ApiResult<T> = Result<T, ApiError>;
+
+/// The ledger's answers in HTTP terms: a missing (or not disclosed) object 404, a ledger rule
+/// 409 with its own `code`, a schema-stated shape 422, the database as for every handler.
+impl From<fintrail_ledger::Error> for ApiError {
+    fn from(e: fintrail_ledger::Error) -> Self {
+        use fintrail_ledger::Error as L;
+        match e {
+            L::NotFound(what) => ApiError::not_found(what),
+            L::Refused { code, message } => ApiError::conflict(code, message),
+            L::Invalid { code, message } => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, message),
+            L::Db(e) => ApiError::from(e),
+            L::Pool(e) => ApiError::from(e),
+            L::Internal(e) => ApiError::internal(e),
+        }
+    }
+}

@@ -1,8 +1,8 @@
 //! `fintrail serve`: the HTTP adapter. Axum routes, authentication and authorization, media,
 //! KYC/KYB handlers, the mapping of ledger and audit types to HTTP responses, and the OpenAPI
-//! document (35 operations). Business rules live in `fintrail-domain` and the `ledger` module
-//! (to move to a crate of its own, `fintrail-ledger`); the
-//! trail is written through `fintrail-audit`.
+//! document (35 operations). Business rules live in `fintrail-domain`; wallets, transfers and
+//! holds in `fintrail-ledger` (its errors map to responses in `error.rs`); the trail is written
+//! through `fintrail-audit`.
 //!
 //! # Request path
 //! Middleware, in order: request id (an incoming id is kept only if ≤ 64 chars of
@@ -44,7 +44,7 @@
 //! does not name the permission in backticks). State: a field in `AppState`'s `Inner`.
 //!
 //! # Dependencies
-//! domain, db, audit; axum 0.8 (http1/json/query/tokio), deadpool-postgres 0.14, utoipa 5,
+//! domain, db, audit, ledger (with its `openapi` feature: its views describe themselves); axum 0.8 (http1/json/query/tokio), deadpool-postgres 0.14, utoipa 5,
 //! sha2/hmac/subtle, base64, rand, chrono (the one time crate), tokio-util, futures-util. No HTTP
 //! client (that is `fintrail-tooling`).
 //!

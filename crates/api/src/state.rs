@@ -57,7 +57,7 @@ pub struct Inner {
     /// The configuration it was built with.
     pub config: AppConfig,
     /// The ledger's posting engine (group commit).
-    pub ledger: crate::ledger::Ledger,
+    pub ledger: fintrail_ledger::Ledger,
     /// Authenticated tokens, briefly (see [`crate::auth::token_cache`]).
     pub tokens: crate::auth::token_cache::TokenCache,
 }
@@ -93,7 +93,7 @@ impl AppState {
         let key = fintrail_db::keys::load_or_create(&ctx.home.keys_dir(), fintrail_db::keys::MEDIA_URL_KEY)?;
         let media: Arc<dyn MediaStore> = Arc::new(LocalStore::new(ctx.home.media_dir())?);
         Ok(AppState(Arc::new(Inner {
-            ledger: crate::ledger::Ledger::new(pool.clone()),
+            ledger: fintrail_ledger::Ledger::new(pool.clone()),
             pool,
             audit: AuditWriter::new(config.audit_enabled),
             media,

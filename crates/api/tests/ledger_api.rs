@@ -108,7 +108,7 @@ impl Env {
     }
     async fn check(&self) {
         let mut c = self.db.connect(DbRole::App).await.unwrap();
-        let report = fintrail_api::ledger::check::run(&mut c).await.unwrap();
+        let report = fintrail_ledger::check::run(&mut c).await.unwrap();
         assert!(report.ok(), "{:?}", report.violations);
     }
 }
@@ -406,7 +406,7 @@ async fn holds_reserve_post_partially_void_and_expire() {
     assert_eq!((s, v["code"].as_str()), (409, Some("hold_expired")), "{v}");
     let mut app = e.db.connect(DbRole::App).await.unwrap();
     assert_eq!(
-        fintrail_api::ledger::holds::expire_overdue(&mut app, &fintrail_audit::AuditWriter::new(true)).await.unwrap(),
+        fintrail_ledger::holds::expire_overdue(&mut app, &fintrail_audit::AuditWriter::new(true)).await.unwrap(),
         1
     );
     let (_, v) = e.get(&format!("/v1/holds/{}", h3["id"]), &e.admin).await;

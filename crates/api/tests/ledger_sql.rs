@@ -169,7 +169,7 @@ async fn app_role_cannot_forge_entries_balances_or_history() {
     assert_eq!(sqlstate(&e), "FT018");
 
     let mut checker = db.connect(DbRole::App).await.unwrap();
-    let report = fintrail_api::ledger::check::run(&mut checker).await.unwrap();
+    let report = fintrail_ledger::check::run(&mut checker).await.unwrap();
     assert!(report.ok(), "{:?}", report.violations);
     assert_eq!(report.transfers, 3);
 }
@@ -231,7 +231,7 @@ async fn ledger_check_names_tampering_by_a_superuser() {
         .await
         .unwrap();
     let mut checker = db.connect(DbRole::App).await.unwrap();
-    let report = fintrail_api::ledger::check::run(&mut checker).await.unwrap();
+    let report = fintrail_ledger::check::run(&mut checker).await.unwrap();
     let text: Vec<String> = report.violations.iter().map(|v| v.to_string()).collect();
     assert!(text.iter().any(|t| t.contains("currency EUR")), "{text:?}");
     assert!(text.iter().any(|t| t.contains("transfer ")), "{text:?}");

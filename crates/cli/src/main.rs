@@ -99,7 +99,7 @@ enum Command {
     /// Query the analytics store (the DuckDB file written by `cdc`)
     Analytics(fintrail_cdc::cli::AnalyticsArgs),
     /// Prove the ledger's invariants on a live database (`ledger check`)
-    Ledger(fintrail_api::ledger::cli::LedgerArgs),
+    Ledger(fintrail_ledger::cli::LedgerArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -226,7 +226,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             )
         }
         Command::Ledger(args) => with_context(&home, url, Signals::Interrupt, |ctx| async move {
-            fintrail_api::ledger::cli::run_ledger(args, &ctx).await
+            fintrail_ledger::cli::run_ledger(args, &ctx).await
         }),
         Command::Cdc(args) => {
             // `cdc run` stops gracefully on a signal (commits and confirms what it has).

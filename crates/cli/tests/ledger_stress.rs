@@ -321,7 +321,7 @@ async fn sigkilled_server_never_loses_or_duplicates_money() {
 
     // Invariants.
     let mut app = db.connect(DbRole::App).await.unwrap();
-    let report = fintrail_api::ledger::check::run(&mut app).await.unwrap();
+    let report = fintrail_ledger::check::run(&mut app).await.unwrap();
     assert!(report.ok(), "{:?}", report.violations);
     let dup: i64 = app
         .query_one(

@@ -266,7 +266,7 @@ pub async fn transfers(args: BenchArgs, home: &fintrail_db::Home) -> anyhow::Res
 
     // The ledger must still be intact after all that.
     let mut client = ctx.db.connect(DbRole::App).await?;
-    let report = fintrail_api::ledger::check::run(&mut client).await?;
+    let report = fintrail_ledger::check::run(&mut client).await?;
     server.shutdown().await?;
 
     print_table(&args, scale, &mut rounds, hot);
@@ -365,7 +365,7 @@ async fn hot_account(server: &ServerHandle, target: &Load<'_>, secs: u64) -> Opt
     let batched = load(target, secs, true, "hotb").await;
     server.state.ledger.set_batch_max(1);
     let single = load(target, secs, true, "hot1").await;
-    server.state.ledger.set_batch_max(fintrail_api::ledger::engine::BATCH_MAX_DEFAULT);
+    server.state.ledger.set_batch_max(fintrail_ledger::engine::BATCH_MAX_DEFAULT);
     Some((batched, single))
 }
 
@@ -401,7 +401,7 @@ fn print_table(args: &BenchArgs, scale: u32, rounds: &mut Rounds, hot: Option<(R
 }
 
 /// The ledger check's verdict (an error when violated), then the ratios.
-fn print_verdict(report: &fintrail_api::ledger::check::CheckReport, rounds: &Rounds) -> anyhow::Result<()> {
+fn print_verdict(report: &fintrail_ledger::check::CheckReport, rounds: &Rounds) -> anyhow::Result<()> {
     println!(
         "ledger check after the run: {} ({} transfers, {} violations)",
         if report.ok() { "intact" } else { "VIOLATED" },

@@ -1,29 +1,22 @@
-//! Idempotency keys: every money-moving request carries `Idempotency-Key`. Keys are scoped per
-//! principal (`Principal::actor()`), bound to a SHA-256 of the canonical request (route and
-//! parsed body), and kept at least [`IDEMPOTENCY_KEEP_SECS`] (purged afterwards by a bounded
-//! job). The key row is written in the same transaction as the money movement, so a key is
-//! applied at most once even across crashes: either both committed or neither.
+//! The `Idempotency-Key` header: parsed into the ledger's [`IdemKey`] (400 when missing or
+//! malformed), and a stored response turned back into the response answered the first time.
+//! What a key means (scope, hash, lifetime) is `fintrail_ledger::idempotency`'s.
 
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use fintrail_domain::ledger::IdempotencyKey;
+use fintrail_ledger::idempotency::request_hash;
+use fintrail_ledger::{IdemKey, Reply, Stored};
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
-use crate::state::AppState;
-
-pub use super::engine::{IdemKey, IDEMPOTENCY_KEEP_SECS};
 
 /// The request header.
 pub const HEADER: &str = "idempotency-key";
 /// Set on a replayed response.
 pub const REPLAYED_HEADER: &str = "idempotent-replayed";
-
-/// Domain separation of request hashes (versioned).
-const HASH_DOMAIN: &[u8] = b"fintrail.ledger.request.v1\0";
 
 /// The request's idempotency key (400 when missing or malformed).
 pub fn key<T: Serialize>(headers: &HeaderMap, caller: &Caller, route: &str, body: &T) -> ApiResult<IdemKey> {
@@ -42,39 +35,25 @@ pub fn key<T: Serialize>(headers: &HeaderMap, caller: &Caller, route: &str, body
     Ok(IdemKey { principal: caller.principal.actor(), key: key.as_str().to_owned(), hash: request_hash(route, body) })
 }
 
-/// SHA-256 over the route and the parsed body re-serialized (field order fixed by the type,
-/// so whitespace or key order in the client's JSON does not matter).
-pub fn request_hash<T: Serialize>(route: &str, body: &T) -> [u8; 32] {
-    let mut h = Sha256::new();
-    h.update(HASH_DOMAIN);
-    h.update(route.as_bytes());
-    h.update([0u8]);
-    h.update(serde_json::to_vec(body).unwrap_or_default());
-    h.finalize().into()
+/// A stored status as HTTP (the ledger stores only the ones it names; anything else, which
+/// cannot come from us, answers 200 rather than fail a replay).
+fn status_of(status_code: i32) -> StatusCode {
+    u16::try_from(status_code).ok().and_then(|s| StatusCode::from_u16(s).ok()).unwrap_or(StatusCode::OK)
 }
 
-/// The stored response for `idem`, if the key was used: the same response for the same
-/// request, 409 for another request under the same key.
-pub async fn replay(state: &AppState, idem: &IdemKey) -> ApiResult<Option<Response>> {
-    let client = state.pool.get().await?;
-    let row = client
-        .query_opt(
-            "SELECT request_hash, status_code, response FROM fintrail.idempotency_keys WHERE principal = $1 AND key = $2",
-            &[&idem.principal, &idem.key],
-        )
-        .await?;
-    let Some(row) = row else { return Ok(None) };
-    let hash: Vec<u8> = row.get(0);
-    if hash.as_slice() != idem.hash.as_slice() {
-        return Err(ApiError::conflict(
-            "idempotency_key_reused",
-            "this Idempotency-Key was already used with a different request",
-        ));
-    }
-    let status: i32 = row.get(1);
-    let body: serde_json::Value = row.get(2);
-    let status = u16::try_from(status).ok().and_then(|s| StatusCode::from_u16(s).ok()).unwrap_or(StatusCode::OK);
-    let mut res = (status, Json(body)).into_response();
+/// The response stored with a key, answered again, marked as a replay.
+pub fn replayed(stored: Stored) -> Response {
+    let mut res = (status_of(stored.status_code), Json(stored.body)).into_response();
     res.headers_mut().insert(REPLAYED_HEADER, HeaderValue::from_static("true"));
-    Ok(Some(res))
+    res
+}
+
+/// A ledger reply: a fresh result with the status the ledger stored with its key
+/// (`fintrail_ledger::idempotency::STATUS_*`, so a replay answers the same), or the stored
+/// response.
+pub fn respond<T: Serialize>(status_code: i32, reply: Reply<T>) -> Response {
+    match reply {
+        Reply::Fresh(v) => (status_of(status_code), Json(v)).into_response(),
+        Reply::Replayed(stored) => replayed(stored),
+    }
 }

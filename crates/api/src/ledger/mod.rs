@@ -1,14 +1,12 @@
-//! Wallets and transfers: a double-entry ledger that never loses or duplicates money.
+//! The wallets and transfers routes: the HTTP adapter of `fintrail-ledger`.
 //!
-//! * Handlers (this file) parse and authorize, resolve the request into a posting and hand it
-//!   to the [`engine`] (group commit) or, for holds, to [`holds`].
+//! * Handlers (this file and [`holds`]) parse and authorize, resolve the request into a parsed
+//!   posting and hand it to the ledger's engine (group commit), holds or wallets; they map its
+//!   answer (`fintrail_ledger::Error` through `ApiError::from`) to a response.
 //! * Every money-moving request carries an `Idempotency-Key` ([`idempotency`]).
-//! * The rules are `fintrail_domain::ledger`'s; the database enforces them again
-//!   (`0030_ledger.sql`); [`check`] proves them on a live database (`fintrail ledger check`).
+//! * The rules are `fintrail_domain::ledger`'s; the ledger decides them, the database enforces
+//!   them again (`0030_ledger.sql`), `fintrail ledger check` proves them on a live database.
 
-pub mod check;
-pub mod cli;
-pub mod engine;
 pub mod holds;
 pub mod idempotency;
 
@@ -17,9 +15,11 @@ use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Json;
-use chrono::{DateTime, Utc};
-use fintrail_domain::ledger::{Amount, Currency, SystemAccount, TransferKind, WalletId, WalletKind};
+use fintrail_domain::ledger::{Amount, Currency, SystemAccount, TransferKind, WalletId};
 use fintrail_domain::Permission as P;
+use fintrail_ledger::views::{Statement, TransferView, WalletView};
+use fintrail_ledger::wallets::{self, Owner, PAGE_DEFAULT};
+use fintrail_ledger::{Outcome, PostingRequest, Who};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::ToSchema;
@@ -29,10 +29,9 @@ use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::routes::Registry;
 use crate::state::AppState;
-use engine::{ledger_error, ledger_event, Outcome, PostingRequest, Who};
-use idempotency::IdemKey;
+use fintrail_ledger::IdemKey;
 
-pub use engine::Ledger;
+pub use fintrail_ledger::wallets::PAGE_MAX;
 
 pub(crate) fn routes(reg: &mut Registry) {
     reg.add(Method::POST, "/v1/wallets", P::WalletOpen, post(open_wallet));
@@ -78,54 +77,6 @@ pub struct LedgerDoc;
 // ------------------------------------------------------------------------------------------
 // Wire types.
 // ------------------------------------------------------------------------------------------
-
-/// A posted transfer (also the stored idempotent response).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct TransferView {
-    /// Id.
-    pub id: i64,
-    /// `transfer`, `deposit`, `withdrawal`, `reversal` or `hold_post`.
-    pub kind: String,
-    /// Debited wallet.
-    pub debit_wallet_id: i64,
-    /// Credited wallet.
-    pub credit_wallet_id: i64,
-    /// Amount in minor units (cents).
-    pub amount_minor: i64,
-    /// ISO 4217 code.
-    pub currency: String,
-    /// The reversed transfer (reversals only).
-    pub reverses_transfer_id: Option<i64>,
-    /// The posted hold (hold postings only).
-    pub hold_id: Option<i64>,
-    /// When it was posted (transaction time).
-    pub created_at: DateTime<Utc>,
-}
-
-/// A wallet and its balances.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct WalletView {
-    /// Id.
-    pub id: i64,
-    /// `customer`, `organization` or `system`.
-    pub kind: String,
-    /// Owner (customer wallets).
-    pub customer_id: Option<i64>,
-    /// Owner (organization wallets).
-    pub organization_id: Option<i64>,
-    /// ISO 4217 code.
-    pub currency: String,
-    /// Posted balance, minor units (= Σ entries).
-    pub balance_minor: i64,
-    /// Reserved by pending holds.
-    pub held_minor: i64,
-    /// Lowest allowed `balance - held` (none for system accounts).
-    pub floor_minor: Option<i64>,
-    /// What may still leave the wallet (`balance - held - floor`; none when unbounded).
-    pub available_minor: Option<i64>,
-    /// Opened.
-    pub created_at: DateTime<Utc>,
-}
 
 /// `POST /v1/wallets`: exactly one owner, a customer or an organization (the schema says so
 /// with `oneOf`, each alternative closed by `additionalProperties: false`).
@@ -211,36 +162,6 @@ pub struct FundsRequest {
     pub currency: String,
 }
 
-/// One statement line.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct EntryView {
-    /// Entry id (the pagination cursor).
-    pub entry_id: i64,
-    /// Its transfer.
-    pub transfer_id: i64,
-    /// The transfer's kind.
-    pub kind: String,
-    /// Signed amount: negative debit, positive credit.
-    pub amount_minor: i64,
-    /// The wallet's balance after this entry.
-    pub balance_after_minor: i64,
-    /// When.
-    pub created_at: DateTime<Utc>,
-}
-
-/// A page of a statement.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct Statement {
-    /// The wallet.
-    pub wallet_id: i64,
-    /// Its currency.
-    pub currency: String,
-    /// Entries, oldest first.
-    pub entries: Vec<EntryView>,
-    /// Pass as `after` to get the next page (absent on the last page).
-    pub next_after: Option<i64>,
-}
-
 /// Statement pagination (query parameters: without `parameter_in`, utoipa cannot tell from
 /// our own `ApiQuery` extractor and would declare them path parameters).
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -254,9 +175,6 @@ pub struct Page {
     #[param(minimum = 1, maximum = 500)]
     pub limit: Option<i64>,
 }
-
-/// Largest statement page.
-pub const PAGE_MAX: i64 = 500;
 
 /// JSON Schema pattern of an ISO 4217 code (with `minLength`/`maxLength` 3, so that a regex
 /// engine whose `$` also matches before a final newline cannot widen it).
@@ -307,126 +225,21 @@ pub mod de {
 // ------------------------------------------------------------------------------------------
 
 pub(crate) fn parse_currency(s: &str) -> ApiResult<Currency> {
-    Currency::parse(s).map_err(ledger_error)
+    Currency::parse(s).map_err(|e| fintrail_ledger::Error::from(e).into())
 }
 
 pub(crate) fn parse_amount(minor: i64) -> ApiResult<Amount> {
-    Amount::new(minor).map_err(ledger_error)
+    Amount::new(minor).map_err(|e| fintrail_ledger::Error::from(e).into())
 }
 
-/// A posting between a wallet and itself. A ledger rule, not a shape the schema can state
-/// (JSON Schema cannot say "two fields differ"), hence 409 like every other rule, not 422.
-pub(crate) fn same_wallet() -> ApiError {
-    ApiError::conflict("same_wallet", "from and to must be different wallets")
-}
-
-fn wallet_view(r: &tokio_postgres::Row) -> WalletView {
-    let balance: i64 = r.get(5);
-    let held: i64 = r.get(6);
-    let floor: Option<i64> = r.get(7);
-    WalletView {
-        id: r.get(0),
-        kind: r.get(1),
-        customer_id: r.get(2),
-        organization_id: r.get(3),
-        currency: r.get(4),
-        balance_minor: balance,
-        held_minor: held,
-        floor_minor: floor,
-        available_minor: floor.and_then(|f| i64::try_from(i128::from(balance) - i128::from(held) - i128::from(f)).ok()),
-        created_at: r.get(8),
-    }
-}
-
-const WALLET_COLUMNS: &str =
-    "id, kind, customer_id, organization_id, currency, balance_minor, held_minor, floor_minor, created_at";
-
-async fn load_wallet(state: &AppState, id: i64, owner: Option<i64>) -> ApiResult<WalletView> {
-    let client = state.pool.get().await?;
-    let row = client.query_opt(&format!("SELECT {WALLET_COLUMNS} FROM fintrail.wallets WHERE id = $1"), &[&id]).await?;
-    let w = row.as_ref().map(wallet_view).ok_or_else(|| ApiError::not_found("wallet"))?;
-    if owner.is_some() && w.customer_id != owner {
-        return Err(ApiError::not_found("wallet"));
-    }
-    Ok(w)
-}
-
-/// The id of a system account in `currency`, created on first use.
-pub(crate) async fn system_wallet(state: &AppState, account: SystemAccount, currency: Currency) -> ApiResult<i64> {
-    let client = state.pool.get().await?;
-    let find = "SELECT id FROM fintrail.wallets WHERE kind = 'system' AND system_name = $1 AND currency = $2";
-    if let Some(r) = client.query_opt(find, &[&account.as_str(), &currency.as_str()]).await? {
-        return Ok(r.get(0));
-    }
-    client
-        .execute(
-            "INSERT INTO fintrail.wallets (kind, system_name, currency) VALUES ('system', $1, $2) \
-             ON CONFLICT (system_name, currency) WHERE kind = 'system' DO NOTHING",
-            &[&account.as_str(), &currency.as_str()],
-        )
-        .await?;
-    let r = client.query_one(find, &[&account.as_str(), &currency.as_str()]).await?;
-    Ok(r.get(0))
-}
-
-// ------------------------------------------------------------------------------------------
-// Wallets.
-// ------------------------------------------------------------------------------------------
-
-async fn insert_wallet(
-    state: &AppState,
-    caller: &Caller,
-    customer_id: Option<i64>,
-    organization_id: Option<i64>,
-    currency: Currency,
-) -> ApiResult<WalletView> {
-    let kind = if customer_id.is_some() { WalletKind::Customer } else { WalletKind::Organization };
-    let mut client = state.pool.get().await?;
-    let tx = client.transaction().await?;
-    // The Rust check (the trigger checks again): approved KYC / cleared organization.
-    let eligible = match (customer_id, organization_id) {
-        (Some(c), None) => tx
-            .query_opt("SELECT 1 FROM fintrail.kyc_cases WHERE customer_id = $1 AND state = 'approved' LIMIT 1", &[&c])
-            .await?
-            .is_some(),
-        (None, Some(o)) => tx
-            .query_opt("SELECT 1 FROM fintrail.organizations WHERE id = $1 AND state = 'cleared'", &[&o])
-            .await?
-            .is_some(),
-        _ => return Err(ApiError::unprocessable("give exactly one of customer_id or organization_id")),
-    };
-    if !eligible {
-        return Err(ApiError::conflict(
-            "not_eligible",
-            "a wallet opens only for a customer with an approved KYC case or a cleared organization",
-        ));
-    }
-    let row = tx
-        .query_opt(
-            &format!(
-                "INSERT INTO fintrail.wallets (kind, customer_id, organization_id, currency) VALUES ($1, $2, $3, $4) \
-                 ON CONFLICT DO NOTHING RETURNING {WALLET_COLUMNS}"
-            ),
-            &[&kind.as_str(), &customer_id, &organization_id, &currency.as_str()],
-        )
-        .await?
-        .ok_or_else(|| ApiError::conflict("wallet_exists", format!("the owner already has a {currency} wallet")))?;
-    let w = wallet_view(&row);
-    let actor = caller.principal.actor();
-    let behalf = customer_id.map(|c| format!("customer:{c}"));
-    let who = Who {
-        actor: &actor,
-        on_behalf_of: behalf.as_deref(),
+/// Who asks, for the ledger: the caller, under the permission that admitted the request.
+pub(crate) fn who(caller: &Caller) -> Who {
+    Who {
+        actor: caller.principal.actor(),
+        on_behalf_of: caller.principal.customer_id.map(|c| format!("customer:{c}")),
         permission: caller.permission,
-        request_id: Some(caller.request_id.as_str()),
-    };
-    let after = json!({ "wallet_id": w.id, "kind": w.kind, "customer_id": customer_id, "organization_id": organization_id, "currency": w.currency });
-    let ev =
-        ledger_event(&who, fintrail_domain::audit::AuditAction::LedgerWalletOpened, format!("wallet:{}", w.id), after);
-    state.audit.append_many(&*tx, &[ev]).await?;
-    tx.commit().await?;
-    state.audit.committed();
-    Ok(w)
+        request_id: Some(caller.request_id.clone()),
+    }
 }
 
 /// Open a wallet for a customer or an organization.
@@ -439,12 +252,12 @@ pub async fn open_wallet(
     caller: Caller,
     ApiJson(body): ApiJson<OpenWallet>,
 ) -> ApiResult<(StatusCode, Json<WalletView>)> {
-    let (customer, organization, currency) = match &body {
-        OpenWallet::Customer(b) => (Some(b.customer_id), None, &b.currency),
-        OpenWallet::Organization(b) => (None, Some(b.organization_id), &b.currency),
+    let (owner, currency) = match &body {
+        OpenWallet::Customer(b) => (Owner::Customer(b.customer_id), &b.currency),
+        OpenWallet::Organization(b) => (Owner::Organization(b.organization_id), &b.currency),
     };
     let currency = parse_currency(currency)?;
-    let w = insert_wallet(&state, &caller, customer, organization, currency).await?;
+    let w = wallets::open_wallet(&state.pool, &state.audit, &who(&caller), owner, currency).await?;
     Ok((StatusCode::CREATED, Json(w)))
 }
 
@@ -460,7 +273,7 @@ pub async fn open_own_wallet(
 ) -> ApiResult<(StatusCode, Json<WalletView>)> {
     let customer = caller.own_customer()?;
     let currency = parse_currency(&body.currency)?;
-    let w = insert_wallet(&state, &caller, Some(customer), None, currency).await?;
+    let w = wallets::open_wallet(&state.pool, &state.audit, &who(&caller), Owner::Customer(customer), currency).await?;
     Ok((StatusCode::CREATED, Json(w)))
 }
 
@@ -474,7 +287,7 @@ pub async fn get_wallet(
     _caller: Caller,
     ApiPath(id): ApiPath<i64>,
 ) -> ApiResult<Json<WalletView>> {
-    Ok(Json(load_wallet(&state, id, None).await?))
+    Ok(Json(wallets::load_wallet(&state.pool, id, None).await?))
 }
 
 /// One's own wallet and its balance.
@@ -488,43 +301,12 @@ pub async fn get_own_wallet(
     ApiPath(id): ApiPath<i64>,
 ) -> ApiResult<Json<WalletView>> {
     let customer = caller.own_customer()?;
-    Ok(Json(load_wallet(&state, id, Some(customer)).await?))
+    Ok(Json(wallets::load_wallet(&state.pool, id, Some(customer)).await?))
 }
 
 async fn load_statement(state: &AppState, id: i64, owner: Option<i64>, page: Page) -> ApiResult<Statement> {
-    let w = load_wallet(state, id, owner).await?;
-    let limit = page.limit.unwrap_or(100);
-    if !(1..=PAGE_MAX).contains(&limit) {
-        return Err(ApiError::unprocessable(format!("limit must be between 1 and {PAGE_MAX}")));
-    }
-    let after = page.after.unwrap_or(0);
-    if after < 0 {
-        return Err(ApiError::unprocessable("after must be 0 or more"));
-    }
-    let client = state.pool.get().await?;
-    let rows = client
-        .query(
-            "SELECT e.id, e.transfer_id, t.kind, e.amount_minor, e.balance_after_minor, e.created_at \
-             FROM fintrail.entries e JOIN fintrail.transfers t ON t.id = e.transfer_id \
-             WHERE e.wallet_id = $1 AND e.id > $2 ORDER BY e.id LIMIT $3",
-            &[&id, &after, &(limit + 1)],
-        )
-        .await?;
-    let more = rows.len() as i64 > limit;
-    let entries: Vec<EntryView> = rows
-        .iter()
-        .take(limit as usize)
-        .map(|r| EntryView {
-            entry_id: r.get(0),
-            transfer_id: r.get(1),
-            kind: r.get(2),
-            amount_minor: r.get(3),
-            balance_after_minor: r.get(4),
-            created_at: r.get(5),
-        })
-        .collect();
-    let next_after = if more { entries.last().map(|e| e.entry_id) } else { None };
-    Ok(Statement { wallet_id: id, currency: w.currency, entries, next_after })
+    let (after, limit) = (page.after.unwrap_or(0), page.limit.unwrap_or(PAGE_DEFAULT));
+    Ok(wallets::load_statement(&state.pool, id, owner, after, limit).await?)
 }
 
 /// A wallet's statement: entries with the running balance, paginated by entry id.
@@ -571,13 +353,13 @@ async fn post_idempotent(state: &AppState, req: PostingRequest) -> ApiResult<Res
         match state.ledger.submit(&state.audit, req.clone()).await? {
             Outcome::Posted(v) => return Ok((StatusCode::CREATED, Json(v)).into_response()),
             Outcome::KeyTaken => {
-                if let Some(r) = idempotency::replay(state, &req.idem).await? {
-                    return Ok(r);
+                if let Some(stored) = fintrail_ledger::idempotency::lookup(&state.pool, &req.idem).await? {
+                    return Ok(idempotency::replayed(stored));
                 }
             }
         }
     }
-    Err(ApiError::conflict("retry", "a concurrent request with the same Idempotency-Key is in progress; retry"))
+    Err(fintrail_ledger::Error::key_in_progress().into())
 }
 
 /// The money a request moves, before it is parsed into a posting.
@@ -595,7 +377,7 @@ fn posting(caller: &Caller, idem: IdemKey, m: Move<'_>) -> ApiResult<PostingRequ
     let amount = parse_amount(amount_minor)?;
     let currency = parse_currency(currency)?;
     if debit == credit {
-        return Err(same_wallet());
+        return Err(fintrail_ledger::Error::same_wallet().into());
     }
     Ok(PostingRequest {
         kind,
@@ -605,10 +387,7 @@ fn posting(caller: &Caller, idem: IdemKey, m: Move<'_>) -> ApiResult<PostingRequ
         currency,
         reverses,
         debit_owner: None,
-        actor: caller.principal.actor(),
-        on_behalf_of: caller.principal.customer_id.map(|c| format!("customer:{c}")),
-        permission: caller.permission,
-        request_id: caller.request_id.clone(),
+        who: who(caller),
         idem,
     })
 }
@@ -712,36 +491,16 @@ async fn external_funds(
     parse_amount(body.amount_minor)?;
     let (debit, credit) = match kind {
         TransferKind::Deposit => {
-            (system_wallet(state, SystemAccount::ExternalFunding, currency).await?, body.wallet_id)
+            (wallets::system_wallet(&state.pool, SystemAccount::ExternalFunding, currency).await?, body.wallet_id)
         }
-        TransferKind::Withdrawal => (body.wallet_id, system_wallet(state, SystemAccount::Settlement, currency).await?),
+        TransferKind::Withdrawal => {
+            (body.wallet_id, wallets::system_wallet(&state.pool, SystemAccount::Settlement, currency).await?)
+        }
         other => unreachable!("external_funds moves deposits and withdrawals only, not {other:?}"),
     };
     let m = Move { kind, debit, credit, amount_minor: body.amount_minor, currency: &body.currency, reverses: None };
     let req = posting(caller, idem, m)?;
     post_idempotent(state, req).await
-}
-
-async fn load_transfer(state: &AppState, id: i64) -> ApiResult<Option<TransferView>> {
-    let client = state.pool.get().await?;
-    let row = client
-        .query_opt(
-            "SELECT id, kind, debit_wallet_id, credit_wallet_id, amount_minor, currency, reverses_transfer_id, hold_id, created_at \
-             FROM fintrail.transfers WHERE id = $1",
-            &[&id],
-        )
-        .await?;
-    Ok(row.map(|r| TransferView {
-        id: r.get(0),
-        kind: r.get(1),
-        debit_wallet_id: r.get(2),
-        credit_wallet_id: r.get(3),
-        amount_minor: r.get(4),
-        currency: r.get(5),
-        reverses_transfer_id: r.get(6),
-        hold_id: r.get(7),
-        created_at: r.get(8),
-    }))
 }
 
 /// One transfer.
@@ -754,7 +513,7 @@ pub async fn get_transfer(
     _caller: Caller,
     ApiPath(id): ApiPath<i64>,
 ) -> ApiResult<Json<TransferView>> {
-    load_transfer(&state, id).await?.map(Json).ok_or_else(|| ApiError::not_found("transfer"))
+    wallets::load_transfer(&state.pool, id).await?.map(Json).ok_or_else(|| ApiError::not_found("transfer"))
 }
 
 /// Reverse a transfer: a new transfer mirroring it (at most once; never a reversal).
@@ -770,10 +529,10 @@ pub async fn reverse_transfer(
     ApiPath(id): ApiPath<i64>,
 ) -> ApiResult<Response> {
     let idem = idempotency::key(&headers, &caller, &format!("POST /v1/transfers/{id}/reversal"), &json!({}))?;
-    if let Some(r) = idempotency::replay(&state, &idem).await? {
-        return Ok(r);
+    if let Some(stored) = fintrail_ledger::idempotency::lookup(&state.pool, &idem).await? {
+        return Ok(idempotency::replayed(stored));
     }
-    let orig = load_transfer(&state, id).await?.ok_or_else(|| ApiError::not_found("transfer"))?;
+    let orig = wallets::load_transfer(&state.pool, id).await?.ok_or_else(|| ApiError::not_found("transfer"))?;
     if orig.kind == TransferKind::Reversal.as_str() {
         return Err(ApiError::conflict("not_reversible", "a reversal cannot be reversed"));
     }

@@ -18,20 +18,19 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use fintrail_domain::ledger::{
-    apply_posting, Amount, Currency, LedgerError, Posting, TransferKind, WalletId, WalletState,
-};
+use fintrail_domain::ledger::{apply_posting, Amount, Currency, Posting, TransferKind, WalletId, WalletState};
 use fintrail_domain::Permission;
 use serde_json::json;
 use tokio::sync::{mpsc, oneshot, Mutex, Notify};
 use tokio_postgres::ToStatement;
 use tokio_postgres::{GenericClient, Statement};
 
-use crate::error::ApiError;
+use crate::error::Error;
+use crate::idempotency::{IdemKey, IDEMPOTENCY_KEEP_SECS, STATUS_CREATED};
 use fintrail_audit::{AuditWriter, NewEvent};
 use fintrail_domain::audit::AuditAction;
 
-use super::TransferView;
+use crate::views::TransferView;
 
 /// Most postings applied in one transaction (bounds transaction size and lock time).
 pub const BATCH_MAX_LIMIT: usize = 1024;
@@ -49,20 +48,6 @@ const GATHER_MAX_US: u64 = 3_000;
 pub const QUEUE_MAX: usize = 8192;
 /// Serialization/deadlock retries of a single posting before answering 409 retry.
 const RETRIES_MAX: usize = 3;
-/// How long idempotency keys are kept (at least).
-pub const IDEMPOTENCY_KEEP_SECS: i64 = 24 * 3600;
-
-/// Idempotency of one request.
-#[derive(Debug, Clone)]
-pub struct IdemKey {
-    /// The principal (`Principal::actor()`): keys are scoped per principal.
-    pub principal: String,
-    /// The `Idempotency-Key` header.
-    pub key: String,
-    /// SHA-256 of the canonical request.
-    pub hash: [u8; 32],
-}
-
 /// One posting request, as the handler resolved it.
 #[derive(Debug, Clone)]
 pub struct PostingRequest {
@@ -80,14 +65,8 @@ pub struct PostingRequest {
     pub reverses: Option<i64>,
     /// For customer requests: the debit wallet must belong to this customer.
     pub debit_owner: Option<i64>,
-    /// Who (audit actor).
-    pub actor: String,
-    /// The customer acted for, if any.
-    pub on_behalf_of: Option<String>,
-    /// The permission that allowed it.
-    pub permission: Permission,
-    /// The request id.
-    pub request_id: String,
+    /// Who asked, under which permission.
+    pub who: Who,
     /// Idempotency.
     pub idem: IdemKey,
 }
@@ -103,7 +82,7 @@ pub enum Outcome {
 
 struct Job {
     req: PostingRequest,
-    reply: oneshot::Sender<Result<Outcome, ApiError>>,
+    reply: oneshot::Sender<Result<Outcome, Error>>,
 }
 
 /// The ledger service held in `AppState`.
@@ -157,10 +136,13 @@ impl Ledger {
     }
 
     /// Queues `req` and waits until its batch committed (or it was refused).
-    pub async fn submit(&self, audit: &AuditWriter, req: PostingRequest) -> Result<Outcome, ApiError> {
+    pub async fn submit(&self, audit: &AuditWriter, req: PostingRequest) -> Result<Outcome, Error> {
         let (reply, rx) = oneshot::channel();
-        self.sender(audit).send(Job { req, reply }).await.map_err(|_| ApiError::internal("ledger batcher stopped"))?;
-        rx.await.map_err(|_| ApiError::internal("ledger batcher dropped a request"))?
+        self.sender(audit)
+            .send(Job { req, reply })
+            .await
+            .map_err(|_| Error::Internal("ledger batcher stopped".into()))?;
+        rx.await.map_err(|_| Error::Internal("ledger batcher dropped a request".into()))?
     }
 }
 
@@ -359,29 +341,29 @@ impl Worker {
             Err(e) => {
                 let job = jobs.into_iter().next();
                 if let Some(job) = job {
-                    let r = if is_retryable(&e) { self.apply_alone(&job.req).await } else { Err(ApiError::from(e)) };
+                    let r = if is_retryable(&e) { self.apply_alone(&job.req).await } else { Err(Error::from(e)) };
                     let _ = job.reply.send(r);
                 }
             }
         }
     }
 
-    async fn apply_alone(&self, req: &PostingRequest) -> Result<Outcome, ApiError> {
+    async fn apply_alone(&self, req: &PostingRequest) -> Result<Outcome, Error> {
         let mut last = None;
         for attempt in 0..RETRIES_MAX {
             match self.apply(&[req]).await {
                 Ok(mut r) => {
                     self.audit.committed();
-                    return r.pop().unwrap_or_else(|| Err(ApiError::internal("empty batch result")));
+                    return r.pop().unwrap_or_else(|| Err(Error::Internal("empty batch result".into())));
                 }
                 Err(e) if is_retryable(&e) => {
                     tokio::time::sleep(Duration::from_millis(5 << attempt)).await;
                     last = Some(e);
                 }
-                Err(e) => return Err(ApiError::from(e)),
+                Err(e) => return Err(Error::from(e)),
             }
         }
-        Err(last.map(ApiError::from).unwrap_or_else(|| ApiError::conflict("retry", "concurrent update; retry")))
+        Err(last.map(Error::from).unwrap_or_else(|| Error::refused("retry", "concurrent update; retry")))
     }
 
     /// Applies `reqs` in one transaction; per-request results (business refusals are `Err`
@@ -391,7 +373,7 @@ impl Worker {
     /// second (two round trips per batch instead of four). Its key insert has no `ON CONFLICT`:
     /// a key written meanwhile by a concurrent transaction aborts it, and the batch is redone on
     /// the careful path, which leaves such keys out (they are then replayed).
-    async fn apply(&self, reqs: &[&PostingRequest]) -> Result<Vec<Result<Outcome, ApiError>>, BatchError> {
+    async fn apply(&self, reqs: &[&PostingRequest]) -> Result<Vec<Result<Outcome, Error>>, BatchError> {
         let client = self.pool.get().await.map_err(BatchError::Pool)?;
         let mut conn = OpenConn(Some(client));
         let client = conn.client();
@@ -507,12 +489,12 @@ impl From<tokio_postgres::Error> for BatchError {
     }
 }
 
-impl From<BatchError> for ApiError {
+impl From<BatchError> for Error {
     fn from(e: BatchError) -> Self {
         match e {
-            BatchError::Pool(p) => ApiError::from(p),
-            BatchError::Db(d) => ApiError::from(d),
-            BatchError::Other(o) => ApiError::internal(o),
+            BatchError::Pool(p) => Error::Pool(p),
+            BatchError::Db(d) => Error::Db(d),
+            BatchError::Other(o) => Error::Internal(o),
         }
     }
 }
@@ -623,20 +605,25 @@ const INSERT_TRANSFERS_SQL: &str =
 
 /// A ledger audit event: an allowed action by `actor` under `permission`, with its `after`.
 /// Appended through the audit writer (`append_many`), the trail's one append path.
-pub(crate) fn ledger_event(who: &Who<'_>, action: AuditAction, subject: String, after: serde_json::Value) -> NewEvent {
-    NewEvent::allowed(who.actor, action, subject, Some(who.permission))
-        .on_behalf_of(who.on_behalf_of.map(str::to_owned))
-        .request(who.request_id.filter(|r| !r.is_empty()))
+pub(crate) fn ledger_event(who: &Who, action: AuditAction, subject: String, after: serde_json::Value) -> NewEvent {
+    NewEvent::allowed(who.actor.as_str(), action, subject, Some(who.permission))
+        .on_behalf_of(who.on_behalf_of.clone())
+        .request(who.request_id.as_deref().filter(|r| !r.is_empty()))
         .change(None, Some(after))
 }
 
-/// Who acted, for a ledger event.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Who<'a> {
-    pub actor: &'a str,
-    pub on_behalf_of: Option<&'a str>,
+/// Who acted, under which permission: the audit event's actor fields and the transfer row's
+/// `actor` and `request_id`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Who {
+    /// The principal (`Principal::actor()`, or `system:ledger` for maintenance).
+    pub actor: String,
+    /// The customer acted for, if any (`customer:<id>`).
+    pub on_behalf_of: Option<String>,
+    /// The permission that allowed it.
     pub permission: Permission,
-    pub request_id: Option<&'a str>,
+    /// The request id (none for maintenance).
+    pub request_id: Option<String>,
 }
 
 /// The audit action of a posted transfer.
@@ -707,7 +694,7 @@ async fn insert_keys_with<C: GenericClient + Sync, S: ?Sized + ToStatement + Syn
 }
 
 /// Per-request results, and the keys another transaction took meanwhile (careful path only).
-type Decided = (Vec<Result<Outcome, ApiError>>, Vec<(String, String)>);
+type Decided = (Vec<Result<Outcome, Error>>, Vec<(String, String)>);
 
 const REVERSED_SQL: &str = "SELECT reverses_transfer_id FROM fintrail.transfers WHERE reverses_transfer_id = ANY($1)";
 const IDS_SQL: &str = "SELECT nextval('fintrail.transfers_id_seq'), now() FROM generate_series(1, $1::bigint)";
@@ -865,7 +852,7 @@ async fn pipelined<C: GenericClient + Sync>(tx: &C, in_pipeline: bool, sql: &str
 /// The decide step's output: a result per request (in request order), and the transfer rows
 /// and audit events of the accepted ones.
 struct Decisions {
-    results: Vec<Result<Outcome, ApiError>>,
+    results: Vec<Result<Outcome, Error>>,
     rows: Vec<TransferRow>,
     events: Vec<NewEvent>,
 }
@@ -907,18 +894,12 @@ impl Decisions {
             hold_id: None,
             created_at: at,
         };
-        let who = Who {
-            actor: &req.actor,
-            on_behalf_of: req.on_behalf_of.as_deref(),
-            permission: req.permission,
-            request_id: Some(req.request_id.as_str()),
-        };
-        self.events.push(ledger_event(&who, action_of(req.kind), format!("transfer:{id}"), transfer_after(&view)));
+        self.events.push(ledger_event(&req.who, action_of(req.kind), format!("transfer:{id}"), transfer_after(&view)));
         self.rows.push(TransferRow {
             view: view.clone(),
-            actor: req.actor.clone(),
+            actor: req.who.actor.clone(),
             idempotency_key: Some(req.idem.key.clone()),
-            request_id: req.request_id.clone(),
+            request_id: req.who.request_id.clone().unwrap_or_default(),
         });
         self.results.push(Ok(Outcome::Posted(view)));
     }
@@ -927,12 +908,14 @@ impl Decisions {
 /// The idempotency rows of the posted requests: 201 with the transfer as the response.
 fn key_rows_of<'r>(
     reqs: &[&'r PostingRequest],
-    results: &[Result<Outcome, ApiError>],
+    results: &[Result<Outcome, Error>],
 ) -> Vec<(&'r IdemKey, i32, serde_json::Value, Option<i64>)> {
     reqs.iter()
         .zip(results)
         .filter_map(|(req, r)| match r {
-            Ok(Outcome::Posted(v)) => Some((&req.idem, 201, serde_json::to_value(v).unwrap_or_default(), Some(v.id))),
+            Ok(Outcome::Posted(v)) => {
+                Some((&req.idem, STATUS_CREATED, serde_json::to_value(v).unwrap_or_default(), Some(v.id)))
+            }
             _ => None,
         })
         .collect()
@@ -943,9 +926,9 @@ fn decide(
     locked: &BTreeMap<WalletId, LockedWallet>,
     balances: &mut BTreeMap<WalletId, WalletState>,
     reversed: &mut HashSet<i64>,
-) -> Result<(), ApiError> {
-    let debit = locked.get(&req.debit).ok_or_else(|| ApiError::not_found("wallet"))?;
-    let credit = locked.get(&req.credit).ok_or_else(|| ApiError::not_found("wallet"))?;
+) -> Result<(), Error> {
+    let debit = locked.get(&req.debit).ok_or_else(|| Error::NotFound("wallet"))?;
+    let credit = locked.get(&req.credit).ok_or_else(|| Error::NotFound("wallet"))?;
     // The client-chosen side(s) must be customer or organization wallets (system accounts have no
     // floor); the trigger refuses it too (FT013), this answers it clearly first.
     let is_system = |w: &LockedWallet| w.state.floor_minor.is_none();
@@ -956,7 +939,7 @@ fn decide(
         TransferKind::Reversal => false,
     };
     if client_sides_system {
-        return Err(ApiError::conflict(
+        return Err(Error::refused(
             "system_wallet",
             "system accounts move money only through deposits and withdrawals",
         ));
@@ -964,12 +947,12 @@ fn decide(
     if let Some(owner) = req.debit_owner {
         // Another customer's wallet is "not found" (existence is not disclosed).
         if debit.customer_id != Some(owner) {
-            return Err(ApiError::not_found("wallet"));
+            return Err(Error::NotFound("wallet"));
         }
     }
     if let Some(orig) = req.reverses {
         if !reversed.insert(orig) {
-            return Err(ApiError::conflict("already_reversed", format!("transfer {orig} was already reversed")));
+            return Err(Error::refused("already_reversed", format!("transfer {orig} was already reversed")));
         }
     }
     let p = Posting { debit: req.debit, credit: req.credit, amount: req.amount, currency: req.currency };
@@ -979,25 +962,7 @@ fn decide(
             reversed.remove(&orig);
         }
     }
-    r.map_err(ledger_error)
-}
-
-/// Maps a refused posting to its HTTP answer. 422 only for what the OpenAPI schema states
-/// (amount range, currency pattern: a client that follows the schema never sees it); a ledger
-/// rule that depends on the wallets or on two fields together (same wallet, currency of the
-/// wallets, funds, balance overflow) is a 409 with its own `code`.
-pub fn ledger_error(e: LedgerError) -> ApiError {
-    use axum::http::StatusCode;
-    match &e {
-        LedgerError::InvalidAmount(_) | LedgerError::InvalidCurrency(_) => {
-            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", e.to_string())
-        }
-        LedgerError::SameWallet(_) => ApiError::conflict("same_wallet", e.to_string()),
-        LedgerError::CurrencyMismatch(..) => ApiError::conflict("currency_mismatch", e.to_string()),
-        LedgerError::InsufficientFunds { .. } => ApiError::conflict("insufficient_funds", e.to_string()),
-        LedgerError::Overflow(_) => ApiError::conflict("overflow", e.to_string()),
-        LedgerError::UnknownWallet(_) => ApiError::not_found("wallet"),
-    }
+    r.map_err(Error::from)
 }
 
 /// Bounded maintenance, every minute: purge expired idempotency keys and expire overdue holds.
@@ -1010,7 +975,7 @@ async fn maintenance_task(pool: deadpool_postgres::Pool, audit: AuditWriter) {
                 if let Err(e) = purge_idempotency_keys(&*c).await {
                     tracing::warn!(log_class = "app", error = %e, "idempotency purge failed");
                 }
-                if let Err(e) = super::holds::expire_overdue(c, &audit).await {
+                if let Err(e) = crate::holds::expire_overdue(c, &audit).await {
                     tracing::warn!(log_class = "app", error = %e, "hold expiry failed");
                 }
             }

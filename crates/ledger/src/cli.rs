@@ -3,7 +3,7 @@
 
 use fintrail_db::DbRole;
 
-use super::check;
+use crate::check;
 
 /// `fintrail ledger ...`.
 #[derive(Debug, clap::Args)]
