@@ -88,6 +88,9 @@ impl From<tokio_postgres::Error> for ApiError {
                 }
                 // foreign_key_violation: the referenced object does not exist.
                 "23503" => return ApiError::not_found("referenced object"),
+                // unique_violation: the object exists already (or a concurrent request created
+                // it first). A conflict with the stored state, never a 500.
+                "23505" => return ApiError::conflict("already_exists", "the object already exists"),
                 _ => {}
             }
         }

@@ -239,3 +239,60 @@ async fn ledger_check_names_tampering_by_a_superuser() {
     assert!(text.iter().any(|t| t.contains(&format!("names transfer 999999 and wallet {a}"))), "{text:?}");
     assert!(text.iter().any(|t| t.contains("names transfer 999998 and wallet 888888")), "{text:?}");
 }
+
+/// Issue #16, items 5 and 6, with the app credential: a transfer id the sequence has not issued
+/// (it would collide with a later transfer) is refused; a hold marked posted without its
+/// `hold_post` transfer is refused at commit; and with the triggers off (superuser), `ledger
+/// check` names the hold.
+#[tokio::test]
+async fn app_role_cannot_choose_transfer_ids_or_post_a_hold_without_its_transfer() {
+    let db = fresh_db().await;
+    let ids = fixtures::approved_customers(&db, 2).await.unwrap();
+    let mut app = db.connect(DbRole::App).await.unwrap();
+    let a = wallet(&app, ids[0], "EUR").await;
+    let b = wallet(&app, ids[1], "EUR").await;
+    let funding = system(&app, "external_funding", "EUR").await;
+    transfer(&app, "deposit", funding, a, 1_000, "EUR").await.unwrap();
+    let future = app
+        .execute(
+            "INSERT INTO fintrail.transfers (id, kind, debit_wallet_id, credit_wallet_id, amount_minor, currency, actor) \
+             VALUES (9000000000000000000, 'transfer', $1, $2, 5, 'EUR', 'mallory')",
+            &[&a, &b],
+        )
+        .await
+        .expect_err("a future id");
+    assert_eq!(sqlstate(&future), "FT021", "{future}");
+
+    let hold: i64 = app
+        .query_one(
+            "INSERT INTO fintrail.holds (debit_wallet_id, credit_wallet_id, amount_minor, currency, actor, expires_at) \
+             VALUES ($1, $2, 300, 'EUR', 'test', now() + interval '1 hour') RETURNING id",
+            &[&a, &b],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let tx = app.transaction().await.unwrap();
+    tx.execute("UPDATE fintrail.holds SET status = 'posted', posted_minor = 300 WHERE id = $1", &[&hold])
+        .await
+        .unwrap();
+    let e = tx.commit().await.expect_err("posted without its transfer");
+    assert_eq!(sqlstate(&e), "FT022", "{e}");
+
+    // Past the database (a superuser with triggers off), the check still sees it.
+    let su = db.connect(DbRole::Admin).await.unwrap();
+    su.batch_execute(&format!(
+        "SET session_replication_role = replica; UPDATE fintrail.holds SET status = 'posted', posted_minor = 300, settled_at = now() WHERE id = {hold}"
+    ))
+    .await
+    .unwrap();
+    let report = fintrail_ledger::check::run(&mut app).await.unwrap();
+    assert!(
+        report
+            .violations
+            .iter()
+            .any(|v| matches!(v, fintrail_domain::ledger::Violation::HoldPosting { hold_id, .. } if *hold_id == hold)),
+        "{:?}",
+        report.violations
+    );
+}

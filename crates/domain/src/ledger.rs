@@ -444,6 +444,14 @@ pub enum Violation {
         /// The wallet it names.
         wallet: WalletId,
     },
+    /// A hold and its `hold_post` transfer disagree: posted without the transfer of its posted
+    /// amount, or such a transfer for a hold that is not posted.
+    HoldPosting {
+        /// The hold.
+        hold_id: i64,
+        /// Its status.
+        status: String,
+    },
 }
 
 impl fmt::Display for Violation {
@@ -466,6 +474,12 @@ impl fmt::Display for Violation {
             }
             Violation::HeldMismatch { wallet, stored_minor, pending_minor } => {
                 write!(f, "wallet {wallet}: held {stored_minor} but pending holds sum to {pending_minor}")
+            }
+            Violation::HoldPosting { hold_id, status } => {
+                write!(
+                    f,
+                    "hold {hold_id}: {status}, but its hold_post transfer disagrees (missing, or for another amount)"
+                )
             }
             Violation::EntryCurrency { transfer_id, wallet } => {
                 write!(f, "transfer {transfer_id}: entry on wallet {wallet} has another currency than the wallet")

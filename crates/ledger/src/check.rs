@@ -66,6 +66,7 @@ pub async fn run(client: &mut tokio_postgres::Client) -> anyhow::Result<CheckRep
     check_transfers(&tx, &mut report).await?;
     check_entry_currencies(&tx, &mut report).await?;
     check_orphan_entries(&tx, &mut report).await?;
+    check_hold_postings(&tx, &mut report).await?;
     // 3. Per wallet.
     check_wallets(&tx, &mut report).await?;
     tx.commit().await?;
@@ -153,6 +154,25 @@ async fn check_orphan_entries(tx: &tokio_postgres::Transaction<'_>, report: &mut
         .await?
     {
         report.push(Violation::OrphanEntry { entry_id: r.get(0), transfer_id: r.get(1), wallet: WalletId(r.get(2)) });
+    }
+    Ok(())
+}
+
+/// A posted hold has exactly its `hold_post` transfer of the posted amount, and only posted
+/// holds have one (the database checks the first at commit since migration 0035).
+async fn check_hold_postings(tx: &tokio_postgres::Transaction<'_>, report: &mut CheckReport) -> anyhow::Result<()> {
+    for r in tx
+        .query(
+            "SELECT h.id, h.status FROM fintrail.holds h \
+             LEFT JOIN fintrail.transfers t ON t.hold_id = h.id AND t.kind = 'hold_post' \
+             WHERE (h.status = 'posted') IS DISTINCT FROM (t.id IS NOT NULL) \
+                OR (h.status = 'posted' AND t.amount_minor IS DISTINCT FROM h.posted_minor) \
+             ORDER BY h.id LIMIT $1",
+            &[&(VIOLATIONS_MAX as i64)],
+        )
+        .await?
+    {
+        report.push(Violation::HoldPosting { hold_id: r.get(0), status: r.get(1) });
     }
     Ok(())
 }
