@@ -197,6 +197,9 @@ pub struct Report {
     pub findings: Vec<Finding>,
     pub notes: Vec<String>,
     pub diagnostics: Vec<Diagnostic>,
+    /// Input problems the analysis went on past (a dangling variables file): printed, exit
+    /// code unchanged.
+    pub warnings: Vec<Diagnostic>,
     pub truncated: bool,
 }
 
@@ -266,6 +269,7 @@ pub fn analyze(path: &Path, opts: &Options, base_roles: &RoleCatalog) -> Result<
         findings: Vec::new(),
         notes: Vec::new(),
         diagnostics: Vec::new(),
+        warnings: Vec::new(),
         truncated: false,
     };
     // Which inputs: a file (plan / policy JSON), a root folder, or a folder of roots.
@@ -356,6 +360,7 @@ fn hcl_input(root: &Path, opts: &Options, report: &mut Report) -> RootInput {
         .unwrap_or_else(|| "${provider.project}".into());
     let inv = Inventory::from_resources(&resources, &project);
     report.diagnostics.extend(world.diagnostics.borrow().iter().cloned());
+    report.warnings.extend(world.warnings.borrow().iter().cloned());
     report.notes.extend(world.notes.borrow().iter().cloned());
     let files: usize = world.sources().iter().map(|s| s.files.len()).sum();
     RootInput { root: crate::source::normalize(root).display().to_string(), inv, files, resources: resources.len() }
