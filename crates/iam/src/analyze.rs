@@ -681,6 +681,43 @@ fn resource_findings(inv: &Inventory) -> Vec<Finding> {
     out
 }
 
+/// Which exceptions the analysis can judge. Checking one root of a folder of roots
+/// (`infra/envs/prod` of `infra/envs`) cannot tell whether an exception recorded for a sibling
+/// root (`dev`, `staging`) is used: an exception whose resource and member are both absent from
+/// the analyzed roots is out of scope there. Checking the whole folder judges every exception,
+/// so a stale one still fails as EXC002.
+fn exceptions_in_scope(report: &Report, input: &Path, reg: &Registry) -> Vec<bool> {
+    let partial = has_tf(input)
+        && input.parent().is_some_and(|parent| {
+            tf_dirs(parent).is_ok_and(|roots| roots.iter().any(|r| r.file_name() != input.file_name()))
+        });
+    if !partial {
+        return vec![true; reg.exceptions.len()];
+    }
+    let mut mentioned: BTreeSet<&str> = BTreeSet::new();
+    for r in &report.roots {
+        for b in r.bindings.iter().chain(&r.inactive_bindings) {
+            mentioned.insert(&b.member);
+            mentioned.insert(&b.target.id);
+        }
+        for p in &r.paths {
+            mentioned.insert(&p.from);
+            mentioned.insert(&p.to);
+        }
+    }
+    for f in &report.findings {
+        mentioned.insert(&f.member);
+        mentioned.insert(&f.resource);
+    }
+    let known = |text: &str| {
+        let bare = text.strip_prefix("serviceAccount:").unwrap_or(text);
+        mentioned.contains(text)
+            || mentioned.contains(bare)
+            || mentioned.contains(format!("serviceAccounts/{bare}").as_str())
+    };
+    reg.exceptions.iter().map(|e| known(&e.resource) || known(&e.member)).collect()
+}
+
 fn apply_exceptions(report: &mut Report, input: &Path, opts: &Options) {
     if opts.no_exceptions {
         return;
@@ -701,6 +738,14 @@ fn apply_exceptions(report: &mut Report, input: &Path, opts: &Options) {
             return;
         }
     };
+    let in_scope = exceptions_in_scope(report, input, &reg);
+    let out_of_scope = in_scope.iter().filter(|x| !**x).count();
+    if out_of_scope > 0 {
+        report.notes.push(format!(
+            "{out_of_scope} exception(s) of {file} concern roots outside {} (out of scope, not judged)",
+            input.display()
+        ));
+    }
     let mut used = vec![false; reg.exceptions.len()];
     for f in &mut report.findings {
         for (i, e) in reg.exceptions.iter().enumerate() {
@@ -723,6 +768,9 @@ fn apply_exceptions(report: &mut Report, input: &Path, opts: &Options) {
     }
     let mut extra = Vec::new();
     for (i, e) in reg.exceptions.iter().enumerate() {
+        if !in_scope[i] {
+            continue;
+        }
         let loc = Loc { file: file.clone(), line: e.line };
         let expired = e.expires_date().is_none_or(|d| d < opts.today);
         let mut f = if expired {
