@@ -4,8 +4,9 @@
 //! to a more privileged principal, or to control of a resource (self-escalation), are listed
 //! shortest witness first.
 
+use crate::catalogue::{self, WorkloadKind};
 use crate::model::{sa_project, Binding, Inventory, Target, TargetKind};
-use crate::roles::{danger_of, workload_name, Danger, RoleLookup};
+use crate::roles::{danger_of, Danger, RoleLookup};
 use crate::source::Loc;
 use petgraph::graph::{DiGraph, EdgeIndex, NodeIndex};
 use petgraph::visit::EdgeRef;
@@ -92,13 +93,68 @@ struct Grant<'a> {
     danger: Danger,
 }
 
-/// actAs and workload creation per member: an escalation only when a member holds both.
+/// actAs and the catalogue's permissions per member: most methods need both, or a permission
+/// and an existing workload, so they are joined once every binding has been read.
 #[derive(Default)]
 struct Deploy<'a> {
     /// Member → (service account it can act as, binding).
     actas: BTreeMap<String, Vec<(String, &'a Binding)>>,
-    /// Member → (workload permission, binding).
-    workloads: BTreeMap<String, Vec<(String, &'a Binding)>>,
+    /// Member → (permission of the catalogue, binding).
+    held: BTreeMap<String, Vec<(&'a str, &'a Binding)>>,
+}
+
+impl<'a> Deploy<'a> {
+    /// The bindings through which `member` holds `permission`.
+    fn holding<'s>(&'s self, member: &str, permission: &'s str) -> impl Iterator<Item = &'a Binding> + 's {
+        let held = self.held.get(member).map(Vec::as_slice).unwrap_or_default();
+        held.iter().filter(move |(p, _)| *p == permission).map(|(_, b)| *b)
+    }
+    /// The binding through which `member` can act as `sa`, if any.
+    fn acts_as(&self, member: &str, sa: &str) -> Option<&'a Binding> {
+        self.actas.get(member)?.iter().find(|(s, _)| s == sa).map(|(_, b)| *b)
+    }
+}
+
+/// The projects under a target: itself, or every project beneath a folder or organization.
+fn projects_under(inv: &Inventory, t: &Target) -> BTreeSet<String> {
+    let mut projects: BTreeSet<String> = BTreeSet::new();
+    match t.kind {
+        TargetKind::Project => {
+            projects.insert(t.id.clone());
+        }
+        TargetKind::Folder | TargetKind::Organization => {
+            let mut containers = vec![t.clone()];
+            let mut seen = BTreeSet::new();
+            while let Some(ct) = containers.pop() {
+                if !seen.insert(ct.clone()) || seen.len() > 10_000 {
+                    continue;
+                }
+                for pp in inv.project_parents.iter().filter(|pp| pp.parent == ct) {
+                    projects.insert(pp.project.clone());
+                }
+                for (f, parent) in &inv.folder_parents {
+                    if *parent == ct {
+                        containers.push(Target { kind: TargetKind::Folder, id: f.clone() });
+                    }
+                }
+            }
+        }
+        TargetKind::ServiceAccount | TargetKind::Other => {}
+    }
+    projects
+}
+
+/// Whether a binding on `target` applies to a resource (its project, name and address).
+fn covers(inv: &Inventory, target: &Target, project: &str, name: &str, address: &str) -> bool {
+    match target.kind {
+        TargetKind::Project => target.id == project,
+        TargetKind::Folder | TargetKind::Organization => projects_under(inv, target).contains(project),
+        TargetKind::Other => {
+            let last = target.id.rsplit([':', '/']).next().unwrap_or_default();
+            (!name.is_empty() && last == name) || target.id.ends_with(address)
+        }
+        TargetKind::ServiceAccount => false,
+    }
 }
 
 /// The method of a danger that reaches the service accounts under the binding's resource.
@@ -119,33 +175,10 @@ fn service_account_method(danger: Danger) -> Option<&'static str> {
 
 /// Hierarchy: the service accounts of the projects under a target (or the account itself).
 fn sas_under(inv: &Inventory, t: &Target) -> Vec<String> {
-    let mut projects: BTreeSet<String> = BTreeSet::new();
-    match t.kind {
-        TargetKind::ServiceAccount => return vec![t.id.clone()],
-        TargetKind::Project => {
-            projects.insert(t.id.clone());
-        }
-        TargetKind::Folder | TargetKind::Organization => {
-            let mut containers = vec![t.clone()];
-            let mut seen = BTreeSet::new();
-            while let Some(ct) = containers.pop() {
-                if !seen.insert(ct.clone()) || seen.len() > 10_000 {
-                    continue;
-                }
-                for pp in &inv.project_parents {
-                    if pp.parent == ct {
-                        projects.insert(pp.project.clone());
-                    }
-                }
-                for (f, parent) in &inv.folder_parents {
-                    if *parent == ct {
-                        containers.push(Target { kind: TargetKind::Folder, id: f.clone() });
-                    }
-                }
-            }
-        }
-        TargetKind::Other => return Vec::new(),
+    if t.kind == TargetKind::ServiceAccount {
+        return vec![t.id.clone()];
     }
+    let projects = projects_under(inv, t);
     inv.service_accounts.iter().filter(|s| projects.contains(&s.project)).map(|s| s.email.clone()).collect()
 }
 
@@ -211,6 +244,9 @@ impl EscalationGraph {
             }
         }
         g.add_actas_workload(&deploy);
+        g.add_workload_updates(inv, &deploy);
+        g.add_run_existing(inv, &deploy);
+        g.add_instance_access(inv, &deploy);
         g.add_container_control(inv);
         g
     }
@@ -273,13 +309,16 @@ impl EscalationGraph {
                     self.edge(&b.member, P, m, P, e);
                 }
             }
-            Danger::InstanceMetadata => self.add_instance_metadata(ctx, b, perm),
             Danger::ActAs => {
                 for sa in sas_under(ctx.inv, &b.target) {
                     deploy.actas.entry(b.member.clone()).or_default().push((sa, b));
                 }
             }
-            Danger::Workload => deploy.workloads.entry(b.member.clone()).or_default().push((perm.to_string(), b)),
+            Danger::Workload => {
+                if !self.add_resource_policy(b, perm) {
+                    deploy.held.entry(b.member.clone()).or_default().push((perm, b));
+                }
+            }
             Danger::TokenCreation
             | Danger::SignBlob
             | Danger::SignJwt
@@ -323,39 +362,130 @@ impl EscalationGraph {
         }
     }
 
-    /// Setting metadata (e.g. ssh keys) of an instance runs code as its service account.
-    fn add_instance_metadata(&mut self, ctx: &BuildCtx<'_>, b: &Binding, perm: &str) {
-        for inst in &ctx.inv.instances {
-            let covers = match b.target.kind {
-                TargetKind::Project => inst.project == b.target.id,
-                TargetKind::Other => b.target.id.ends_with(&inst.address),
-                _ => sas_under(ctx.inv, &b.target).contains(&inst.service_account),
+    /// setIamPolicy on a bucket, secret, topic or dataset (or on a container: every one of
+    /// them beneath): control of it. False when `perm` is not such a permission.
+    fn add_resource_policy(&mut self, b: &Binding, perm: &str) -> bool {
+        let Some((_, method, noun)) = catalogue::RESOURCE_POLICIES.iter().find(|(p, _, _)| *p == perm) else {
+            return false;
+        };
+        let control =
+            if b.target.is_container() { format!("{} (every {noun})", b.target.key()) } else { b.target.key() };
+        let e = Edge { method: method.to_string(), permission: perm.to_string(), evidence: vec![b.loc.clone()] };
+        self.edge(&b.member, P, &control, C, e);
+        true
+    }
+
+    /// One "runs code as" edge from a member to a service account.
+    fn run_as(&mut self, member: &str, sa: &str, method: &str, permission: String, evidence: Vec<Loc>) {
+        let e = Edge { method: method.to_string(), permission, evidence };
+        self.edge(member, P, &format!("serviceAccount:{sa}"), P, e);
+    }
+
+    /// actAs on S plus the creation of a workload that runs as S.
+    fn add_actas_workload(&mut self, deploy: &Deploy<'_>) {
+        for (member, sas) in &deploy.actas {
+            let Some(held) = deploy.held.get(member) else {
+                continue;
             };
-            if covers {
-                let e = Edge {
-                    method: "instance-metadata".into(),
-                    permission: format!("{perm} ({})", inst.address),
-                    evidence: vec![b.loc.clone(), inst.loc.clone()],
-                };
-                self.edge(&b.member, P, &format!("serviceAccount:{}", inst.service_account), P, e);
+            for (sa, ab) in sas {
+                for (perm, wb) in held {
+                    let Some(kind) = catalogue::created_by(perm) else {
+                        continue;
+                    };
+                    let permission = format!("iam.serviceAccounts.actAs + {perm}");
+                    let evidence = vec![ab.loc.clone(), wb.loc.clone()];
+                    self.run_as(member, sa, &format!("actas-{}", kind.name), permission, evidence);
+                }
             }
         }
     }
 
-    /// actAs on S plus a workload it can deploy → can run code as S.
-    fn add_actas_workload(&mut self, deploy: &Deploy<'_>) {
-        for (member, sas) in &deploy.actas {
-            let Some(workloads) = deploy.workloads.get(member) else {
-                continue;
-            };
-            for (sa, ab) in sas {
-                for (perm, wb) in workloads {
-                    let e = Edge {
-                        method: format!("actas-{}", workload_name(perm)),
-                        permission: format!("iam.serviceAccounts.actAs + {perm}"),
-                        evidence: vec![ab.loc.clone(), wb.loc.clone()],
+    /// Updating an existing workload: the identity it runs as when the product does not check
+    /// actAs on update; any identity the member can act as when it does.
+    fn add_workload_updates(&mut self, inv: &Inventory, deploy: &Deploy<'_>) {
+        for (member, held) in &deploy.held {
+            for (perm, b) in held {
+                let Some(kind) = catalogue::WORKLOADS.iter().find(|k| k.update.contains(perm)) else {
+                    continue;
+                };
+                for w in existing(inv, kind, b) {
+                    let evidence = vec![b.loc.clone(), w.loc.clone()];
+                    if !kind.update_checks_actas {
+                        let permission = format!("{perm} ({})", w.address);
+                        self.run_as(member, &w.service_account, kind.update_method, permission, evidence.clone());
+                    }
+                    for (sa, ab) in deploy.actas.get(member).map(Vec::as_slice).unwrap_or_default() {
+                        let permission = format!("iam.serviceAccounts.actAs + {perm} ({})", w.address);
+                        let mut evidence = evidence.clone();
+                        evidence.push(ab.loc.clone());
+                        self.run_as(member, sa, kind.update_method, permission, evidence);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Running code in an existing workload as its identity, no actAs (a job submitted to a
+    /// cluster, a job run with overrides, pods on a cluster's nodes): every permission of the
+    /// kind's `run_existing`, each through a binding that covers the workload.
+    fn add_run_existing(&mut self, inv: &Inventory, deploy: &Deploy<'_>) {
+        for member in deploy.held.keys() {
+            for kind in catalogue::WORKLOADS.iter().filter(|k| !k.run_existing.is_empty()) {
+                for w in inv.workloads.iter().filter(|w| w.kind == kind.name && !w.concealed) {
+                    let grants: Vec<&Binding> = kind
+                        .run_existing
+                        .iter()
+                        .filter_map(|p| {
+                            deploy.holding(member, p).find(|b| covers(inv, &b.target, &w.project, &w.name, &w.address))
+                        })
+                        .collect();
+                    if grants.len() != kind.run_existing.len() {
+                        continue;
+                    }
+                    let mut evidence: Vec<Loc> = grants.iter().map(|b| b.loc.clone()).collect();
+                    evidence.push(w.loc.clone());
+                    let permission = format!("{} ({})", kind.run_existing.join(" + "), w.address);
+                    self.run_as(member, &w.service_account, kind.run_method, permission, evidence);
+                }
+            }
+        }
+    }
+
+    /// Into a VM that runs as a service account: metadata (ssh keys, startup scripts), OS
+    /// Login over an external address, or OS Login through IAP TCP forwarding.
+    fn add_instance_access(&mut self, inv: &Inventory, deploy: &Deploy<'_>) {
+        for member in deploy.held.keys() {
+            for inst in &inv.instances {
+                let covering = |perm: &'static str| {
+                    deploy
+                        .holding(member, perm)
+                        .find(|b| covers(inv, &b.target, &inst.project, &inst.name, &inst.address))
+                };
+                let actas = deploy.acts_as(member, &inst.service_account);
+                let iap = covering(catalogue::IAP_TUNNEL);
+                for access in catalogue::INSTANCE_ACCESS {
+                    let Some(b) = covering(access.permission) else {
+                        continue;
                     };
-                    self.edge(member, P, &format!("serviceAccount:{sa}"), P, e);
+                    let mut evidence = vec![b.loc.clone(), inst.loc.clone()];
+                    let mut permission = format!("{} ({})", access.permission, inst.address);
+                    if access.needs_actas {
+                        let Some(ab) = actas else {
+                            continue;
+                        };
+                        evidence.push(ab.loc.clone());
+                        permission.push_str(" + iam.serviceAccounts.actAs");
+                    }
+                    let mut method = access.method;
+                    if access.needs_external_ip && !inst.external_ip {
+                        let Some(tunnel) = iap else {
+                            continue;
+                        };
+                        evidence.push(tunnel.loc.clone());
+                        permission.push_str(&format!(" + {}", catalogue::IAP_TUNNEL));
+                        method = catalogue::IAP_METHOD;
+                    }
+                    self.run_as(member, &inst.service_account, method, permission, evidence);
                 }
             }
         }
@@ -558,6 +688,16 @@ impl EscalationGraph {
         }
         out
     }
+}
+
+/// The existing workloads of a kind that a binding covers.
+fn existing<'i>(
+    inv: &'i Inventory,
+    kind: &WorkloadKind,
+    b: &Binding,
+) -> impl Iterator<Item = &'i crate::model::Workload> {
+    let (name, target) = (kind.name, b.target.clone());
+    inv.workloads.iter().filter(move |w| w.kind == name && covers(inv, &target, &w.project, &w.name, &w.address))
 }
 
 /// Whether an email belongs to a given project (used by callers reporting on SAs).

@@ -49,6 +49,7 @@
 
 pub mod analyze;
 pub mod bench;
+pub mod catalogue;
 pub mod cli;
 pub mod date;
 pub mod eval;

@@ -116,6 +116,23 @@ pub struct GroupMembership {
 pub struct Instance {
     pub service_account: String,
     pub project: String,
+    /// Its `name` attribute (resource-level bindings name the instance).
+    pub name: String,
+    /// A `network_interface` has an `access_config`: reachable without IAP.
+    pub external_ip: bool,
+    pub address: String,
+    pub loc: Loc,
+}
+
+/// An existing workload of a kind of `crate::catalogue::WORKLOADS`, with the identity it runs as.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Workload {
+    pub kind: &'static str,
+    pub service_account: String,
+    pub project: String,
+    pub name: String,
+    /// The kind's `concealed_by` attribute is set (e.g. GKE Workload Identity).
+    pub concealed: bool,
     pub address: String,
     pub loc: Loc,
 }
@@ -144,6 +161,7 @@ pub struct Inventory {
     pub org_policies: Vec<OrgPolicy>,
     pub group_memberships: Vec<GroupMembership>,
     pub instances: Vec<Instance>,
+    pub workloads: Vec<Workload>,
     pub wif_providers: Vec<WifProvider>,
     pub project_parents: Vec<ProjectParent>,
     pub folder_parents: Vec<(String, Target)>,
@@ -167,6 +185,22 @@ fn strings(v: Option<Value>) -> Vec<String> {
         Some(other) => other.to_symbolic_string().into_iter().collect(),
         None => Vec::new(),
     }
+}
+
+/// The block at a path of nested blocks (each through its first element).
+fn at_block(v: &Value, path: &[&str]) -> Option<Value> {
+    let mut cur = v.clone();
+    for key in path {
+        cur = first_block(&cur, key)?;
+    }
+    Some(cur)
+}
+
+/// The string at a path of nested blocks ending in an attribute; empty strings are absent.
+fn at_path(v: &Value, path: &[&str]) -> Option<String> {
+    let (last, blocks) = path.split_last()?;
+    let block = at_block(v, blocks)?;
+    s(&block, last).filter(|text| !text.trim().is_empty())
 }
 
 /// `projects/p/serviceAccounts/e@x` → `e@x`.
@@ -300,6 +334,7 @@ impl Inventory {
     pub fn add_resource(&mut self, rtype: &str, attrs: &Value, address: &str, loc: &Loc, default_project: &str) {
         let project = s(attrs, "project").unwrap_or_else(|| default_project.to_string());
         let r = Res { rtype, attrs, address, loc, project };
+        self.add_workload(&r);
         if let Some((prefix, kind)) = iam_resource(rtype) {
             let target = iam_target(prefix, attrs, default_project);
             self.add_iam(&r, kind, &target);
@@ -326,17 +361,7 @@ impl Inventory {
             | "google_folder_organization_policy"
             | "google_organization_policy" => self.org_policies.push(legacy_org_policy(&r)),
             "google_cloud_identity_group_membership" => self.add_group_membership(&r),
-            "google_compute_instance" | "google_compute_instance_template" => {
-                if let Some(sa) = first_block(attrs, "service_account").and_then(|b| s(&b, "email")) {
-                    let address = address.to_string();
-                    self.instances.push(Instance {
-                        service_account: sa,
-                        project: r.project,
-                        address,
-                        loc: loc.clone(),
-                    });
-                }
-            }
+            "google_compute_instance" | "google_compute_instance_template" => self.add_instance(&r),
             "google_iam_workload_identity_pool_provider" => self.wif_providers.push(wif_provider(r)),
             "google_project" => self.add_project_parent(&r),
             "google_folder" => {
@@ -386,6 +411,48 @@ impl Inventory {
                     }
                 }
             }
+        }
+    }
+
+    fn add_instance(&mut self, r: &Res<'_>) {
+        let Some(sa) = first_block(r.attrs, "service_account").and_then(|b| s(&b, "email")) else {
+            return;
+        };
+        let external_ip = match r.attrs.get("network_interface") {
+            Some(Value::List(nics)) => nics.iter().any(|n| first_block(n, "access_config").is_some()),
+            Some(nic @ Value::Map(_)) => first_block(&nic, "access_config").is_some(),
+            _ => false,
+        };
+        self.instances.push(Instance {
+            service_account: sa,
+            project: r.project.clone(),
+            name: s(r.attrs, "name").unwrap_or_default(),
+            external_ip,
+            address: r.address.to_string(),
+            loc: r.loc.clone(),
+        });
+    }
+
+    /// A resource of a workload kind of the catalogue that names the identity it runs as.
+    fn add_workload(&mut self, r: &Res<'_>) {
+        for kind in crate::catalogue::WORKLOADS {
+            let identity = kind
+                .resources
+                .iter()
+                .filter(|(rtype, _)| *rtype == r.rtype)
+                .find_map(|(_, path)| at_path(r.attrs, path));
+            let Some(identity) = identity else {
+                continue;
+            };
+            self.workloads.push(Workload {
+                kind: kind.name,
+                service_account: sa_email(&identity),
+                project: r.project.clone(),
+                name: s(r.attrs, "name").unwrap_or_default(),
+                concealed: !kind.concealed_by.is_empty() && at_block(r.attrs, kind.concealed_by).is_some(),
+                address: r.address.to_string(),
+                loc: r.loc.clone(),
+            });
         }
     }
 
