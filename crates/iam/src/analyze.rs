@@ -375,8 +375,11 @@ fn analyze_root(input: RootInput, base_roles: &RoleCatalog, opts: &Options, repo
     for cr in &inv.custom_roles {
         merged.add(&cr.name, cr.permissions.clone());
     }
-    let (bindings, inactive): (Vec<Binding>, Vec<Binding>) =
-        inv.bindings.iter().cloned().partition(|b| !condition_expired(b, opts.today));
+    let (mut bindings, inactive): (Vec<Binding>, Vec<Binding>) =
+        inv.bindings.iter().cloned().partition(|b| condition_verdict(b, opts.today) != Verdict::Never);
+    for b in &mut bindings {
+        b.conditional = condition_verdict(b, opts.today) == Verdict::Conditional;
+    }
     let mut findings = binding_findings(&bindings, &merged, opts, &inv);
     findings.extend(resource_findings(&inv));
     let catalog = merged.into_catalog();
@@ -421,7 +424,8 @@ fn path_finding(p: &EscalationPath, root: &str) -> Finding {
         .collect();
     let loc =
         p.steps.first().and_then(|s| s.evidence.first().cloned()).unwrap_or(Loc { file: root.to_string(), line: 0 });
-    let mut f = Finding::new(id, format!("{what}: {}", chain.join("; ")), loc);
+    let certainty = if p.conditional { " (conditional: a step depends on an IAM condition)" } else { "" };
+    let mut f = Finding::new(id, format!("{what}{certainty}: {}", chain.join("; ")), loc);
     f.member = p.from.clone();
     f.resource = p.to.clone();
     if is_symbolic(&p.from) || is_symbolic(&p.to) {
@@ -463,24 +467,74 @@ impl crate::roles::RoleLookup for CombinedCatalog<'_> {
     }
 }
 
+/// What a binding's IAM condition says today, when it can be decided from the code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// No condition, or one that holds today whatever the request.
+    Always,
+    /// It never holds (`false`, or an expiry before today): the binding is inactive.
+    Never,
+    /// It depends on the request (resource name, tags, time of day...): paths through it are
+    /// reported as conditional.
+    Conditional,
+}
+
+/// Decides a condition statically: `true`, `false`, and `request.time` against a timestamp,
+/// joined by `&&`. Anything else is conditional.
+pub fn condition_verdict(b: &Binding, today: Date) -> Verdict {
+    let Some(c) = &b.condition else {
+        return Verdict::Always;
+    };
+    let expr = c.expression.replace([' ', '\n', '\t'], "");
+    if expr.contains("||") || expr.is_empty() {
+        return if expr.is_empty() { Verdict::Always } else { Verdict::Conditional };
+    }
+    let mut verdict = Verdict::Always;
+    for part in expr.split("&&") {
+        let part = part.trim_matches(|ch| ch == '(' || ch == ')');
+        let v = match part {
+            "true" => Verdict::Always,
+            "false" => Verdict::Never,
+            _ => time_verdict(part, today),
+        };
+        verdict = match (verdict, v) {
+            (Verdict::Never, _) | (_, Verdict::Never) => Verdict::Never,
+            (Verdict::Conditional, _) | (_, Verdict::Conditional) => Verdict::Conditional,
+            _ => Verdict::Always,
+        };
+    }
+    verdict
+}
+
+/// `request.time < timestamp("YYYY-MM-DD…")` (or `>`): decided by the date against today;
+/// a comparison on the day itself, or any other expression, is conditional.
+fn time_verdict(part: &str, today: Date) -> Verdict {
+    let Some(rest) = part.strip_prefix("request.time") else {
+        return Verdict::Conditional;
+    };
+    let (before, rest) = match rest.strip_prefix("<=").or_else(|| rest.strip_prefix('<')) {
+        Some(r) => (true, r),
+        None => match rest.strip_prefix(">=").or_else(|| rest.strip_prefix('>')) {
+            Some(r) => (false, r),
+            None => return Verdict::Conditional,
+        },
+    };
+    let Some(arg) = rest.strip_prefix("timestamp(") else {
+        return Verdict::Conditional;
+    };
+    let Some(date) = Date::parse(arg.trim_start_matches(['"', '\'']).get(..10).unwrap_or("")) else {
+        return Verdict::Conditional;
+    };
+    match (before, date.cmp(&today)) {
+        (_, std::cmp::Ordering::Equal) => Verdict::Conditional,
+        (true, std::cmp::Ordering::Greater) | (false, std::cmp::Ordering::Less) => Verdict::Always,
+        _ => Verdict::Never,
+    }
+}
+
 /// `request.time < timestamp("2024-01-01T00:00:00Z")` with that date before today.
 pub fn condition_expired(b: &Binding, today: Date) -> bool {
-    let Some(c) = &b.condition else {
-        return false;
-    };
-    let expr = c.expression.replace(' ', "");
-    let Some(pos) = expr.find("request.time<") else {
-        return false;
-    };
-    let rest = &expr[pos..];
-    let Some(ts) = rest.find("timestamp(") else {
-        return false;
-    };
-    let arg = rest[ts + "timestamp(".len()..].trim_start_matches(['"', '\'']);
-    match Date::parse(arg.get(..10).unwrap_or("")) {
-        Some(d) => d < today,
-        None => false,
-    }
+    condition_verdict(b, today) == Verdict::Never
 }
 
 fn binding_findings(

@@ -46,6 +46,9 @@ pub struct Step {
     pub method: String,
     pub permission: String,
     pub evidence: Vec<Loc>,
+    /// A binding of its evidence has an IAM condition that cannot be decided statically.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub conditional: bool,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -53,6 +56,8 @@ pub struct EscalationPath {
     pub from: String,
     pub to: String,
     pub self_escalation: bool,
+    /// A step depends on an IAM condition: the path may exist, it is not certain.
+    pub conditional: bool,
     pub steps: Vec<Step>,
 }
 
@@ -67,6 +72,9 @@ pub struct EscalationGraph {
     index: HashMap<String, NodeIndex>,
     privileges: HashMap<String, BTreeSet<(String, String)>>,
     memberships: HashMap<String, Vec<String>>,
+    /// Where the bindings whose condition is undecided are declared (steps citing them are
+    /// conditional). By location: the instances of one `for_each` share it.
+    conditional_locs: BTreeSet<Loc>,
     pub truncated: bool,
 }
 
@@ -225,6 +233,7 @@ impl EscalationGraph {
             index: HashMap::new(),
             privileges: HashMap::new(),
             memberships: HashMap::new(),
+            conditional_locs: bindings.iter().filter(|b| b.conditional).map(|b| b.loc.clone()).collect(),
             truncated: false,
         };
         g.add_privileges(bindings, roles);
@@ -238,6 +247,9 @@ impl EscalationGraph {
                 continue;
             };
             for perm in &role.permissions {
+                if denied(inv, b, perm) {
+                    continue;
+                }
                 if let Some(danger) = danger_of(perm) {
                     g.add_danger(&ctx, Grant { binding: b, permission: perm, danger }, &mut deploy);
                 }
@@ -587,6 +599,7 @@ impl EscalationGraph {
                 method: w.method.clone(),
                 permission: w.permission.clone(),
                 evidence: w.evidence.clone(),
+                conditional: w.evidence.iter().any(|l| self.conditional_locs.contains(l)),
             });
             cur = a;
         }
@@ -629,7 +642,14 @@ impl EscalationGraph {
                     && first_own.is_some_and(|s| {
                         self.index.get(&s.to).is_some_and(|i| self.graph[*i].kind == NodeKind::Control)
                     });
-                out.push(EscalationPath { from: source_id.clone(), to: node.id.clone(), self_escalation, steps });
+                let conditional = steps.iter().any(|s| s.conditional);
+                out.push(EscalationPath {
+                    from: source_id.clone(),
+                    to: node.id.clone(),
+                    self_escalation,
+                    conditional,
+                    steps,
+                });
                 if out.len() >= MAX_PATHS {
                     self.truncated = true;
                     break 'sources;
@@ -688,6 +708,29 @@ impl EscalationGraph {
         }
         out
     }
+}
+
+/// A deny policy in the code forbids the member this permission where the binding applies.
+/// Deny rules with a condition are not relied on (the path stays reported). An organization's
+/// deny rule covers everything analyzed; a folder's, the projects under it; a project's, the
+/// project and its service accounts.
+fn denied(inv: &Inventory, b: &Binding, perm: &str) -> bool {
+    inv.deny_rules.iter().filter(|d| !d.conditional && d.denies(&b.member, perm)).any(|d| match d.parent.kind {
+        TargetKind::Organization => true,
+        TargetKind::Folder => {
+            let projects = projects_under(inv, &d.parent);
+            match b.target.kind {
+                TargetKind::ServiceAccount => sa_project(&b.target.id).is_some_and(|p| projects.contains(&p)),
+                TargetKind::Project => projects.contains(&b.target.id),
+                _ => b.target == d.parent,
+            }
+        }
+        TargetKind::Project => match b.target.kind {
+            TargetKind::ServiceAccount => sa_project(&b.target.id).as_deref() == Some(d.parent.id.as_str()),
+            _ => b.target == d.parent,
+        },
+        TargetKind::ServiceAccount | TargetKind::Other => b.target == d.parent,
+    })
 }
 
 /// The existing workloads of a kind that a binding covers.

@@ -55,6 +55,10 @@ pub struct Binding {
     pub loc: Loc,
     /// Resource address that declares it (e.g. `module.iam.google_project_iam_member.x["a"]`).
     pub address: String,
+    /// Its IAM condition cannot be decided statically: it may or may not apply
+    /// (`crate::analyze::condition_verdict`). Set before the graph is built.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub conditional: bool,
 }
 
 impl Binding {
@@ -146,6 +150,93 @@ pub struct WifProvider {
     pub loc: Loc,
 }
 
+/// One rule of a `google_iam_deny_policy`: these principals may not use these permissions on
+/// anything under `parent`, unless excepted.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DenyRule {
+    pub parent: Target,
+    /// Members in allow-policy form (`user:`, `group:`, `serviceAccount:`); `*` is everyone.
+    pub principals: Vec<String>,
+    pub exception_principals: Vec<String>,
+    /// Permissions in allow-policy form (`iam.serviceAccounts.getAccessToken`); a trailing `*`
+    /// matches a prefix.
+    pub permissions: Vec<String>,
+    pub exception_permissions: Vec<String>,
+    /// A `denial_condition`: not decided statically, so the rule is not relied on.
+    pub conditional: bool,
+    pub loc: Loc,
+}
+
+impl DenyRule {
+    /// Whether the rule denies `permission` to `member` (its condition aside).
+    pub fn denies(&self, member: &str, permission: &str) -> bool {
+        let perm_matches = |p: &String| match p.strip_suffix('*') {
+            Some(prefix) => permission.starts_with(prefix),
+            None => p == permission,
+        };
+        let member_matches = |m: &String| m == "*" || m == member;
+        self.principals.iter().any(member_matches)
+            && !self.exception_principals.iter().any(member_matches)
+            && self.permissions.iter().any(perm_matches)
+            && !self.exception_permissions.iter().any(perm_matches)
+    }
+}
+
+/// Deny-policy principal → allow-policy member (`principal://goog/subject/a@x` → `user:a@x`).
+fn deny_principal(p: &str) -> String {
+    if let Some(email) = p.strip_prefix("principal://goog/subject/") {
+        format!("user:{email}")
+    } else if let Some(g) = p.strip_prefix("principalSet://goog/group/") {
+        format!("group:{g}")
+    } else if let Some((_, email)) = p.split_once("/serviceAccounts/") {
+        format!("serviceAccount:{email}")
+    } else if p == "principalSet://goog/public:all" {
+        "*".to_string()
+    } else {
+        p.to_string()
+    }
+}
+
+/// Deny-policy permission → allow-policy name (`iam.googleapis.com/serviceAccounts.getAccessToken`
+/// → `iam.serviceAccounts.getAccessToken`).
+fn deny_permission(p: &str) -> String {
+    match p.split_once(".googleapis.com/") {
+        Some((service, rest)) => format!("{service}.{rest}"),
+        None => p.to_string(),
+    }
+}
+
+/// `google_iam_deny_policy`: its parent is the URL-encoded full resource name.
+fn deny_rules(r: &Res<'_>) -> Vec<DenyRule> {
+    let parent = s(r.attrs, "parent").unwrap_or_default().replace("%2F", "/").replace("%2f", "/");
+    let parent = parent_target(parent.strip_prefix("cloudresourcemanager.googleapis.com/").unwrap_or(&parent));
+    let rules = match r.attrs.get("rules") {
+        Some(Value::List(l)) => l,
+        _ => Vec::new(),
+    };
+    let mut out = Vec::new();
+    for rule in rules.iter().take(MAX_DENY_RULES) {
+        let Some(d) = first_block(rule, "deny_rule") else {
+            continue;
+        };
+        let map =
+            |key: &str, f: fn(&str) -> String| -> Vec<String> { strings(d.get(key)).iter().map(|x| f(x)).collect() };
+        out.push(DenyRule {
+            parent: parent.clone(),
+            principals: map("denied_principals", deny_principal),
+            exception_principals: map("exception_principals", deny_principal),
+            permissions: map("denied_permissions", deny_permission),
+            exception_permissions: map("exception_permissions", deny_permission),
+            conditional: first_block(&d, "denial_condition").is_some(),
+            loc: r.loc.clone(),
+        });
+    }
+    out
+}
+
+/// Google allows 500 rules a deny policy; more is not a deny policy.
+const MAX_DENY_RULES: usize = 500;
+
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct ProjectParent {
     pub project: String,
@@ -162,6 +253,7 @@ pub struct Inventory {
     pub group_memberships: Vec<GroupMembership>,
     pub instances: Vec<Instance>,
     pub workloads: Vec<Workload>,
+    pub deny_rules: Vec<DenyRule>,
     pub wif_providers: Vec<WifProvider>,
     pub project_parents: Vec<ProjectParent>,
     pub folder_parents: Vec<(String, Target)>,
@@ -363,6 +455,7 @@ impl Inventory {
             "google_cloud_identity_group_membership" => self.add_group_membership(&r),
             "google_compute_instance" | "google_compute_instance_template" => self.add_instance(&r),
             "google_iam_workload_identity_pool_provider" => self.wif_providers.push(wif_provider(r)),
+            "google_iam_deny_policy" => self.deny_rules.extend(deny_rules(&r)),
             "google_project" => self.add_project_parent(&r),
             "google_folder" => {
                 let id = s(attrs, "folder_id").or_else(|| s(attrs, "name")).map(|x| strip(&x, "folders/"));
@@ -384,6 +477,7 @@ impl Inventory {
                 condition: cond,
                 loc: r.loc.clone(),
                 address: r.address.to_string(),
+                conditional: false,
             });
         };
         let (attrs, address) = (r.attrs, r.address);
@@ -541,6 +635,7 @@ impl Inventory {
                     condition: cond.clone(),
                     loc: Loc { file: file.to_string(), line: 0 },
                     address: format!("bindings[{i}]"),
+                    conditional: false,
                 });
             }
         }
