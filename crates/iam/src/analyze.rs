@@ -384,7 +384,11 @@ fn analyze_root(input: RootInput, base_roles: &RoleCatalog, opts: &Options, repo
     findings.extend(resource_findings(&inv));
     let catalog = merged.into_catalog();
     let mut graph = EscalationGraph::build(&inv, &bindings, &catalog);
-    let paths = graph.paths();
+    let mut paths = graph.paths();
+    let providers: Vec<&crate::model::WifProvider> = inv.wif_providers.iter().collect();
+    for p in &mut paths {
+        p.source_width = crate::model::federation_width(&p.from, &providers);
+    }
     report.truncated |= graph.truncated;
     findings.extend(paths.iter().map(|p| path_finding(p, &root)));
     for f in &mut findings {
@@ -425,7 +429,8 @@ fn path_finding(p: &EscalationPath, root: &str) -> Finding {
     let loc =
         p.steps.first().and_then(|s| s.evidence.first().cloned()).unwrap_or(Loc { file: root.to_string(), line: 0 });
     let certainty = if p.conditional { " (conditional: a step depends on an IAM condition)" } else { "" };
-    let mut f = Finding::new(id, format!("{what}{certainty}: {}", chain.join("; ")), loc);
+    let width = p.source_width.as_ref().map(|w| format!(" [federated source: {w}]")).unwrap_or_default();
+    let mut f = Finding::new(id, format!("{what}{certainty}{width}: {}", chain.join("; ")), loc);
     f.member = p.from.clone();
     f.resource = p.to.clone();
     if is_symbolic(&p.from) || is_symbolic(&p.to) {

@@ -58,6 +58,10 @@ pub struct EscalationPath {
     pub self_escalation: bool,
     /// A step depends on an IAM condition: the path may exist, it is not certain.
     pub conditional: bool,
+    /// When the source is a workload identity federation principal set: how wide it is
+    /// (`crate::model::federation_width`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source_width: Option<String>,
     pub steps: Vec<Step>,
 }
 
@@ -648,6 +652,7 @@ impl EscalationGraph {
                     to: node.id.clone(),
                     self_escalation,
                     conditional,
+                    source_width: None,
                     steps,
                 });
                 if out.len() >= MAX_PATHS {

@@ -146,6 +146,8 @@ pub struct WifProvider {
     pub pool: String,
     pub project: String,
     pub has_condition: bool,
+    /// The `attribute_condition` text, when the code gives it.
+    pub attribute_condition: Option<String>,
     pub address: String,
     pub loc: Loc,
 }
@@ -732,9 +734,54 @@ fn wif_provider(r: Res<'_>) -> WifProvider {
         pool,
         project: r.project,
         has_condition: s(r.attrs, "attribute_condition").is_some_and(|c| !c.trim().is_empty()),
+        attribute_condition: s(r.attrs, "attribute_condition").filter(|c| !c.trim().is_empty()),
         address: r.address.to_string(),
         loc: r.loc.clone(),
     }
+}
+
+/// Token claims that narrow a federated principal set below a whole repository (GitHub's
+/// and GitLab's OIDC claims): the branch or tag, the workflow, the event, the environment.
+const NARROWING_CLAIMS: &[&str] =
+    &["ref", "ref_type", "workflow", "workflow_ref", "job_workflow_ref", "event_name", "environment", "sub"];
+
+/// How wide the set of external identities behind a workload identity federation member is,
+/// given the attribute_condition of its pool's provider(s). `None` when `member` is not one.
+pub fn federation_width(member: &str, providers: &[&WifProvider]) -> Option<String> {
+    let (_, rest) = member.split_once("/workloadIdentityPools/")?;
+    let (pool, selector) = rest.split_once('/').unwrap_or((rest, ""));
+    let set = if let Some(subject) = selector.strip_prefix("subject/") {
+        return Some(format!("one subject ({subject}) of pool {pool}"));
+    } else if let Some((attribute, value)) = selector.strip_prefix("attribute.").and_then(|a| a.split_once('/')) {
+        format!("every identity of pool {pool} whose {attribute} is {value}")
+    } else {
+        format!("every identity of pool {pool}")
+    };
+    let conditions: Vec<&str> =
+        providers.iter().filter(|p| p.pool == pool).map(|p| p.attribute_condition.as_deref().unwrap_or("")).collect();
+    let width = if conditions.is_empty() {
+        "no provider of the pool in this code".to_string()
+    } else if conditions.iter().any(|c| c.trim().is_empty()) {
+        "a provider has no attribute_condition: any identity its issuer vouches for".to_string()
+    } else {
+        let narrowed: Vec<&str> = NARROWING_CLAIMS
+            .iter()
+            .copied()
+            .filter(|claim| {
+                conditions.iter().all(|c| {
+                    c.contains(&format!("assertion.{claim} "))
+                        || c.contains(&format!("assertion.{claim}=="))
+                        || c.contains(&format!("attribute.{claim} "))
+                })
+            })
+            .collect();
+        if narrowed.is_empty() {
+            "any branch, tag, workflow and event: anyone who can push a branch".to_string()
+        } else {
+            format!("narrowed by attribute_condition on {}", narrowed.join(", "))
+        }
+    };
+    Some(format!("{set}; {width}"))
 }
 
 /// `organizations/1`, `folders/2`, `projects/p` → target.
@@ -761,6 +808,31 @@ mod tests {
         assert_eq!(iam_resource("google_project_iam_custom_role"), None);
         assert_eq!(iam_resource("google_project_iam_audit_config"), None);
         assert_eq!(iam_resource("aws_iam_member"), None);
+    }
+
+    #[test]
+    fn federation_width_says_how_wide_the_principal_set_is() {
+        let provider = |condition: Option<&str>| WifProvider {
+            pool: "gh".into(),
+            project: "p".into(),
+            has_condition: condition.is_some(),
+            attribute_condition: condition.map(str::to_string),
+            address: "a".into(),
+            loc: Loc { file: "m.tf".into(), line: 1 },
+        };
+        let repo = "principalSet://iam.googleapis.com/projects/1/locations/global/workloadIdentityPools/gh/attribute.repository/acme/app";
+        let width = |c: Option<&str>| federation_width(repo, &[&provider(c)]).expect("a federated member");
+        assert!(width(None).contains("no attribute_condition"), "{}", width(None));
+        let whole = width(Some("assertion.repository == \"acme/app\""));
+        assert!(
+            whole.contains("repository is acme/app") && whole.contains("any branch, tag, workflow and event"),
+            "{whole}"
+        );
+        let narrow = width(Some("assertion.repository == \"acme/app\" && assertion.ref == \"refs/heads/main\""));
+        assert!(narrow.ends_with("narrowed by attribute_condition on ref"), "{narrow}");
+        let subject = "principal://iam.googleapis.com/projects/1/locations/global/workloadIdentityPools/gh/subject/repo:acme/app:ref:refs/heads/main";
+        assert!(federation_width(subject, &[]).is_some_and(|w| w.starts_with("one subject")));
+        assert_eq!(federation_width("user:a@acme.com", &[]), None);
     }
 
     #[test]
