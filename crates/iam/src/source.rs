@@ -275,26 +275,9 @@ pub fn join_insignificant_newlines(text: &str) -> Option<String> {
         let c = b[i];
         let joined = matches!(stack.last(), Some(Nest::Joined | Nest::Directive));
         if strings.last().is_some_and(|d| *d == stack.len()) {
-            // In a string: escapes, interpolations, the closing quote.
-            match c {
-                b'\\' => {
-                    out.extend_from_slice(&b[i..(i + 2).min(b.len())]);
-                    i += 2;
-                    continue;
-                }
-                b'$' | b'%' if b.get(i + 1) == Some(&b'{') && b.get(i.wrapping_sub(1)) != Some(&c) => {
-                    stack.push(if c == b'$' { Nest::Joined } else { Nest::Directive });
-                    out.extend_from_slice(&b[i..i + 2]);
-                    i += 2;
-                    continue;
-                }
-                b'"' => {
-                    strings.pop();
-                }
-                _ => {}
-            }
-            out.push(c);
-            i += 1;
+            let step = string_step(b, i, &mut stack, &mut strings);
+            out.extend_from_slice(&b[i..i + step]);
+            i += step;
             continue;
         }
         match c {
@@ -367,6 +350,25 @@ pub fn join_insignificant_newlines(text: &str) -> Option<String> {
         return None;
     }
     String::from_utf8(out).ok()
+}
+
+/// One step inside a string literal at `b[i]`: an escape (two bytes), the opening of an
+/// interpolation or directive (pushed on `stack`), the closing quote (popped from `strings`),
+/// or a plain byte. Returns how many bytes to copy.
+fn string_step(b: &[u8], i: usize, stack: &mut Vec<Nest>, strings: &mut Vec<usize>) -> usize {
+    let c = b[i];
+    match c {
+        b'\\' => (b.len() - i).min(2),
+        b'$' | b'%' if b.get(i + 1) == Some(&b'{') && b.get(i.wrapping_sub(1)) != Some(&c) => {
+            stack.push(if c == b'$' { Nest::Joined } else { Nest::Directive });
+            2
+        }
+        b'"' => {
+            strings.pop();
+            1
+        }
+        _ => 1,
+    }
 }
 
 /// The byte after a heredoc that starts at `start` (`<<EOT` or `<<-EOT` ... the closing
