@@ -113,6 +113,10 @@ struct Deploy<'a> {
     actas: BTreeMap<String, Vec<(String, &'a Binding)>>,
     /// Member → (permission of the catalogue, binding).
     held: BTreeMap<String, Vec<(&'a str, &'a Binding)>>,
+    /// Member → bindings that let it set organization policies.
+    org_policy_admin: BTreeMap<String, Vec<&'a Binding>>,
+    /// Key creation that an enforced constraint forbids: (binding, service account).
+    guarded: Vec<(&'a Binding, String)>,
 }
 
 impl<'a> Deploy<'a> {
@@ -263,6 +267,7 @@ impl EscalationGraph {
         g.add_workload_updates(inv, &deploy);
         g.add_run_existing(inv, &deploy);
         g.add_instance_access(inv, &deploy);
+        g.add_lifted_constraints(inv, &deploy);
         g.add_container_control(inv);
         g
     }
@@ -302,6 +307,10 @@ impl EscalationGraph {
                 return;
             }
             for sa in sas_under(ctx.inv, &b.target) {
+                if danger == Danger::KeyCreation && key_creation_forbidden(ctx.inv, &sa) {
+                    deploy.guarded.push((b, sa));
+                    continue;
+                }
                 let e = Edge { method: method.into(), permission: perm.to_string(), evidence: vec![b.loc.clone()] };
                 self.edge(&b.member, P, &format!("serviceAccount:{sa}"), P, e);
             }
@@ -344,7 +353,8 @@ impl EscalationGraph {
             | Danger::SetIamPolicySa
             | Danger::HmacKey
             | Danger::DeploymentManager => unreachable!("handled as a service account method"),
-            Danger::OrgPolicySet | Danger::ApiKey | Danger::SecretAccess => {}
+            Danger::OrgPolicySet => deploy.org_policy_admin.entry(b.member.clone()).or_default().push(b),
+            Danger::ApiKey | Danger::SecretAccess => {}
         }
     }
 
@@ -389,6 +399,20 @@ impl EscalationGraph {
         let e = Edge { method: method.to_string(), permission: perm.to_string(), evidence: vec![b.loc.clone()] };
         self.edge(&b.member, P, &control, C, e);
         true
+    }
+
+    /// Key creation an enforced constraint forbids becomes possible again for a member that
+    /// can set organization policies where the constraint applies: it lifts it first.
+    fn add_lifted_constraints(&mut self, inv: &Inventory, deploy: &Deploy<'_>) {
+        for (b, sa) in &deploy.guarded {
+            let project = sa_project(sa).unwrap_or_default();
+            let admins = deploy.org_policy_admin.get(&b.member).map(Vec::as_slice).unwrap_or_default();
+            let Some(admin) = admins.iter().find(|a| covers(inv, &a.target, &project, "", "")) else {
+                continue;
+            };
+            let permission = format!("orgpolicy.policy.set (lifts {KEY_CONSTRAINT}) + iam.serviceAccountKeys.create");
+            self.run_as(&b.member, sa, "org-policy-set", permission, vec![admin.loc.clone(), b.loc.clone()]);
+        }
     }
 
     /// One "runs code as" edge from a member to a service account.
@@ -713,6 +737,19 @@ impl EscalationGraph {
         }
         out
     }
+}
+
+/// The constraint that forbids service-account key creation.
+const KEY_CONSTRAINT: &str = "iam.disableServiceAccountKeyCreation";
+
+/// An enforced `iam.disableServiceAccountKeyCreation` in the code covers the account's project
+/// (set on the project, a folder above it, or an organization).
+fn key_creation_forbidden(inv: &Inventory, sa: &str) -> bool {
+    let project = sa_project(sa).unwrap_or_default();
+    inv.org_policies.iter().filter(|p| p.enforces && p.constraint == KEY_CONSTRAINT).any(|p| match p.parent.kind {
+        TargetKind::Organization => true,
+        _ => covers(inv, &p.parent, &project, "", ""),
+    })
 }
 
 /// A deny policy in the code forbids the member this permission where the binding applies.

@@ -105,6 +105,8 @@ pub struct OrgPolicy {
     pub relaxes: bool,
     /// The relaxation is limited by a condition (e.g. tags on one resource).
     pub conditional: bool,
+    /// A boolean constraint enforced without a condition (it guards whatever it forbids).
+    pub enforces: bool,
     pub address: String,
     pub loc: Loc,
 }
@@ -684,7 +686,10 @@ fn org_policy(r: &Res<'_>) -> OrgPolicy {
         Some(Value::List(rules)) => rules,
         _ => Vec::new(),
     };
+    let mut enforces = false;
     for rule in &rules {
+        enforces |= s(rule, "enforce").is_some_and(|x| x.eq_ignore_ascii_case("true"))
+            && first_block(rule, "condition").is_none();
         let allow_all = s(rule, "allow_all").is_some_and(|x| x.eq_ignore_ascii_case("true"));
         let not_enforced = s(rule, "enforce").is_some_and(|x| x.eq_ignore_ascii_case("false"));
         let allowed_values =
@@ -696,7 +701,7 @@ fn org_policy(r: &Res<'_>) -> OrgPolicy {
             }
         }
     }
-    OrgPolicy { constraint, parent, relaxes, conditional, address: r.address.to_string(), loc: r.loc.clone() }
+    OrgPolicy { constraint, parent, relaxes, conditional, enforces, address: r.address.to_string(), loc: r.loc.clone() }
 }
 
 /// `google_{project,folder,organization}_organization_policy` (the v1 API): never conditional.
@@ -717,11 +722,13 @@ fn legacy_org_policy(r: &Res<'_>) -> OrgPolicy {
             .is_some_and(|a| s(&a, "all").is_some_and(|x| x == "true") || !strings(a.get("values")).is_empty())
     }) || first_block(attrs, "boolean_policy")
         .is_some_and(|b| s(&b, "enforced").is_some_and(|x| x == "false"));
+    let enforces = first_block(attrs, "boolean_policy").is_some_and(|b| s(&b, "enforced").is_some_and(|x| x == "true"));
     OrgPolicy {
         constraint: strip(&s(attrs, "constraint").unwrap_or_default(), "constraints/"),
         parent,
         relaxes,
         conditional: false,
+        enforces,
         address: r.address.to_string(),
         loc: r.loc.clone(),
     }
