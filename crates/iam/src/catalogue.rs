@@ -236,6 +236,12 @@ pub const RESOURCE_POLICIES: &[(&str, &str, &str)] = &[
     ("bigquery.datasets.setIamPolicy", "dataset-set-iam-policy", "dataset"),
 ];
 
+/// A service agent a product runs work as when no identity is given, without an actAs check
+/// (the legacy Cloud Build service account, `NUMBER@cloudbuild.gserviceaccount.com`): the
+/// permission, the agent's email suffix, the method id.
+pub const DEFAULT_IDENTITIES: &[(&str, &str, &str)] =
+    &[("cloudbuild.builds.create", "@cloudbuild.gserviceaccount.com", "cloud-build-default-identity")];
+
 /// Steps that connect methods rather than being one: they need no fixture of their own.
 pub const STRUCTURAL_STEPS: &[&str] = &["inheritance", "project-control", "group-membership"];
 
@@ -277,6 +283,9 @@ mod tests {
             assert!(ids.insert(m.to_string()), "{m}");
         }
         assert!(ids.insert(IAP_METHOD.to_string()));
+        for (_, _, m) in DEFAULT_IDENTITIES {
+            assert!(ids.insert(m.to_string()), "{m}");
+        }
         assert!(is_catalogued("run.jobs.runWithOverrides") && !is_catalogued("run.routes.invoke"));
         assert_eq!(created_by("run.jobs.create").map(|k| k.name), Some("cloud-run-job"));
     }

@@ -264,6 +264,7 @@ impl EscalationGraph {
             }
         }
         g.add_actas_workload(&deploy);
+        g.add_default_identities(inv, bindings, &deploy);
         g.add_workload_updates(inv, &deploy);
         g.add_run_existing(inv, &deploy);
         g.add_instance_access(inv, &deploy);
@@ -435,6 +436,27 @@ impl EscalationGraph {
                     let permission = format!("iam.serviceAccounts.actAs + {perm}");
                     let evidence = vec![ab.loc.clone(), wb.loc.clone()];
                     self.run_as(member, sa, &format!("actas-{}", kind.name), permission, evidence);
+                }
+            }
+        }
+    }
+
+    /// Work submitted with no identity runs as the product's service agent, unchecked: the
+    /// agent's roles in the project (as bound in the code) are the member's.
+    fn add_default_identities(&mut self, inv: &Inventory, bindings: &[Binding], deploy: &Deploy<'_>) {
+        for member in deploy.held.keys() {
+            for (perm, suffix, method) in catalogue::DEFAULT_IDENTITIES {
+                for b in deploy.holding(member, perm) {
+                    let agents = bindings.iter().filter(|o| {
+                        o.member.ends_with(suffix)
+                            && o.target.kind == TargetKind::Project
+                            && covers(inv, &b.target, &o.target.id, "", "")
+                    });
+                    for o in agents {
+                        let agent = o.member.trim_start_matches("serviceAccount:");
+                        let permission = format!("{perm} (runs as the service agent of {})", o.target.key());
+                        self.run_as(member, agent, method, permission, vec![b.loc.clone(), o.loc.clone()]);
+                    }
                 }
             }
         }
