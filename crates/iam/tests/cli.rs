@@ -214,6 +214,29 @@ fn exceptions_of_other_roots_are_out_of_scope_when_checking_one() {
     assert_eq!(check("envs/prod"), 1, "unused exception of the analyzed root");
 }
 
+/// `iam paths --format json` says which paths are conditional and how wide a federated
+/// source is.
+#[test]
+fn paths_json_marks_conditional_paths_and_federation_width() {
+    let tmp = TempDir::new("pathsjson");
+    let out = tmp.path("p.json");
+    let paths = |fixture_name: &str| {
+        let dir = fixture(fixture_name).display().to_string();
+        assert_eq!(iam(&["paths", &dir, "--no-exceptions", "--format", "json", "-o", &out]), 1);
+        json_file(&out)["paths"].as_array().expect("paths").clone()
+    };
+    let conditional = paths("esc-condition-undecided");
+    assert!(conditional.iter().all(|p| p["conditional"] == true), "{conditional:?}");
+    let certain = paths("esc-condition-decided");
+    assert!(certain.iter().all(|p| p["conditional"] == false), "{certain:?}");
+    let federated = paths("esc-wif-provider-admin");
+    let width = federated
+        .iter()
+        .find_map(|p| p["source_width"].as_str())
+        .expect("a path from the principal set says how wide it is");
+    assert!(width.contains("repository is acme/app") && width.contains("any branch"), "{width}");
+}
+
 #[test]
 fn paths_and_drawings() {
     let tmp = TempDir::new("paths");
