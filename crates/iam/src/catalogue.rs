@@ -141,6 +141,8 @@ pub const WORKLOADS: &[WorkloadKind] = &[
     },
     WorkloadKind {
         create: &["dataflow.jobs.create"],
+        update: &["dataflow.jobs.update"],
+        update_method: "update-dataflow",
         ..kind(
             "dataflow",
             &[

@@ -51,7 +51,7 @@
 //! toml 0.9, clap, anyhow, thiserror, sha2 + hex (`sha256()` in HCL). Dates: a small `date` module.
 //!
 //! # Tests
-//! `tests/fixtures/`: 126 roots with an `expected.json` each: 54 escalation methods, each with
+//! `tests/fixtures/`: 128 roots with an `expected.json` each: 55 escalation methods, each with
 //! a positive fixture and a negative one (`negative_of`: the same shape lacking one
 //! permission or aimed at an unrelated resource), plus front-end, deny-policy and condition
 //! cases; `tests/fixtures.rs` fails below 45 methods or on any finding in a negative.
