@@ -197,6 +197,9 @@ pub struct Report {
     pub findings: Vec<Finding>,
     pub notes: Vec<String>,
     pub diagnostics: Vec<Diagnostic>,
+    /// Input problems the analysis went on past (a dangling variables file): printed, exit
+    /// code unchanged.
+    pub warnings: Vec<Diagnostic>,
     pub truncated: bool,
 }
 
@@ -266,6 +269,7 @@ pub fn analyze(path: &Path, opts: &Options, base_roles: &RoleCatalog) -> Result<
         findings: Vec::new(),
         notes: Vec::new(),
         diagnostics: Vec::new(),
+        warnings: Vec::new(),
         truncated: false,
     };
     // Which inputs: a file (plan / policy JSON), a root folder, or a folder of roots.
@@ -356,6 +360,7 @@ fn hcl_input(root: &Path, opts: &Options, report: &mut Report) -> RootInput {
         .unwrap_or_else(|| "${provider.project}".into());
     let inv = Inventory::from_resources(&resources, &project);
     report.diagnostics.extend(world.diagnostics.borrow().iter().cloned());
+    report.warnings.extend(world.warnings.borrow().iter().cloned());
     report.notes.extend(world.notes.borrow().iter().cloned());
     let files: usize = world.sources().iter().map(|s| s.files.len()).sum();
     RootInput { root: crate::source::normalize(root).display().to_string(), inv, files, resources: resources.len() }
@@ -370,13 +375,20 @@ fn analyze_root(input: RootInput, base_roles: &RoleCatalog, opts: &Options, repo
     for cr in &inv.custom_roles {
         merged.add(&cr.name, cr.permissions.clone());
     }
-    let (bindings, inactive): (Vec<Binding>, Vec<Binding>) =
-        inv.bindings.iter().cloned().partition(|b| !condition_expired(b, opts.today));
+    let (mut bindings, inactive): (Vec<Binding>, Vec<Binding>) =
+        inv.bindings.iter().cloned().partition(|b| condition_verdict(b, opts.today) != Verdict::Never);
+    for b in &mut bindings {
+        b.conditional = condition_verdict(b, opts.today) == Verdict::Conditional;
+    }
     let mut findings = binding_findings(&bindings, &merged, opts, &inv);
     findings.extend(resource_findings(&inv));
     let catalog = merged.into_catalog();
     let mut graph = EscalationGraph::build(&inv, &bindings, &catalog);
-    let paths = graph.paths();
+    let mut paths = graph.paths();
+    let providers: Vec<&crate::model::WifProvider> = inv.wif_providers.iter().collect();
+    for p in &mut paths {
+        p.source_width = crate::model::federation_width(&p.from, &providers);
+    }
     report.truncated |= graph.truncated;
     findings.extend(paths.iter().map(|p| path_finding(p, &root)));
     for f in &mut findings {
@@ -416,7 +428,9 @@ fn path_finding(p: &EscalationPath, root: &str) -> Finding {
         .collect();
     let loc =
         p.steps.first().and_then(|s| s.evidence.first().cloned()).unwrap_or(Loc { file: root.to_string(), line: 0 });
-    let mut f = Finding::new(id, format!("{what}: {}", chain.join("; ")), loc);
+    let certainty = if p.conditional { " (conditional: a step depends on an IAM condition)" } else { "" };
+    let width = p.source_width.as_ref().map(|w| format!(" [federated source: {w}]")).unwrap_or_default();
+    let mut f = Finding::new(id, format!("{what}{certainty}{width}: {}", chain.join("; ")), loc);
     f.member = p.from.clone();
     f.resource = p.to.clone();
     if is_symbolic(&p.from) || is_symbolic(&p.to) {
@@ -458,24 +472,74 @@ impl crate::roles::RoleLookup for CombinedCatalog<'_> {
     }
 }
 
+/// What a binding's IAM condition says today, when it can be decided from the code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// No condition, or one that holds today whatever the request.
+    Always,
+    /// It never holds (`false`, or an expiry before today): the binding is inactive.
+    Never,
+    /// It depends on the request (resource name, tags, time of day...): paths through it are
+    /// reported as conditional.
+    Conditional,
+}
+
+/// Decides a condition statically: `true`, `false`, and `request.time` against a timestamp,
+/// joined by `&&`. Anything else is conditional.
+pub fn condition_verdict(b: &Binding, today: Date) -> Verdict {
+    let Some(c) = &b.condition else {
+        return Verdict::Always;
+    };
+    let expr = c.expression.replace([' ', '\n', '\t'], "");
+    if expr.contains("||") || expr.is_empty() {
+        return if expr.is_empty() { Verdict::Always } else { Verdict::Conditional };
+    }
+    let mut verdict = Verdict::Always;
+    for part in expr.split("&&") {
+        let part = part.trim_matches(|ch| ch == '(' || ch == ')');
+        let v = match part {
+            "true" => Verdict::Always,
+            "false" => Verdict::Never,
+            _ => time_verdict(part, today),
+        };
+        verdict = match (verdict, v) {
+            (Verdict::Never, _) | (_, Verdict::Never) => Verdict::Never,
+            (Verdict::Conditional, _) | (_, Verdict::Conditional) => Verdict::Conditional,
+            _ => Verdict::Always,
+        };
+    }
+    verdict
+}
+
+/// `request.time < timestamp("YYYY-MM-DD…")` (or `>`): decided by the date against today;
+/// a comparison on the day itself, or any other expression, is conditional.
+fn time_verdict(part: &str, today: Date) -> Verdict {
+    let Some(rest) = part.strip_prefix("request.time") else {
+        return Verdict::Conditional;
+    };
+    let (before, rest) = match rest.strip_prefix("<=").or_else(|| rest.strip_prefix('<')) {
+        Some(r) => (true, r),
+        None => match rest.strip_prefix(">=").or_else(|| rest.strip_prefix('>')) {
+            Some(r) => (false, r),
+            None => return Verdict::Conditional,
+        },
+    };
+    let Some(arg) = rest.strip_prefix("timestamp(") else {
+        return Verdict::Conditional;
+    };
+    let Some(date) = Date::parse(arg.trim_start_matches(['"', '\'']).get(..10).unwrap_or("")) else {
+        return Verdict::Conditional;
+    };
+    match (before, date.cmp(&today)) {
+        (_, std::cmp::Ordering::Equal) => Verdict::Conditional,
+        (true, std::cmp::Ordering::Greater) | (false, std::cmp::Ordering::Less) => Verdict::Always,
+        _ => Verdict::Never,
+    }
+}
+
 /// `request.time < timestamp("2024-01-01T00:00:00Z")` with that date before today.
 pub fn condition_expired(b: &Binding, today: Date) -> bool {
-    let Some(c) = &b.condition else {
-        return false;
-    };
-    let expr = c.expression.replace(' ', "");
-    let Some(pos) = expr.find("request.time<") else {
-        return false;
-    };
-    let rest = &expr[pos..];
-    let Some(ts) = rest.find("timestamp(") else {
-        return false;
-    };
-    let arg = rest[ts + "timestamp(".len()..].trim_start_matches(['"', '\'']);
-    match Date::parse(arg.get(..10).unwrap_or("")) {
-        Some(d) => d < today,
-        None => false,
-    }
+    condition_verdict(b, today) == Verdict::Never
 }
 
 fn binding_findings(
@@ -676,6 +740,43 @@ fn resource_findings(inv: &Inventory) -> Vec<Finding> {
     out
 }
 
+/// Which exceptions the analysis can judge. Checking one root of a folder of roots
+/// (`infra/envs/prod` of `infra/envs`) cannot tell whether an exception recorded for a sibling
+/// root (`dev`, `staging`) is used: an exception whose resource and member are both absent from
+/// the analyzed roots is out of scope there. Checking the whole folder judges every exception,
+/// so a stale one still fails as EXC002.
+fn exceptions_in_scope(report: &Report, input: &Path, reg: &Registry) -> Vec<bool> {
+    let partial = has_tf(input)
+        && input.parent().is_some_and(|parent| {
+            tf_dirs(parent).is_ok_and(|roots| roots.iter().any(|r| r.file_name() != input.file_name()))
+        });
+    if !partial {
+        return vec![true; reg.exceptions.len()];
+    }
+    let mut mentioned: BTreeSet<&str> = BTreeSet::new();
+    for r in &report.roots {
+        for b in r.bindings.iter().chain(&r.inactive_bindings) {
+            mentioned.insert(&b.member);
+            mentioned.insert(&b.target.id);
+        }
+        for p in &r.paths {
+            mentioned.insert(&p.from);
+            mentioned.insert(&p.to);
+        }
+    }
+    for f in &report.findings {
+        mentioned.insert(&f.member);
+        mentioned.insert(&f.resource);
+    }
+    let known = |text: &str| {
+        let bare = text.strip_prefix("serviceAccount:").unwrap_or(text);
+        mentioned.contains(text)
+            || mentioned.contains(bare)
+            || mentioned.contains(format!("serviceAccounts/{bare}").as_str())
+    };
+    reg.exceptions.iter().map(|e| known(&e.resource) || known(&e.member)).collect()
+}
+
 fn apply_exceptions(report: &mut Report, input: &Path, opts: &Options) {
     if opts.no_exceptions {
         return;
@@ -696,6 +797,14 @@ fn apply_exceptions(report: &mut Report, input: &Path, opts: &Options) {
             return;
         }
     };
+    let in_scope = exceptions_in_scope(report, input, &reg);
+    let out_of_scope = in_scope.iter().filter(|x| !**x).count();
+    if out_of_scope > 0 {
+        report.notes.push(format!(
+            "{out_of_scope} exception(s) of {file} concern roots outside {} (out of scope, not judged)",
+            input.display()
+        ));
+    }
     let mut used = vec![false; reg.exceptions.len()];
     for f in &mut report.findings {
         for (i, e) in reg.exceptions.iter().enumerate() {
@@ -718,6 +827,9 @@ fn apply_exceptions(report: &mut Report, input: &Path, opts: &Options) {
     }
     let mut extra = Vec::new();
     for (i, e) in reg.exceptions.iter().enumerate() {
+        if !in_scope[i] {
+            continue;
+        }
         let loc = Loc { file: file.clone(), line: e.line };
         let expired = e.expires_date().is_none_or(|d| d < opts.today);
         let mut f = if expired {

@@ -88,9 +88,38 @@ fn find_on_path(name: &str) -> Option<PathBuf> {
     std::env::split_paths(&path).map(|d| d.join(name)).find(|p| p.is_file())
 }
 
+/// What Checkov reported on the generated root.
+struct CheckovRun {
+    elapsed: Duration,
+    /// Resources it checked (both tools saw the same root).
+    resources: usize,
+    /// Failed checks on IAM resources (`google_*_iam_*`): per-resource rules, the nearest
+    /// thing it has to an escalation finding.
+    iam_failed: usize,
+}
+
+/// Checkov has per-resource checks and no graph of who can become whom: it reports no
+/// escalation path, whatever the root.
+const CHECKOV_PATHS: usize = 0;
+
+/// Counts Checkov's failed checks on IAM resources in its JSON output (one report, or a list
+/// of reports, one per framework).
+fn checkov_iam_failed(report: &serde_json::Value) -> usize {
+    let reports = match report {
+        serde_json::Value::Array(list) => list.iter().collect(),
+        one => vec![one],
+    };
+    reports
+        .iter()
+        .filter_map(|r| r.pointer("/results/failed_checks").and_then(|f| f.as_array()))
+        .flatten()
+        .filter(|c| c.get("resource").and_then(|r| r.as_str()).is_some_and(|r| r.contains("_iam_")))
+        .count()
+}
+
 /// Runs Checkov on `dir` (Terraform framework, all checks); returns its wall time. Its exit
 /// code is 1 when checks fail, which is expected here; anything else is an error.
-fn run_checkov(checkov: &Path, dir: &Path, timeout: Duration) -> anyhow::Result<(Duration, usize)> {
+fn run_checkov(checkov: &Path, dir: &Path, timeout: Duration) -> anyhow::Result<CheckovRun> {
     let out_file = dir.with_extension("checkov.json");
     let started = Instant::now();
     let mut child = std::process::Command::new(checkov)
@@ -116,12 +145,13 @@ fn run_checkov(checkov: &Path, dir: &Path, timeout: Duration) -> anyhow::Result<
     anyhow::ensure!(matches!(status.code(), Some(0) | Some(1)), "checkov failed with {status}");
     let text = std::fs::read_to_string(&out_file).unwrap_or_default();
     let _ = std::fs::remove_file(&out_file);
-    // Count what it checked, to show both tools saw the same root.
-    let resources = serde_json::from_str::<serde_json::Value>(&text)
-        .ok()
-        .and_then(|v| v.get("summary").and_then(|s| s.get("resource_count")).and_then(|c| c.as_u64()))
-        .unwrap_or(0);
-    Ok((elapsed, usize::try_from(resources).unwrap_or(0)))
+    let json = serde_json::from_str::<serde_json::Value>(&text).unwrap_or_default();
+    let resources = json.pointer("/summary/resource_count").and_then(|c| c.as_u64()).unwrap_or(0);
+    Ok(CheckovRun {
+        elapsed,
+        resources: usize::try_from(resources).unwrap_or(0),
+        iam_failed: checkov_iam_failed(&json),
+    })
 }
 
 /// Runs `fintrail bench iam`.
@@ -155,15 +185,15 @@ fn bench_in(args: &BenchArgs, root: &Path) -> anyhow::Result<()> {
     println!("fintrail bench iam — generated root: {files} files, {resources} resources ({})", root.display());
     println!("role catalogue: {}", roles.origin);
     println!();
-    println!("| tool          | time (s) | files/s   | findings | notes");
-    println!("|---------------|----------|-----------|----------|------");
+    let paths: usize = report.roots.iter().map(|r| r.paths.len()).sum();
+    println!("| tool          | time (s) | files/s   | findings | escalation paths | notes");
+    println!("|---------------|----------|-----------|----------|------------------|------");
     println!(
-        "| fintrail iam  | {:8.3} | {:9.0} | {:8} | catalogue load {:.3} s, {} escalation paths, {} KiB JSON",
+        "| fintrail iam  | {:8.3} | {:9.0} | {:8} | {paths:16} | catalogue load {:.3} s, {} KiB JSON",
         ours.as_secs_f64(),
         files as f64 / ours.as_secs_f64().max(1e-9),
         report.findings.len(),
         roles_loaded.as_secs_f64(),
-        report.roots.iter().map(|r| r.paths.len()).sum::<usize>(),
         rendered.len() / 1024
     );
     if !roles.origin.contains("2461") {
@@ -171,19 +201,22 @@ fn bench_in(args: &BenchArgs, root: &Path) -> anyhow::Result<()> {
     }
     let checkov = args.checkov.clone().or_else(|| find_on_path("checkov"));
     let Some(checkov) = checkov else {
-        println!("| checkov       | -        | -         | -        | not installed (pip install checkov); no baseline measured");
+        println!("| checkov       | -        | -         | -        | -                | not installed (pip install -r .ci/requirements.txt); no baseline measured");
         println!("ratio: n/a (checkov not installed)");
         anyhow::bail!("checkov not installed: the baseline could not be measured");
     };
-    let (theirs, checked) = run_checkov(&checkov, root, Duration::from_secs(args.checkov_timeout_secs))?;
+    let run = run_checkov(&checkov, root, Duration::from_secs(args.checkov_timeout_secs))?;
+    let theirs = run.elapsed;
     println!(
-        "| checkov       | {:8.3} | {:9.0} | {:>8} | {} resources checked ({})",
+        "| checkov       | {:8.3} | {:9.0} | {:>8} | {CHECKOV_PATHS:16} | {} resources checked, {} failed checks on IAM resources, no path search ({})",
         theirs.as_secs_f64(),
         files as f64 / theirs.as_secs_f64().max(1e-9),
         "-",
-        checked,
+        run.resources,
+        run.iam_failed,
         checkov.display()
     );
+    println!("escalation paths on the same root: fintrail iam {paths}, checkov {CHECKOV_PATHS}");
     let ratio = theirs.as_secs_f64() / ours.as_secs_f64().max(1e-9);
     println!();
     println!("target: ours < 5 s ({}), ratio >= 50", if ours.as_secs_f64() < 5.0 { "met" } else { "NOT met" });
@@ -210,6 +243,11 @@ mod tests {
         // Each deployer can mint tokens for its unit's service account, which holds a role.
         assert_eq!(report.roots[0].paths.len(), 3);
         assert!(generate(&dir, 0, 10).is_err());
+        let checkov_json = serde_json::json!([
+            {"results": {"failed_checks": [{"resource": "google_project_iam_member.a"}, {"resource": "google_storage_bucket.b"}]}},
+            {"results": {"failed_checks": [{"resource": "google_service_account_iam_member.c"}]}}
+        ]);
+        assert_eq!(checkov_iam_failed(&checkov_json), 2);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

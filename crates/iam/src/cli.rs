@@ -228,6 +228,9 @@ fn print_diagnostics(report: &Report, err: &mut dyn Write) {
     for d in &report.diagnostics {
         let _ = writeln!(err, "error: {}: {}", d.loc, d.message);
     }
+    for d in &report.warnings {
+        let _ = writeln!(err, "warning: {}: {}", d.loc, d.message);
+    }
 }
 
 /// `fintrail iam check`: the report; exit 0 clean, 1 findings, 2 input error.

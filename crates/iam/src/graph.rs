@@ -4,8 +4,9 @@
 //! to a more privileged principal, or to control of a resource (self-escalation), are listed
 //! shortest witness first.
 
+use crate::catalogue::{self, WorkloadKind};
 use crate::model::{sa_project, Binding, Inventory, Target, TargetKind};
-use crate::roles::{danger_of, workload_name, Danger, RoleLookup};
+use crate::roles::{danger_of, Danger, RoleLookup};
 use crate::source::Loc;
 use petgraph::graph::{DiGraph, EdgeIndex, NodeIndex};
 use petgraph::visit::EdgeRef;
@@ -45,6 +46,9 @@ pub struct Step {
     pub method: String,
     pub permission: String,
     pub evidence: Vec<Loc>,
+    /// A binding of its evidence has an IAM condition that cannot be decided statically.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub conditional: bool,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -52,6 +56,12 @@ pub struct EscalationPath {
     pub from: String,
     pub to: String,
     pub self_escalation: bool,
+    /// A step depends on an IAM condition: the path may exist, it is not certain.
+    pub conditional: bool,
+    /// When the source is a workload identity federation principal set: how wide it is
+    /// (`crate::model::federation_width`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source_width: Option<String>,
     pub steps: Vec<Step>,
 }
 
@@ -66,6 +76,9 @@ pub struct EscalationGraph {
     index: HashMap<String, NodeIndex>,
     privileges: HashMap<String, BTreeSet<(String, String)>>,
     memberships: HashMap<String, Vec<String>>,
+    /// Where the bindings whose condition is undecided are declared (steps citing them are
+    /// conditional). By location: the instances of one `for_each` share it.
+    conditional_locs: BTreeSet<Loc>,
     pub truncated: bool,
 }
 
@@ -92,13 +105,72 @@ struct Grant<'a> {
     danger: Danger,
 }
 
-/// actAs and workload creation per member: an escalation only when a member holds both.
+/// actAs and the catalogue's permissions per member: most methods need both, or a permission
+/// and an existing workload, so they are joined once every binding has been read.
 #[derive(Default)]
 struct Deploy<'a> {
     /// Member → (service account it can act as, binding).
     actas: BTreeMap<String, Vec<(String, &'a Binding)>>,
-    /// Member → (workload permission, binding).
-    workloads: BTreeMap<String, Vec<(String, &'a Binding)>>,
+    /// Member → (permission of the catalogue, binding).
+    held: BTreeMap<String, Vec<(&'a str, &'a Binding)>>,
+    /// Member → bindings that let it set organization policies.
+    org_policy_admin: BTreeMap<String, Vec<&'a Binding>>,
+    /// Key creation that an enforced constraint forbids: (binding, service account).
+    guarded: Vec<(&'a Binding, String)>,
+}
+
+impl<'a> Deploy<'a> {
+    /// The bindings through which `member` holds `permission`.
+    fn holding<'s>(&'s self, member: &str, permission: &'s str) -> impl Iterator<Item = &'a Binding> + 's {
+        let held = self.held.get(member).map(Vec::as_slice).unwrap_or_default();
+        held.iter().filter(move |(p, _)| *p == permission).map(|(_, b)| *b)
+    }
+    /// The binding through which `member` can act as `sa`, if any.
+    fn acts_as(&self, member: &str, sa: &str) -> Option<&'a Binding> {
+        self.actas.get(member)?.iter().find(|(s, _)| s == sa).map(|(_, b)| *b)
+    }
+}
+
+/// The projects under a target: itself, or every project beneath a folder or organization.
+fn projects_under(inv: &Inventory, t: &Target) -> BTreeSet<String> {
+    let mut projects: BTreeSet<String> = BTreeSet::new();
+    match t.kind {
+        TargetKind::Project => {
+            projects.insert(t.id.clone());
+        }
+        TargetKind::Folder | TargetKind::Organization => {
+            let mut containers = vec![t.clone()];
+            let mut seen = BTreeSet::new();
+            while let Some(ct) = containers.pop() {
+                if !seen.insert(ct.clone()) || seen.len() > 10_000 {
+                    continue;
+                }
+                for pp in inv.project_parents.iter().filter(|pp| pp.parent == ct) {
+                    projects.insert(pp.project.clone());
+                }
+                for (f, parent) in &inv.folder_parents {
+                    if *parent == ct {
+                        containers.push(Target { kind: TargetKind::Folder, id: f.clone() });
+                    }
+                }
+            }
+        }
+        TargetKind::ServiceAccount | TargetKind::Other => {}
+    }
+    projects
+}
+
+/// Whether a binding on `target` applies to a resource (its project, name and address).
+fn covers(inv: &Inventory, target: &Target, project: &str, name: &str, address: &str) -> bool {
+    match target.kind {
+        TargetKind::Project => target.id == project,
+        TargetKind::Folder | TargetKind::Organization => projects_under(inv, target).contains(project),
+        TargetKind::Other => {
+            let last = target.id.rsplit([':', '/']).next().unwrap_or_default();
+            (!name.is_empty() && last == name) || target.id.ends_with(address)
+        }
+        TargetKind::ServiceAccount => false,
+    }
 }
 
 /// The method of a danger that reaches the service accounts under the binding's resource.
@@ -119,33 +191,10 @@ fn service_account_method(danger: Danger) -> Option<&'static str> {
 
 /// Hierarchy: the service accounts of the projects under a target (or the account itself).
 fn sas_under(inv: &Inventory, t: &Target) -> Vec<String> {
-    let mut projects: BTreeSet<String> = BTreeSet::new();
-    match t.kind {
-        TargetKind::ServiceAccount => return vec![t.id.clone()],
-        TargetKind::Project => {
-            projects.insert(t.id.clone());
-        }
-        TargetKind::Folder | TargetKind::Organization => {
-            let mut containers = vec![t.clone()];
-            let mut seen = BTreeSet::new();
-            while let Some(ct) = containers.pop() {
-                if !seen.insert(ct.clone()) || seen.len() > 10_000 {
-                    continue;
-                }
-                for pp in &inv.project_parents {
-                    if pp.parent == ct {
-                        projects.insert(pp.project.clone());
-                    }
-                }
-                for (f, parent) in &inv.folder_parents {
-                    if *parent == ct {
-                        containers.push(Target { kind: TargetKind::Folder, id: f.clone() });
-                    }
-                }
-            }
-        }
-        TargetKind::Other => return Vec::new(),
+    if t.kind == TargetKind::ServiceAccount {
+        return vec![t.id.clone()];
     }
+    let projects = projects_under(inv, t);
     inv.service_accounts.iter().filter(|s| projects.contains(&s.project)).map(|s| s.email.clone()).collect()
 }
 
@@ -192,6 +241,7 @@ impl EscalationGraph {
             index: HashMap::new(),
             privileges: HashMap::new(),
             memberships: HashMap::new(),
+            conditional_locs: bindings.iter().filter(|b| b.conditional).map(|b| b.loc.clone()).collect(),
             truncated: false,
         };
         g.add_privileges(bindings, roles);
@@ -205,12 +255,20 @@ impl EscalationGraph {
                 continue;
             };
             for perm in &role.permissions {
+                if denied(inv, b, perm) {
+                    continue;
+                }
                 if let Some(danger) = danger_of(perm) {
                     g.add_danger(&ctx, Grant { binding: b, permission: perm, danger }, &mut deploy);
                 }
             }
         }
         g.add_actas_workload(&deploy);
+        g.add_default_identities(inv, bindings, &deploy);
+        g.add_workload_updates(inv, &deploy);
+        g.add_run_existing(inv, &deploy);
+        g.add_instance_access(inv, &deploy);
+        g.add_lifted_constraints(inv, &deploy);
         g.add_container_control(inv);
         g
     }
@@ -250,6 +308,10 @@ impl EscalationGraph {
                 return;
             }
             for sa in sas_under(ctx.inv, &b.target) {
+                if danger == Danger::KeyCreation && key_creation_forbidden(ctx.inv, &sa) {
+                    deploy.guarded.push((b, sa));
+                    continue;
+                }
                 let e = Edge { method: method.into(), permission: perm.to_string(), evidence: vec![b.loc.clone()] };
                 self.edge(&b.member, P, &format!("serviceAccount:{sa}"), P, e);
             }
@@ -273,13 +335,16 @@ impl EscalationGraph {
                     self.edge(&b.member, P, m, P, e);
                 }
             }
-            Danger::InstanceMetadata => self.add_instance_metadata(ctx, b, perm),
             Danger::ActAs => {
                 for sa in sas_under(ctx.inv, &b.target) {
                     deploy.actas.entry(b.member.clone()).or_default().push((sa, b));
                 }
             }
-            Danger::Workload => deploy.workloads.entry(b.member.clone()).or_default().push((perm.to_string(), b)),
+            Danger::Workload => {
+                if !self.add_resource_policy(b, perm) {
+                    deploy.held.entry(b.member.clone()).or_default().push((perm, b));
+                }
+            }
             Danger::TokenCreation
             | Danger::SignBlob
             | Danger::SignJwt
@@ -289,7 +354,8 @@ impl EscalationGraph {
             | Danger::SetIamPolicySa
             | Danger::HmacKey
             | Danger::DeploymentManager => unreachable!("handled as a service account method"),
-            Danger::OrgPolicySet | Danger::ApiKey | Danger::SecretAccess => {}
+            Danger::OrgPolicySet => deploy.org_policy_admin.entry(b.member.clone()).or_default().push(b),
+            Danger::ApiKey | Danger::SecretAccess => {}
         }
     }
 
@@ -323,39 +389,165 @@ impl EscalationGraph {
         }
     }
 
-    /// Setting metadata (e.g. ssh keys) of an instance runs code as its service account.
-    fn add_instance_metadata(&mut self, ctx: &BuildCtx<'_>, b: &Binding, perm: &str) {
-        for inst in &ctx.inv.instances {
-            let covers = match b.target.kind {
-                TargetKind::Project => inst.project == b.target.id,
-                TargetKind::Other => b.target.id.ends_with(&inst.address),
-                _ => sas_under(ctx.inv, &b.target).contains(&inst.service_account),
+    /// setIamPolicy on a bucket, secret, topic or dataset (or on a container: every one of
+    /// them beneath): control of it. False when `perm` is not such a permission.
+    fn add_resource_policy(&mut self, b: &Binding, perm: &str) -> bool {
+        let Some((_, method, noun)) = catalogue::RESOURCE_POLICIES.iter().find(|(p, _, _)| *p == perm) else {
+            return false;
+        };
+        let control =
+            if b.target.is_container() { format!("{} (every {noun})", b.target.key()) } else { b.target.key() };
+        let e = Edge { method: method.to_string(), permission: perm.to_string(), evidence: vec![b.loc.clone()] };
+        self.edge(&b.member, P, &control, C, e);
+        true
+    }
+
+    /// Key creation an enforced constraint forbids becomes possible again for a member that
+    /// can set organization policies where the constraint applies: it lifts it first.
+    fn add_lifted_constraints(&mut self, inv: &Inventory, deploy: &Deploy<'_>) {
+        for (b, sa) in &deploy.guarded {
+            let project = sa_project(sa).unwrap_or_default();
+            let admins = deploy.org_policy_admin.get(&b.member).map(Vec::as_slice).unwrap_or_default();
+            let Some(admin) = admins.iter().find(|a| covers(inv, &a.target, &project, "", "")) else {
+                continue;
             };
-            if covers {
-                let e = Edge {
-                    method: "instance-metadata".into(),
-                    permission: format!("{perm} ({})", inst.address),
-                    evidence: vec![b.loc.clone(), inst.loc.clone()],
-                };
-                self.edge(&b.member, P, &format!("serviceAccount:{}", inst.service_account), P, e);
+            let permission = format!("orgpolicy.policy.set (lifts {KEY_CONSTRAINT}) + iam.serviceAccountKeys.create");
+            self.run_as(&b.member, sa, "org-policy-set", permission, vec![admin.loc.clone(), b.loc.clone()]);
+        }
+    }
+
+    /// One "runs code as" edge from a member to a service account.
+    fn run_as(&mut self, member: &str, sa: &str, method: &str, permission: String, evidence: Vec<Loc>) {
+        let e = Edge { method: method.to_string(), permission, evidence };
+        self.edge(member, P, &format!("serviceAccount:{sa}"), P, e);
+    }
+
+    /// actAs on S plus the creation of a workload that runs as S.
+    fn add_actas_workload(&mut self, deploy: &Deploy<'_>) {
+        for (member, sas) in &deploy.actas {
+            let Some(held) = deploy.held.get(member) else {
+                continue;
+            };
+            for (sa, ab) in sas {
+                for (perm, wb) in held {
+                    let Some(kind) = catalogue::created_by(perm) else {
+                        continue;
+                    };
+                    let permission = format!("iam.serviceAccounts.actAs + {perm}");
+                    let evidence = vec![ab.loc.clone(), wb.loc.clone()];
+                    self.run_as(member, sa, &format!("actas-{}", kind.name), permission, evidence);
+                }
             }
         }
     }
 
-    /// actAs on S plus a workload it can deploy → can run code as S.
-    fn add_actas_workload(&mut self, deploy: &Deploy<'_>) {
-        for (member, sas) in &deploy.actas {
-            let Some(workloads) = deploy.workloads.get(member) else {
-                continue;
-            };
-            for (sa, ab) in sas {
-                for (perm, wb) in workloads {
-                    let e = Edge {
-                        method: format!("actas-{}", workload_name(perm)),
-                        permission: format!("iam.serviceAccounts.actAs + {perm}"),
-                        evidence: vec![ab.loc.clone(), wb.loc.clone()],
+    /// Work submitted with no identity runs as the product's service agent, unchecked: the
+    /// agent's roles in the project (as bound in the code) are the member's.
+    fn add_default_identities(&mut self, inv: &Inventory, bindings: &[Binding], deploy: &Deploy<'_>) {
+        for member in deploy.held.keys() {
+            for (perm, suffix, method) in catalogue::DEFAULT_IDENTITIES {
+                for b in deploy.holding(member, perm) {
+                    let agents = bindings.iter().filter(|o| {
+                        o.member.ends_with(suffix)
+                            && o.target.kind == TargetKind::Project
+                            && covers(inv, &b.target, &o.target.id, "", "")
+                    });
+                    for o in agents {
+                        let agent = o.member.trim_start_matches("serviceAccount:");
+                        let permission = format!("{perm} (runs as the service agent of {})", o.target.key());
+                        self.run_as(member, agent, method, permission, vec![b.loc.clone(), o.loc.clone()]);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Updating an existing workload: the identity it runs as when the product does not check
+    /// actAs on update; any identity the member can act as when it does.
+    fn add_workload_updates(&mut self, inv: &Inventory, deploy: &Deploy<'_>) {
+        for (member, held) in &deploy.held {
+            for (perm, b) in held {
+                let Some(kind) = catalogue::WORKLOADS.iter().find(|k| k.update.contains(perm)) else {
+                    continue;
+                };
+                for w in existing(inv, kind, b) {
+                    let evidence = vec![b.loc.clone(), w.loc.clone()];
+                    if !kind.update_checks_actas {
+                        let permission = format!("{perm} ({})", w.address);
+                        self.run_as(member, &w.service_account, kind.update_method, permission, evidence.clone());
+                    }
+                    for (sa, ab) in deploy.actas.get(member).map(Vec::as_slice).unwrap_or_default() {
+                        let permission = format!("iam.serviceAccounts.actAs + {perm} ({})", w.address);
+                        let mut evidence = evidence.clone();
+                        evidence.push(ab.loc.clone());
+                        self.run_as(member, sa, kind.update_method, permission, evidence);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Running code in an existing workload as its identity, no actAs (a job submitted to a
+    /// cluster, a job run with overrides, pods on a cluster's nodes): every permission of the
+    /// kind's `run_existing`, each through a binding that covers the workload.
+    fn add_run_existing(&mut self, inv: &Inventory, deploy: &Deploy<'_>) {
+        for member in deploy.held.keys() {
+            for kind in catalogue::WORKLOADS.iter().filter(|k| !k.run_existing.is_empty()) {
+                for w in inv.workloads.iter().filter(|w| w.kind == kind.name && !w.concealed) {
+                    let grants: Vec<&Binding> = kind
+                        .run_existing
+                        .iter()
+                        .filter_map(|p| {
+                            deploy.holding(member, p).find(|b| covers(inv, &b.target, &w.project, &w.name, &w.address))
+                        })
+                        .collect();
+                    if grants.len() != kind.run_existing.len() {
+                        continue;
+                    }
+                    let mut evidence: Vec<Loc> = grants.iter().map(|b| b.loc.clone()).collect();
+                    evidence.push(w.loc.clone());
+                    let permission = format!("{} ({})", kind.run_existing.join(" + "), w.address);
+                    self.run_as(member, &w.service_account, kind.run_method, permission, evidence);
+                }
+            }
+        }
+    }
+
+    /// Into a VM that runs as a service account: metadata (ssh keys, startup scripts), OS
+    /// Login over an external address, or OS Login through IAP TCP forwarding.
+    fn add_instance_access(&mut self, inv: &Inventory, deploy: &Deploy<'_>) {
+        for member in deploy.held.keys() {
+            for inst in &inv.instances {
+                let covering = |perm: &'static str| {
+                    deploy
+                        .holding(member, perm)
+                        .find(|b| covers(inv, &b.target, &inst.project, &inst.name, &inst.address))
+                };
+                let actas = deploy.acts_as(member, &inst.service_account);
+                let iap = covering(catalogue::IAP_TUNNEL);
+                for access in catalogue::INSTANCE_ACCESS {
+                    let Some(b) = covering(access.permission) else {
+                        continue;
                     };
-                    self.edge(member, P, &format!("serviceAccount:{sa}"), P, e);
+                    let mut evidence = vec![b.loc.clone(), inst.loc.clone()];
+                    let mut permission = format!("{} ({})", access.permission, inst.address);
+                    if access.needs_actas {
+                        let Some(ab) = actas else {
+                            continue;
+                        };
+                        evidence.push(ab.loc.clone());
+                        permission.push_str(" + iam.serviceAccounts.actAs");
+                    }
+                    let mut method = access.method;
+                    if access.needs_external_ip && !inst.external_ip {
+                        let Some(tunnel) = iap else {
+                            continue;
+                        };
+                        evidence.push(tunnel.loc.clone());
+                        permission.push_str(&format!(" + {}", catalogue::IAP_TUNNEL));
+                        method = catalogue::IAP_METHOD;
+                    }
+                    self.run_as(member, &inst.service_account, method, permission, evidence);
                 }
             }
         }
@@ -457,6 +649,7 @@ impl EscalationGraph {
                 method: w.method.clone(),
                 permission: w.permission.clone(),
                 evidence: w.evidence.clone(),
+                conditional: w.evidence.iter().any(|l| self.conditional_locs.contains(l)),
             });
             cur = a;
         }
@@ -499,7 +692,15 @@ impl EscalationGraph {
                     && first_own.is_some_and(|s| {
                         self.index.get(&s.to).is_some_and(|i| self.graph[*i].kind == NodeKind::Control)
                     });
-                out.push(EscalationPath { from: source_id.clone(), to: node.id.clone(), self_escalation, steps });
+                let conditional = steps.iter().any(|s| s.conditional);
+                out.push(EscalationPath {
+                    from: source_id.clone(),
+                    to: node.id.clone(),
+                    self_escalation,
+                    conditional,
+                    source_width: None,
+                    steps,
+                });
                 if out.len() >= MAX_PATHS {
                     self.truncated = true;
                     break 'sources;
@@ -558,6 +759,52 @@ impl EscalationGraph {
         }
         out
     }
+}
+
+/// The constraint that forbids service-account key creation.
+const KEY_CONSTRAINT: &str = "iam.disableServiceAccountKeyCreation";
+
+/// An enforced `iam.disableServiceAccountKeyCreation` in the code covers the account's project
+/// (set on the project, a folder above it, or an organization).
+fn key_creation_forbidden(inv: &Inventory, sa: &str) -> bool {
+    let project = sa_project(sa).unwrap_or_default();
+    inv.org_policies.iter().filter(|p| p.enforces && p.constraint == KEY_CONSTRAINT).any(|p| match p.parent.kind {
+        TargetKind::Organization => true,
+        _ => covers(inv, &p.parent, &project, "", ""),
+    })
+}
+
+/// A deny policy in the code forbids the member this permission where the binding applies.
+/// Deny rules with a condition are not relied on (the path stays reported). An organization's
+/// deny rule covers everything analyzed; a folder's, the projects under it; a project's, the
+/// project and its service accounts.
+fn denied(inv: &Inventory, b: &Binding, perm: &str) -> bool {
+    inv.deny_rules.iter().filter(|d| !d.conditional && d.denies(&b.member, perm)).any(|d| match d.parent.kind {
+        TargetKind::Organization => true,
+        TargetKind::Folder => {
+            let projects = projects_under(inv, &d.parent);
+            match b.target.kind {
+                TargetKind::ServiceAccount => sa_project(&b.target.id).is_some_and(|p| projects.contains(&p)),
+                TargetKind::Project => projects.contains(&b.target.id),
+                _ => b.target == d.parent,
+            }
+        }
+        TargetKind::Project => match b.target.kind {
+            TargetKind::ServiceAccount => sa_project(&b.target.id).as_deref() == Some(d.parent.id.as_str()),
+            _ => b.target == d.parent,
+        },
+        TargetKind::ServiceAccount | TargetKind::Other => b.target == d.parent,
+    })
+}
+
+/// The existing workloads of a kind that a binding covers.
+fn existing<'i>(
+    inv: &'i Inventory,
+    kind: &WorkloadKind,
+    b: &Binding,
+) -> impl Iterator<Item = &'i crate::model::Workload> {
+    let (name, target) = (kind.name, b.target.clone());
+    inv.workloads.iter().filter(move |w| w.kind == name && covers(inv, &target, &w.project, &w.name, &w.address))
 }
 
 /// Whether an email belongs to a given project (used by callers reporting on SAs).

@@ -7,12 +7,18 @@
 //! error. Never calls a cloud.
 //!
 //! # Pipeline (one module per step)
-//! `source` (parse with byte spans → file:line) → `eval` (lazy, memoised static evaluation:
-//! tfvars, defaults, locals, local modules, `count`/`for_each`, `dynamic`, ~60 functions,
-//! computed attributes) → `model` (the inventory: bindings, custom roles, service accounts, keys,
-//! org policies, group memberships, VMs, workload identity providers, parents) → `roles`
-//! (catalogue, custom roles, dangerous permissions) → `analyze` (rules, expired conditions,
-//! exceptions) + `graph` (edges, shortest witness paths) → `report`.
+//! `source` (parse with byte spans → file:line; newlines Terraform ignores but hcl-edit rejects
+//! are joined on a second attempt) → `eval` (lazy, memoised static evaluation: tfvars,
+//! defaults, locals, local modules, `count`/`for_each`, `dynamic`, ~60 functions, computed
+//! attributes) → `model` (the inventory: bindings, custom roles, service accounts, keys, org
+//! policies, deny rules, group memberships, VMs, workloads with the identity they run as,
+//! workload identity providers, parents) → `roles` (catalogue, custom roles, dangerous
+//! permissions) + `catalogue` (the escalation methods that run code as an attached identity,
+//! as tables: per managed service its resources, identity attribute, create / update /
+//! run-existing permissions and whether updates check actAs; ways into a VM; resource-level
+//! policy writes) → `analyze` (rules, IAM conditions decided or marked conditional, exceptions
+//! in scope) + `graph` (edges minus what deny policies forbid, shortest witness paths) →
+//! `report`.
 //!
 //! # Invariants
 //! - Unknown values never crash: `Value::Unknown` carries a symbolic rendering; bindings known
@@ -23,7 +29,13 @@
 //!   expired, unused and malformed ones fail. `exception add` validates, refuses duplicates and
 //!   past dates, appends without rewriting, reads back before an atomic rename.
 //! - An escalation path is reported only when the target has privileges the source lacks, or
-//!   reaches control of an organization, folder or project; one shortest witness per pair.
+//!   reaches control of an organization, folder, project or policy-bearing resource; one
+//!   shortest witness per pair. A step whose binding's condition cannot be decided makes the
+//!   path `conditional`; a permission a deny policy in the code forbids gives no step.
+//! - Checking one root of a folder of roots judges only the exceptions that concern it; the
+//!   others are out of scope (a note), not unused.
+//! - A dangling `*.auto.tfvars` symlink is a warning: defaults apply, the exit code is the
+//!   findings'.
 //! - Custom roles are per root: one environment's roles never leak into another's.
 //!
 //! # Choices
@@ -39,16 +51,22 @@
 //! toml 0.9, clap, anyhow, thiserror, sha2 + hex (`sha256()` in HCL). Dates: a small `date` module.
 //!
 //! # Tests
-//! `tests/fixtures/`: 37 roots with an `expected.json` each (31 positive, covering 27 escalation
-//! methods and front-end cases; 6 negative). `tests/cli.rs` drives `cli::run` end to end; a test
-//! with the full catalogue is skipped, with a message, when the shared data is absent. Proptest:
-//! arbitrary HCL never panics.
+//! `tests/fixtures/`: 128 roots with an `expected.json` each: 55 escalation methods, each with
+//! a positive fixture and a negative one (`negative_of`: the same shape lacking one
+//! permission or aimed at an unrelated resource), plus front-end, deny-policy and condition
+//! cases; `tests/fixtures.rs` fails below 45 methods or on any finding in a negative.
+//! `tests/syntax/` is a corpus of valid HCL shapes from public roots (`tests/syntax.rs`).
+//! `tests/cli.rs` drives `cli::run` end to end; a test with the full catalogue is skipped,
+//! with a message, when the shared data is absent. Proptest: arbitrary HCL never panics; the
+//! newline joining never moves a line.
 //!
 //! # Bench
-//! `fintrail bench iam`: 521 generated files, ours vs Checkov in the same run (docs/perf.md).
+//! `fintrail bench iam`: 521 generated files, ours vs Checkov in the same run, with the number
+//! of escalation paths each finds (docs/perf.md).
 
 pub mod analyze;
 pub mod bench;
+pub mod catalogue;
 pub mod cli;
 pub mod date;
 pub mod eval;

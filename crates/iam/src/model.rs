@@ -55,6 +55,10 @@ pub struct Binding {
     pub loc: Loc,
     /// Resource address that declares it (e.g. `module.iam.google_project_iam_member.x["a"]`).
     pub address: String,
+    /// Its IAM condition cannot be decided statically: it may or may not apply
+    /// (`crate::analyze::condition_verdict`). Set before the graph is built.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub conditional: bool,
 }
 
 impl Binding {
@@ -101,6 +105,8 @@ pub struct OrgPolicy {
     pub relaxes: bool,
     /// The relaxation is limited by a condition (e.g. tags on one resource).
     pub conditional: bool,
+    /// A boolean constraint enforced without a condition (it guards whatever it forbids).
+    pub enforces: bool,
     pub address: String,
     pub loc: Loc,
 }
@@ -116,6 +122,23 @@ pub struct GroupMembership {
 pub struct Instance {
     pub service_account: String,
     pub project: String,
+    /// Its `name` attribute (resource-level bindings name the instance).
+    pub name: String,
+    /// A `network_interface` has an `access_config`: reachable without IAP.
+    pub external_ip: bool,
+    pub address: String,
+    pub loc: Loc,
+}
+
+/// An existing workload of a kind of `crate::catalogue::WORKLOADS`, with the identity it runs as.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Workload {
+    pub kind: &'static str,
+    pub service_account: String,
+    pub project: String,
+    pub name: String,
+    /// The kind's `concealed_by` attribute is set (e.g. GKE Workload Identity).
+    pub concealed: bool,
     pub address: String,
     pub loc: Loc,
 }
@@ -125,9 +148,98 @@ pub struct WifProvider {
     pub pool: String,
     pub project: String,
     pub has_condition: bool,
+    /// The `attribute_condition` text, when the code gives it.
+    pub attribute_condition: Option<String>,
     pub address: String,
     pub loc: Loc,
 }
+
+/// One rule of a `google_iam_deny_policy`: these principals may not use these permissions on
+/// anything under `parent`, unless excepted.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DenyRule {
+    pub parent: Target,
+    /// Members in allow-policy form (`user:`, `group:`, `serviceAccount:`); `*` is everyone.
+    pub principals: Vec<String>,
+    pub exception_principals: Vec<String>,
+    /// Permissions in allow-policy form (`iam.serviceAccounts.getAccessToken`); a trailing `*`
+    /// matches a prefix.
+    pub permissions: Vec<String>,
+    pub exception_permissions: Vec<String>,
+    /// A `denial_condition`: not decided statically, so the rule is not relied on.
+    pub conditional: bool,
+    pub loc: Loc,
+}
+
+impl DenyRule {
+    /// Whether the rule denies `permission` to `member` (its condition aside).
+    pub fn denies(&self, member: &str, permission: &str) -> bool {
+        let perm_matches = |p: &String| match p.strip_suffix('*') {
+            Some(prefix) => permission.starts_with(prefix),
+            None => p == permission,
+        };
+        let member_matches = |m: &String| m == "*" || m == member;
+        self.principals.iter().any(member_matches)
+            && !self.exception_principals.iter().any(member_matches)
+            && self.permissions.iter().any(perm_matches)
+            && !self.exception_permissions.iter().any(perm_matches)
+    }
+}
+
+/// Deny-policy principal → allow-policy member (`principal://goog/subject/a@x` → `user:a@x`).
+fn deny_principal(p: &str) -> String {
+    if let Some(email) = p.strip_prefix("principal://goog/subject/") {
+        format!("user:{email}")
+    } else if let Some(g) = p.strip_prefix("principalSet://goog/group/") {
+        format!("group:{g}")
+    } else if let Some((_, email)) = p.split_once("/serviceAccounts/") {
+        format!("serviceAccount:{email}")
+    } else if p == "principalSet://goog/public:all" {
+        "*".to_string()
+    } else {
+        p.to_string()
+    }
+}
+
+/// Deny-policy permission → allow-policy name (`iam.googleapis.com/serviceAccounts.getAccessToken`
+/// → `iam.serviceAccounts.getAccessToken`).
+fn deny_permission(p: &str) -> String {
+    match p.split_once(".googleapis.com/") {
+        Some((service, rest)) => format!("{service}.{rest}"),
+        None => p.to_string(),
+    }
+}
+
+/// `google_iam_deny_policy`: its parent is the URL-encoded full resource name.
+fn deny_rules(r: &Res<'_>) -> Vec<DenyRule> {
+    let parent = s(r.attrs, "parent").unwrap_or_default().replace("%2F", "/").replace("%2f", "/");
+    let parent = parent_target(parent.strip_prefix("cloudresourcemanager.googleapis.com/").unwrap_or(&parent));
+    let rules = match r.attrs.get("rules") {
+        Some(Value::List(l)) => l,
+        _ => Vec::new(),
+    };
+    let mut out = Vec::new();
+    for rule in rules.iter().take(MAX_DENY_RULES) {
+        let Some(d) = first_block(rule, "deny_rule") else {
+            continue;
+        };
+        let map =
+            |key: &str, f: fn(&str) -> String| -> Vec<String> { strings(d.get(key)).iter().map(|x| f(x)).collect() };
+        out.push(DenyRule {
+            parent: parent.clone(),
+            principals: map("denied_principals", deny_principal),
+            exception_principals: map("exception_principals", deny_principal),
+            permissions: map("denied_permissions", deny_permission),
+            exception_permissions: map("exception_permissions", deny_permission),
+            conditional: first_block(&d, "denial_condition").is_some(),
+            loc: r.loc.clone(),
+        });
+    }
+    out
+}
+
+/// Google allows 500 rules a deny policy; more is not a deny policy.
+const MAX_DENY_RULES: usize = 500;
 
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct ProjectParent {
@@ -144,6 +256,8 @@ pub struct Inventory {
     pub org_policies: Vec<OrgPolicy>,
     pub group_memberships: Vec<GroupMembership>,
     pub instances: Vec<Instance>,
+    pub workloads: Vec<Workload>,
+    pub deny_rules: Vec<DenyRule>,
     pub wif_providers: Vec<WifProvider>,
     pub project_parents: Vec<ProjectParent>,
     pub folder_parents: Vec<(String, Target)>,
@@ -167,6 +281,22 @@ fn strings(v: Option<Value>) -> Vec<String> {
         Some(other) => other.to_symbolic_string().into_iter().collect(),
         None => Vec::new(),
     }
+}
+
+/// The block at a path of nested blocks (each through its first element).
+fn at_block(v: &Value, path: &[&str]) -> Option<Value> {
+    let mut cur = v.clone();
+    for key in path {
+        cur = first_block(&cur, key)?;
+    }
+    Some(cur)
+}
+
+/// The string at a path of nested blocks ending in an attribute; empty strings are absent.
+fn at_path(v: &Value, path: &[&str]) -> Option<String> {
+    let (last, blocks) = path.split_last()?;
+    let block = at_block(v, blocks)?;
+    s(&block, last).filter(|text| !text.trim().is_empty())
 }
 
 /// `projects/p/serviceAccounts/e@x` → `e@x`.
@@ -300,6 +430,7 @@ impl Inventory {
     pub fn add_resource(&mut self, rtype: &str, attrs: &Value, address: &str, loc: &Loc, default_project: &str) {
         let project = s(attrs, "project").unwrap_or_else(|| default_project.to_string());
         let r = Res { rtype, attrs, address, loc, project };
+        self.add_workload(&r);
         if let Some((prefix, kind)) = iam_resource(rtype) {
             let target = iam_target(prefix, attrs, default_project);
             self.add_iam(&r, kind, &target);
@@ -326,18 +457,9 @@ impl Inventory {
             | "google_folder_organization_policy"
             | "google_organization_policy" => self.org_policies.push(legacy_org_policy(&r)),
             "google_cloud_identity_group_membership" => self.add_group_membership(&r),
-            "google_compute_instance" | "google_compute_instance_template" => {
-                if let Some(sa) = first_block(attrs, "service_account").and_then(|b| s(&b, "email")) {
-                    let address = address.to_string();
-                    self.instances.push(Instance {
-                        service_account: sa,
-                        project: r.project,
-                        address,
-                        loc: loc.clone(),
-                    });
-                }
-            }
+            "google_compute_instance" | "google_compute_instance_template" => self.add_instance(&r),
             "google_iam_workload_identity_pool_provider" => self.wif_providers.push(wif_provider(r)),
+            "google_iam_deny_policy" => self.deny_rules.extend(deny_rules(&r)),
             "google_project" => self.add_project_parent(&r),
             "google_folder" => {
                 let id = s(attrs, "folder_id").or_else(|| s(attrs, "name")).map(|x| strip(&x, "folders/"));
@@ -359,6 +481,7 @@ impl Inventory {
                 condition: cond,
                 loc: r.loc.clone(),
                 address: r.address.to_string(),
+                conditional: false,
             });
         };
         let (attrs, address) = (r.attrs, r.address);
@@ -386,6 +509,48 @@ impl Inventory {
                     }
                 }
             }
+        }
+    }
+
+    fn add_instance(&mut self, r: &Res<'_>) {
+        let Some(sa) = first_block(r.attrs, "service_account").and_then(|b| s(&b, "email")) else {
+            return;
+        };
+        let external_ip = match r.attrs.get("network_interface") {
+            Some(Value::List(nics)) => nics.iter().any(|n| first_block(n, "access_config").is_some()),
+            Some(nic @ Value::Map(_)) => first_block(&nic, "access_config").is_some(),
+            _ => false,
+        };
+        self.instances.push(Instance {
+            service_account: sa,
+            project: r.project.clone(),
+            name: s(r.attrs, "name").unwrap_or_default(),
+            external_ip,
+            address: r.address.to_string(),
+            loc: r.loc.clone(),
+        });
+    }
+
+    /// A resource of a workload kind of the catalogue that names the identity it runs as.
+    fn add_workload(&mut self, r: &Res<'_>) {
+        for kind in crate::catalogue::WORKLOADS {
+            let identity = kind
+                .resources
+                .iter()
+                .filter(|(rtype, _)| *rtype == r.rtype)
+                .find_map(|(_, path)| at_path(r.attrs, path));
+            let Some(identity) = identity else {
+                continue;
+            };
+            self.workloads.push(Workload {
+                kind: kind.name,
+                service_account: sa_email(&identity),
+                project: r.project.clone(),
+                name: s(r.attrs, "name").unwrap_or_default(),
+                concealed: !kind.concealed_by.is_empty() && at_block(r.attrs, kind.concealed_by).is_some(),
+                address: r.address.to_string(),
+                loc: r.loc.clone(),
+            });
         }
     }
 
@@ -474,6 +639,7 @@ impl Inventory {
                     condition: cond.clone(),
                     loc: Loc { file: file.to_string(), line: 0 },
                     address: format!("bindings[{i}]"),
+                    conditional: false,
                 });
             }
         }
@@ -520,7 +686,10 @@ fn org_policy(r: &Res<'_>) -> OrgPolicy {
         Some(Value::List(rules)) => rules,
         _ => Vec::new(),
     };
+    let mut enforces = false;
     for rule in &rules {
+        enforces |= s(rule, "enforce").is_some_and(|x| x.eq_ignore_ascii_case("true"))
+            && first_block(rule, "condition").is_none();
         let allow_all = s(rule, "allow_all").is_some_and(|x| x.eq_ignore_ascii_case("true"));
         let not_enforced = s(rule, "enforce").is_some_and(|x| x.eq_ignore_ascii_case("false"));
         let allowed_values =
@@ -532,7 +701,7 @@ fn org_policy(r: &Res<'_>) -> OrgPolicy {
             }
         }
     }
-    OrgPolicy { constraint, parent, relaxes, conditional, address: r.address.to_string(), loc: r.loc.clone() }
+    OrgPolicy { constraint, parent, relaxes, conditional, enforces, address: r.address.to_string(), loc: r.loc.clone() }
 }
 
 /// `google_{project,folder,organization}_organization_policy` (the v1 API): never conditional.
@@ -553,11 +722,13 @@ fn legacy_org_policy(r: &Res<'_>) -> OrgPolicy {
             .is_some_and(|a| s(&a, "all").is_some_and(|x| x == "true") || !strings(a.get("values")).is_empty())
     }) || first_block(attrs, "boolean_policy")
         .is_some_and(|b| s(&b, "enforced").is_some_and(|x| x == "false"));
+    let enforces = first_block(attrs, "boolean_policy").is_some_and(|b| s(&b, "enforced").is_some_and(|x| x == "true"));
     OrgPolicy {
         constraint: strip(&s(attrs, "constraint").unwrap_or_default(), "constraints/"),
         parent,
         relaxes,
         conditional: false,
+        enforces,
         address: r.address.to_string(),
         loc: r.loc.clone(),
     }
@@ -570,9 +741,54 @@ fn wif_provider(r: Res<'_>) -> WifProvider {
         pool,
         project: r.project,
         has_condition: s(r.attrs, "attribute_condition").is_some_and(|c| !c.trim().is_empty()),
+        attribute_condition: s(r.attrs, "attribute_condition").filter(|c| !c.trim().is_empty()),
         address: r.address.to_string(),
         loc: r.loc.clone(),
     }
+}
+
+/// Token claims that narrow a federated principal set below a whole repository (GitHub's
+/// and GitLab's OIDC claims): the branch or tag, the workflow, the event, the environment.
+const NARROWING_CLAIMS: &[&str] =
+    &["ref", "ref_type", "workflow", "workflow_ref", "job_workflow_ref", "event_name", "environment", "sub"];
+
+/// How wide the set of external identities behind a workload identity federation member is,
+/// given the attribute_condition of its pool's provider(s). `None` when `member` is not one.
+pub fn federation_width(member: &str, providers: &[&WifProvider]) -> Option<String> {
+    let (_, rest) = member.split_once("/workloadIdentityPools/")?;
+    let (pool, selector) = rest.split_once('/').unwrap_or((rest, ""));
+    let set = if let Some(subject) = selector.strip_prefix("subject/") {
+        return Some(format!("one subject ({subject}) of pool {pool}"));
+    } else if let Some((attribute, value)) = selector.strip_prefix("attribute.").and_then(|a| a.split_once('/')) {
+        format!("every identity of pool {pool} whose {attribute} is {value}")
+    } else {
+        format!("every identity of pool {pool}")
+    };
+    let conditions: Vec<&str> =
+        providers.iter().filter(|p| p.pool == pool).map(|p| p.attribute_condition.as_deref().unwrap_or("")).collect();
+    let width = if conditions.is_empty() {
+        "no provider of the pool in this code".to_string()
+    } else if conditions.iter().any(|c| c.trim().is_empty()) {
+        "a provider has no attribute_condition: any identity its issuer vouches for".to_string()
+    } else {
+        let narrowed: Vec<&str> = NARROWING_CLAIMS
+            .iter()
+            .copied()
+            .filter(|claim| {
+                conditions.iter().all(|c| {
+                    c.contains(&format!("assertion.{claim} "))
+                        || c.contains(&format!("assertion.{claim}=="))
+                        || c.contains(&format!("attribute.{claim} "))
+                })
+            })
+            .collect();
+        if narrowed.is_empty() {
+            "any branch, tag, workflow and event: anyone who can push a branch".to_string()
+        } else {
+            format!("narrowed by attribute_condition on {}", narrowed.join(", "))
+        }
+    };
+    Some(format!("{set}; {width}"))
 }
 
 /// `organizations/1`, `folders/2`, `projects/p` → target.
@@ -599,6 +815,31 @@ mod tests {
         assert_eq!(iam_resource("google_project_iam_custom_role"), None);
         assert_eq!(iam_resource("google_project_iam_audit_config"), None);
         assert_eq!(iam_resource("aws_iam_member"), None);
+    }
+
+    #[test]
+    fn federation_width_says_how_wide_the_principal_set_is() {
+        let provider = |condition: Option<&str>| WifProvider {
+            pool: "gh".into(),
+            project: "p".into(),
+            has_condition: condition.is_some(),
+            attribute_condition: condition.map(str::to_string),
+            address: "a".into(),
+            loc: Loc { file: "m.tf".into(), line: 1 },
+        };
+        let repo = "principalSet://iam.googleapis.com/projects/1/locations/global/workloadIdentityPools/gh/attribute.repository/acme/app";
+        let width = |c: Option<&str>| federation_width(repo, &[&provider(c)]).expect("a federated member");
+        assert!(width(None).contains("no attribute_condition"), "{}", width(None));
+        let whole = width(Some("assertion.repository == \"acme/app\""));
+        assert!(
+            whole.contains("repository is acme/app") && whole.contains("any branch, tag, workflow and event"),
+            "{whole}"
+        );
+        let narrow = width(Some("assertion.repository == \"acme/app\" && assertion.ref == \"refs/heads/main\""));
+        assert!(narrow.ends_with("narrowed by attribute_condition on ref"), "{narrow}");
+        let subject = "principal://iam.googleapis.com/projects/1/locations/global/workloadIdentityPools/gh/subject/repo:acme/app:ref:refs/heads/main";
+        assert!(federation_width(subject, &[]).is_some_and(|w| w.starts_with("one subject")));
+        assert_eq!(federation_width("user:a@acme.com", &[]), None);
     }
 
     #[test]

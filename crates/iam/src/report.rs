@@ -18,6 +18,9 @@ pub fn text(report: &Report) -> String {
     for d in &report.diagnostics {
         let _ = writeln!(out, "error: {}: {}", d.loc, d.message);
     }
+    for d in &report.warnings {
+        let _ = writeln!(out, "warning: {}: {}", d.loc, d.message);
+    }
     for r in &report.roots {
         let _ = writeln!(
             out,

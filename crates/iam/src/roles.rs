@@ -130,8 +130,6 @@ pub enum Danger {
     ImplicitDelegation,
     KeyCreation,
     ActAs,
-    /// Creating or updating a workload that runs as a service account (needs actAs too).
-    Workload,
     SetIamPolicySa,
     SetIamPolicyProject,
     SetIamPolicyFolder,
@@ -142,8 +140,10 @@ pub enum Danger {
     ApiKey,
     WorkloadIdentityProvider,
     SecretAccess,
-    InstanceMetadata,
     DeploymentManager,
+    /// A permission of the catalogue's tables (`crate::catalogue`): creating, updating or
+    /// running a workload, getting into a VM, rewriting a resource's IAM policy.
+    Workload,
 }
 
 /// The built-in list of dangerous permissions.
@@ -167,45 +167,15 @@ pub const DANGEROUS: &[(&str, Danger)] = &[
     ("iam.workloadIdentityPoolProviders.create", Danger::WorkloadIdentityProvider),
     ("iam.workloadIdentityPoolProviders.update", Danger::WorkloadIdentityProvider),
     ("secretmanager.versions.access", Danger::SecretAccess),
-    ("compute.instances.setMetadata", Danger::InstanceMetadata),
-    ("compute.projects.setCommonInstanceMetadata", Danger::InstanceMetadata),
     ("deploymentmanager.deployments.create", Danger::DeploymentManager),
-    ("run.services.create", Danger::Workload),
-    ("run.services.update", Danger::Workload),
-    ("run.jobs.create", Danger::Workload),
-    ("cloudfunctions.functions.create", Danger::Workload),
-    ("cloudfunctions.functions.update", Danger::Workload),
-    ("compute.instances.create", Danger::Workload),
-    ("compute.instances.setServiceAccount", Danger::Workload),
-    ("cloudbuild.builds.create", Danger::Workload),
-    ("cloudscheduler.jobs.create", Danger::Workload),
-    ("composer.environments.create", Danger::Workload),
-    ("dataflow.jobs.create", Danger::Workload),
-    ("dataproc.clusters.create", Danger::Workload),
-    ("notebooks.instances.create", Danger::Workload),
-    ("aiplatform.customJobs.create", Danger::Workload),
 ];
 
 pub fn danger_of(permission: &str) -> Option<Danger> {
-    DANGEROUS.iter().find(|(p, _)| *p == permission).map(|(_, d)| *d)
-}
-
-/// The workload product behind a workload-creation permission (method ids in paths).
-pub fn workload_name(permission: &str) -> &'static str {
-    match permission.split('.').next().unwrap_or("") {
-        "run" if permission.starts_with("run.jobs") => "cloud-run-job",
-        "run" => "cloud-run",
-        "cloudfunctions" => "cloud-functions",
-        "compute" => "compute",
-        "cloudbuild" => "cloud-build",
-        "cloudscheduler" => "cloud-scheduler",
-        "composer" => "composer",
-        "dataflow" => "dataflow",
-        "dataproc" => "dataproc",
-        "notebooks" => "notebooks",
-        "aiplatform" => "vertex-ai",
-        _ => "workload",
-    }
+    DANGEROUS
+        .iter()
+        .find(|(p, _)| *p == permission)
+        .map(|(_, d)| *d)
+        .or_else(|| crate::catalogue::is_catalogued(permission).then_some(Danger::Workload))
 }
 
 const TOKEN_CREATOR: &[&str] = &[
@@ -328,7 +298,7 @@ mod tests {
             .is_some_and(|r| r.permissions.contains("iam.serviceAccounts.getAccessToken")));
         assert_eq!(danger_of("iam.serviceAccounts.actAs"), Some(Danger::ActAs));
         assert_eq!(danger_of("storage.objects.get"), None);
-        assert_eq!(workload_name("run.jobs.create"), "cloud-run-job");
+        assert_eq!(danger_of("run.jobs.create"), Some(Danger::Workload));
     }
 
     #[test]

@@ -174,6 +174,7 @@ pub fn shape(dir: &Path) -> Result<Report, crate::analyze::InputError> {
         findings: Vec::new(),
         notes: vec![format!("{} module(s) checked", modules.len())],
         diagnostics: Vec::new(),
+        warnings: Vec::new(),
         truncated: false,
     };
     for m in modules {

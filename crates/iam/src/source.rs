@@ -202,9 +202,23 @@ pub fn load_module(dir: &Path) -> ModuleSrc {
     src
 }
 
+/// Parses HCL text as Terraform does. hcl-edit 0.10 rejects some newlines that Terraform's
+/// parser ignores (a conditional spread over lines inside a `for` expression or a template
+/// interpolation); when the text does not parse as is, it is parsed again with those newlines
+/// joined (`join_insignificant_newlines`). The first error is the one reported.
+pub fn parse_hcl(text: &str) -> Result<hcl_edit::structure::Body, hcl_edit::parser::Error> {
+    match hcl_edit::parser::parse_body(text) {
+        Ok(b) => Ok(b),
+        Err(first) => match join_insignificant_newlines(text) {
+            Some(joined) => hcl_edit::parser::parse_body(&joined).map_err(|_| first),
+            None => Err(first),
+        },
+    }
+}
+
 /// Parses one file's text and adds its declarations to `src`.
 pub fn parse_file_into(src: &mut ModuleSrc, file: &str, text: &str) {
-    let body = match hcl_edit::parser::parse_body(text) {
+    let body = match parse_hcl(text) {
         Ok(b) => b,
         Err(e) => {
             let loc = e.location();
@@ -226,6 +240,155 @@ pub fn parse_file_into(src: &mut ModuleSrc, file: &str, text: &str) {
         let block: Block = block.into();
         add_block(src, block, loc);
     }
+}
+
+/// Nesting deeper than this is not hand-written HCL: the rewrite gives up.
+const MAX_NESTING: usize = 256;
+
+/// What a bracket opened, for `join_insignificant_newlines`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Nest {
+    /// `(`, `[`, `{ for ...}` or `${ ... }`: newlines are insignificant (go-hcl ignores them).
+    Joined,
+    /// `{` of a block body or an object: newlines separate items and are kept.
+    Kept,
+    /// `%{` ... `}` template directive inside a string: like `Joined`, then back to the string.
+    Directive,
+}
+
+/// Terraform ignores newlines inside parentheses, brackets, `for` expressions and template
+/// interpolations; hcl-edit does not everywhere. Returns the text with those newlines replaced
+/// by spaces, each removed newline put back after the next newline that is kept, so the lines
+/// of top-level blocks stay where they were. Comments inside a joined span become spaces (a
+/// line comment would otherwise swallow the rest of the expression). `None` when the text has
+/// nothing to join, or a shape the rewrite does not handle (a heredoc inside a joined span).
+pub fn join_insignificant_newlines(text: &str) -> Option<String> {
+    let b = text.as_bytes();
+    let mut out: Vec<u8> = Vec::with_capacity(b.len());
+    let mut stack: Vec<Nest> = Vec::new();
+    // Inside a string literal: the depth of `stack` at which the string was opened.
+    let mut strings: Vec<usize> = Vec::new();
+    let mut pending_newlines = 0usize;
+    let mut joined_any = false;
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        let joined = matches!(stack.last(), Some(Nest::Joined | Nest::Directive));
+        if strings.last().is_some_and(|d| *d == stack.len()) {
+            let step = string_step(b, i, &mut stack, &mut strings);
+            out.extend_from_slice(&b[i..i + step]);
+            i += step;
+            continue;
+        }
+        match c {
+            b'"' => strings.push(stack.len()),
+            b'#' | b'/' if c == b'#' || b.get(i + 1) == Some(&b'/') => {
+                let end = b[i..].iter().position(|x| *x == b'\n').map_or(b.len(), |p| i + p);
+                if joined {
+                    out.extend(std::iter::repeat_n(b' ', end - i));
+                } else {
+                    out.extend_from_slice(&b[i..end]);
+                }
+                i = end;
+                continue;
+            }
+            b'/' if b.get(i + 1) == Some(&b'*') => {
+                let end = text[i + 2..].find("*/").map_or(b.len(), |p| i + 2 + p + 2);
+                for &x in &b[i..end] {
+                    if x == b'\n' && joined {
+                        out.push(b' ');
+                        pending_newlines += 1;
+                    } else {
+                        out.push(x);
+                    }
+                }
+                i = end;
+                continue;
+            }
+            b'<' if b.get(i + 1) == Some(&b'<') => {
+                if joined {
+                    return None;
+                }
+                let end = heredoc_end(text, i)?;
+                out.extend_from_slice(&b[i..end]);
+                i = end;
+                continue;
+            }
+            b'(' | b'[' => stack.push(Nest::Joined),
+            b'{' => {
+                let rest = text[i + 1..].trim_start();
+                let is_for = rest.starts_with("for") && rest[3..].starts_with(|ch: char| ch.is_whitespace());
+                stack.push(if is_for { Nest::Joined } else { Nest::Kept });
+            }
+            b')' | b']' | b'}' => {
+                stack.pop();
+            }
+            b'\n' if joined => {
+                out.push(b' ');
+                pending_newlines += 1;
+                joined_any = true;
+                i += 1;
+                continue;
+            }
+            b'\n' => {
+                out.push(b'\n');
+                out.extend(std::iter::repeat_n(b'\n', pending_newlines));
+                pending_newlines = 0;
+                i += 1;
+                continue;
+            }
+            _ => {}
+        }
+        if stack.len() > MAX_NESTING {
+            return None;
+        }
+        out.push(c);
+        i += 1;
+    }
+    out.extend(std::iter::repeat_n(b'\n', pending_newlines));
+    if !joined_any {
+        return None;
+    }
+    String::from_utf8(out).ok()
+}
+
+/// One step inside a string literal at `b[i]`: an escape (two bytes), the opening of an
+/// interpolation or directive (pushed on `stack`), the closing quote (popped from `strings`),
+/// or a plain byte. Returns how many bytes to copy.
+fn string_step(b: &[u8], i: usize, stack: &mut Vec<Nest>, strings: &mut Vec<usize>) -> usize {
+    let c = b[i];
+    match c {
+        b'\\' => (b.len() - i).min(2),
+        b'$' | b'%' if b.get(i + 1) == Some(&b'{') && b.get(i.wrapping_sub(1)) != Some(&c) => {
+            stack.push(if c == b'$' { Nest::Joined } else { Nest::Directive });
+            2
+        }
+        b'"' => {
+            strings.pop();
+            1
+        }
+        _ => 1,
+    }
+}
+
+/// The byte after a heredoc that starts at `start` (`<<EOT` or `<<-EOT` ... the closing
+/// marker's line), or `None` when it is not one.
+fn heredoc_end(text: &str, start: usize) -> Option<usize> {
+    let rest = &text[start + 2..];
+    let rest = rest.strip_prefix('-').unwrap_or(rest);
+    let marker: String = rest.chars().take_while(|ch| ch.is_ascii_alphanumeric() || *ch == '_').collect();
+    if marker.is_empty() {
+        return None;
+    }
+    let body_start = start + text[start..].find('\n')? + 1;
+    let mut pos = body_start;
+    for line in text[body_start..].split_inclusive('\n') {
+        pos += line.len();
+        if line.trim() == marker {
+            return Some(pos);
+        }
+    }
+    None
 }
 
 fn label(block: &Block, i: usize) -> Option<String> {
@@ -358,6 +521,37 @@ mod tests {
         assert_eq!(src.variables[0].loc.line, 2);
         assert_eq!(src.variables[0].description.as_deref(), Some("d"));
         assert_eq!(src.resources[0].loc.line, 7);
+    }
+
+    #[test]
+    fn joins_newlines_terraform_ignores_and_keeps_block_lines() {
+        let text = "locals {\n  m = {\n    for k, v in var.m :\n    k =>\n    v ?\n    { a = 1 } : { a = 2 }\n  }\n}\n\nvariable \"x\" {}\n";
+        let joined = join_insignificant_newlines(text).expect("something to join");
+        assert_eq!(joined.lines().count(), text.lines().count(), "{joined}");
+        let mut src = ModuleSrc::default();
+        parse_file_into(&mut src, "j.tf", text);
+        assert!(src.diagnostics.is_empty(), "{:?}", src.diagnostics);
+        assert_eq!(src.variables[0].loc.line, 10, "lines after the joined span are unchanged");
+        // Object bodies keep their newlines; a line comment inside a joined span is blanked.
+        let kept = "x = merge(\n  # c\n  {\n    a = 1\n    b = 2\n  },\n)\n";
+        let joined = join_insignificant_newlines(kept).expect("joined");
+        assert!(joined.contains("a = 1\n"), "{joined}");
+        assert!(!joined.contains("# c"), "{joined}");
+        // A heredoc inside a joined span is left to the parser.
+        assert_eq!(join_insignificant_newlines("x = f(\n<<EOT\nA\nEOT\n)\n"), None);
+        // Text with nothing to join is not rewritten.
+        assert_eq!(join_insignificant_newlines("a = 1\n"), None);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(fintrail_testseed::proptest_config!())]
+        /// Whatever the text, the rewrite never panics and never moves a line.
+        #[test]
+        fn joining_keeps_the_line_count(text in "[a-z{}()\\[\\]=\"$%#/*<.:?\\\\ \n-]{0,200}") {
+            if let Some(joined) = join_insignificant_newlines(&text) {
+                proptest::prop_assert_eq!(joined.matches('\n').count(), text.matches('\n').count());
+            }
+        }
     }
 
     #[test]

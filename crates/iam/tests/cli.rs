@@ -186,6 +186,57 @@ fn exceptions_lifecycle() {
     assert!(std::fs::read_to_string(&out).expect("read").contains("EXC003"));
 }
 
+/// Checking one environment of a folder of environments: an exception recorded for a sibling
+/// root is out of scope (not EXC002); checking the whole folder judges it, and a stale
+/// exception about the analyzed root is still unused.
+#[test]
+fn exceptions_of_other_roots_are_out_of_scope_when_checking_one() {
+    let tmp = TempDir::new("scope");
+    copy_dir(&fixture("esc-token-creator"), &tmp.0.join("envs/prod"));
+    copy_dir(&fixture("neg-unrelated-sa"), &tmp.0.join("envs/dev"));
+    let entry = |resource: &str, member: &str| {
+        format!(
+            "[[exception]]\nrule = \"IAM010\"\nresource = \"{resource}\"\nmember = \"{member}\"\n\
+             justification = \"j\"\napprover = \"a\"\nticket = \"T-1\"\nexpires = \"2026-12-31\"\n\n"
+        )
+    };
+    let covers_prod = entry("serviceAccount:target@p1.iam.gserviceaccount.com", "user:mallory@acme.com");
+    let other_env = entry("serviceAccount:ci@p-dev.iam.gserviceaccount.com", "user:dev@acme.com");
+    std::fs::create_dir_all(tmp.0.join("policy")).expect("mkdir");
+    let registry = tmp.path("policy/exceptions.toml");
+    std::fs::write(&registry, format!("{covers_prod}{other_env}")).expect("write");
+    let check = |what: &str| iam(&["check", &tmp.path(what), "--today", "2026-01-15", "--exceptions", &registry]);
+    assert_eq!(check("envs/prod"), 0, "the other environment's exception is out of scope");
+    assert_eq!(check("envs"), 1, "checking every environment judges it: unused");
+    // A stale exception about the analyzed root itself is still unused.
+    let stale = entry("serviceAccount:target@p1.iam.gserviceaccount.com", "user:eve@acme.com");
+    std::fs::write(&registry, format!("{covers_prod}{stale}")).expect("write");
+    assert_eq!(check("envs/prod"), 1, "unused exception of the analyzed root");
+}
+
+/// `iam paths --format json` says which paths are conditional and how wide a federated
+/// source is.
+#[test]
+fn paths_json_marks_conditional_paths_and_federation_width() {
+    let tmp = TempDir::new("pathsjson");
+    let out = tmp.path("p.json");
+    let paths = |fixture_name: &str| {
+        let dir = fixture(fixture_name).display().to_string();
+        assert_eq!(iam(&["paths", &dir, "--no-exceptions", "--format", "json", "-o", &out]), 1);
+        json_file(&out)["paths"].as_array().expect("paths").clone()
+    };
+    let conditional = paths("esc-condition-undecided");
+    assert!(conditional.iter().all(|p| p["conditional"] == true), "{conditional:?}");
+    let certain = paths("esc-condition-decided");
+    assert!(certain.iter().all(|p| p["conditional"] == false), "{certain:?}");
+    let federated = paths("esc-wif-provider-admin");
+    let width = federated
+        .iter()
+        .find_map(|p| p["source_width"].as_str())
+        .expect("a path from the principal set says how wide it is");
+    assert!(width.contains("repository is acme/app") && width.contains("any branch"), "{width}");
+}
+
 #[test]
 fn paths_and_drawings() {
     let tmp = TempDir::new("paths");

@@ -70,6 +70,7 @@ const FUNCTIONS: &[(&str, Builtin)] = &[
     ("jsonencode", jsonencode),
     ("sha256", sha256),
     ("jsondecode", jsondecode),
+    ("urlencode", urlencode),
 ];
 
 /// Built-in functions. Any unknown argument makes the result unknown unless the function can
@@ -573,6 +574,22 @@ fn sha256(args: &[Value]) -> Option<Value> {
     Some(Value::String(hex::encode(sha2::Sha256::digest(string_arg(args, 0)?.as_bytes()))))
 }
 
+/// Terraform's `urlencode`: unreserved bytes as they are, space as `+`, the rest `%XX`
+/// (deny policies name their parent this way).
+fn urlencode(args: &[Value]) -> Option<Value> {
+    map_string(args, |text| {
+        let mut out = String::with_capacity(text.len());
+        for byte in text.bytes() {
+            match byte {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => out.push(char::from(byte)),
+                b' ' => out.push('+'),
+                other => out.push_str(&format!("%{other:02X}")),
+            }
+        }
+        out
+    })
+}
+
 fn jsondecode(args: &[Value]) -> Option<Value> {
     Some(Value::from_json(&serde_json::from_str(&string_arg(args, 0)?).ok()?))
 }
@@ -636,6 +653,7 @@ mod tests {
     #[test]
     fn representative_functions_evaluate() {
         assert_eq!(call("upper", vec![s("ab")]), s("AB"));
+        assert_eq!(call("urlencode", vec![s("a.googleapis.com/projects/p 1")]), s("a.googleapis.com%2Fprojects%2Fp+1"));
         assert_eq!(call("title", vec![s("hello big  world")]), s("Hello Big  World"));
         assert_eq!(call("max", vec![Value::Number(3.0), s("7"), Value::Number(1.0)]), Value::Number(7.0));
         assert_eq!(call("min", vec![]), Value::unknown("min()"));

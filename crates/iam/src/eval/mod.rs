@@ -66,6 +66,8 @@ pub struct Instance {
 pub struct World {
     sources: RefCell<HashMap<PathBuf, Rc<ModuleSrc>>>,
     pub diagnostics: RefCell<Vec<Diagnostic>>,
+    /// Input problems the analysis goes on past (exit code unchanged).
+    pub warnings: RefCell<Vec<Diagnostic>>,
     pub notes: RefCell<Vec<String>>,
     depth: Cell<u32>,
     instance_count: Cell<usize>,
@@ -84,6 +86,7 @@ impl World {
         World {
             sources: RefCell::new(HashMap::new()),
             diagnostics: RefCell::new(Vec::new()),
+            warnings: RefCell::new(Vec::new()),
             notes: RefCell::new(Vec::new()),
             depth: Cell::new(0),
             instance_count: Cell::new(0),
@@ -151,6 +154,16 @@ impl World {
 
     fn read_tfvars(&self, file: &Path, out: &mut BTreeMap<String, Value>) {
         let name = file.display().to_string();
+        // A dangling `*.auto.tfvars` symlink (terraform-example-foundation links them at
+        // setup): the variables take their defaults and the analysis goes on.
+        if file.is_symlink() && !file.exists() {
+            let target = std::fs::read_link(file).map(|t| t.display().to_string()).unwrap_or_default();
+            self.warnings.borrow_mut().push(Diagnostic {
+                loc: Loc { file: name, line: 0 },
+                message: format!("variables file is a dangling symlink (to {target}); skipped, defaults apply"),
+            });
+            return;
+        }
         let text = match std::fs::read_to_string(file) {
             Ok(t) => t,
             Err(e) => {
@@ -175,7 +188,7 @@ impl World {
             }
             return;
         }
-        match hcl_edit::parser::parse_body(&text) {
+        match source::parse_hcl(&text) {
             Ok(body) => {
                 let body: Body = body.into();
                 for a in body.attributes() {
