@@ -201,7 +201,7 @@ fn bench_in(args: &BenchArgs, root: &Path) -> anyhow::Result<()> {
     }
     let checkov = args.checkov.clone().or_else(|| find_on_path("checkov"));
     let Some(checkov) = checkov else {
-        println!("| checkov       | -        | -         | -        | -                | not installed (pip install -r .ci/requirements.txt); no baseline measured");
+        println!("| checkov       | -        | -         | -        | -                | not installed (pip install -r .ci/bench-requirements.txt); no baseline measured");
         println!("ratio: n/a (checkov not installed)");
         anyhow::bail!("checkov not installed: the baseline could not be measured");
     };
