@@ -143,6 +143,11 @@ fn encode_schema(b: &Block) -> Msg {
 pub fn provider_schema_response(s: &Schema) -> Vec<u8> {
     let mut m = Msg::default();
     m.message(1, &encode_schema(&s.provider));
+    // ServerCapabilities.get_provider_schema_optional: Terraform may reuse the schema it read
+    // from one instance for the next instances of a run (decoding it is most of a start).
+    let mut capabilities = Msg::default();
+    capabilities.boolean(2, true);
+    m.message(6, &capabilities);
     for (field, map) in [(2, &s.resources), (3, &s.data_sources)] {
         for (name, b) in map {
             let mut entry = Msg::default();

@@ -1,7 +1,8 @@
-project_id  = "fintrail-dev"
-environment = "dev"
-region      = "europe-west1"
-labels      = { cost_center = "platform-dev" }
+project_id     = "fintrail-dev"
+project_number = "412345678901"
+environment    = "dev"
+region         = "europe-west1"
+labels         = { cost_center = "platform-dev" }
 
 # dev runs our own pipeline (fintrail cdc run) to exercise pseudonymization.
 cdc_mode = "fintrail"
@@ -44,7 +45,7 @@ media = {
 }
 
 images = {
-  fintrail = "europe-west1-docker.pkg.dev/fintrail-dev/fintrail/fintrail:latest"
+  fintrail = "europe-west1-docker.pkg.dev/fintrail-dev/fintrail/fintrail:0.1.0"
   superset = "apache/superset:4.1.2"
 }
 

@@ -6,11 +6,21 @@ data "google_project" "this" {
   project_id = var.project_id
 }
 
+# The project number is a bootstrap fact (terraform.tfvars), so every member built from it is
+# the same in code review, in `fintrail iam check` and in the plan; the plan says so if the
+# project disagrees.
+check "project_number" {
+  assert {
+    condition     = data.google_project.this.number == var.project_number
+    error_message = "project_number in terraform.tfvars is not the number of ${var.project_id}."
+  }
+}
+
 locals {
   datastream = var.cdc_mode == "datastream"
 
   # Google-managed identity of Datastream in this project.
-  datastream_agent = "serviceAccount:service-${data.google_project.this.number}@gcp-sa-datastream.iam.gserviceaccount.com"
+  datastream_agent = "serviceAccount:service-${var.project_number}@gcp-sa-datastream.iam.gserviceaccount.com"
   deploy_member    = "serviceAccount:${var.deploy_service_account_email}"
 
   # ---------------------------------------------------------------- identities
@@ -57,14 +67,18 @@ locals {
     }
     bq_view_read = {
       title       = "fintrail view read"
-      description = "Read the analytics views."
+      description = "Read the analytics views (reads data: not read_only, which means metadata only)."
       permissions = ["bigquery.datasets.get", "bigquery.tables.get", "bigquery.tables.getData", "bigquery.tables.list"]
-      read_only   = true
     }
     media_object_create = {
       title       = "fintrail media create"
       description = "Create media objects (through signed PUT URLs)."
       permissions = ["storage.objects.create"]
+    }
+    media_object_set_retention = {
+      title       = "fintrail media retention"
+      description = "Set the retention of media objects (the bucket has Object Retention Lock on)."
+      permissions = ["storage.objects.setRetention"]
     }
     media_object_get = {
       title       = "fintrail media get"
@@ -137,13 +151,10 @@ locals {
   }
 
   # ------------------------------------------------------------ the data path
-  # Replication policy for Datastream (default deny: only these columns leave
-  # the database; identifiers of people are never listed).
-  replicated_tables = {
-    kyc_cases     = ["id", "state", "created_at", "updated_at"]
-    organizations = ["id", "state", "country", "created_at", "updated_at"]
-    transfers     = ["id", "kind", "currency", "amount_minor", "created_at"]
-  }
+  # Datastream's column list (staging, prod): the `keep` columns of the replication policy
+  # fintrail cdc enforces (analytics/replication.toml), listed in analytics/datastream.json;
+  # crates/cdc/tests/datastream_policy.rs proves the two agree. Default deny: nothing else leaves.
+  replicated_tables = jsondecode(file("${path.module}/../../../analytics/datastream.json")).tables
 
   # Table and column names are those of crates/db/migrations (one name per concept).
   views = {
@@ -180,9 +191,28 @@ locals {
   }
 }
 
+# ----------------------------------------------------------------------- APIs
+# Every API this root uses, enabled in the same apply (never disabled on destroy: other
+# projects' data may depend on them). Every module below waits for them.
+resource "google_project_service" "apis" {
+  for_each = toset([
+    "bigquery.googleapis.com", "cloudbuild.googleapis.com", "cloudkms.googleapis.com",
+    "cloudresourcemanager.googleapis.com", "cloudscheduler.googleapis.com", "compute.googleapis.com",
+    "datastream.googleapis.com", "iam.googleapis.com", "iamcredentials.googleapis.com",
+    "logging.googleapis.com", "orgpolicy.googleapis.com", "redis.googleapis.com", "run.googleapis.com",
+    "secretmanager.googleapis.com", "servicenetworking.googleapis.com", "sqladmin.googleapis.com",
+    "storage.googleapis.com", "sts.googleapis.com", "vpcaccess.googleapis.com",
+  ])
+
+  project            = var.project_id
+  service            = each.value
+  disable_on_destroy = false
+}
+
 # ------------------------------------------------------------------ guardrails
 module "org_policy" {
-  source = "../../modules/org_policy"
+  source     = "../../modules/org_policy"
+  depends_on = [google_project_service.apis]
 
   project_id           = var.project_id
   environment          = var.environment
@@ -191,7 +221,8 @@ module "org_policy" {
 }
 
 module "network" {
-  source = "../../modules/network"
+  source     = "../../modules/network"
+  depends_on = [google_project_service.apis]
 
   project_id              = var.project_id
   environment             = var.environment
@@ -204,7 +235,8 @@ module "network" {
 }
 
 module "iam" {
-  source = "../../modules/iam"
+  source     = "../../modules/iam"
+  depends_on = [google_project_service.apis]
 
   project_id       = var.project_id
   environment      = var.environment
@@ -212,7 +244,9 @@ module "iam" {
   custom_roles     = local.custom_roles
 
   project_bindings = {
-    log_write            = concat(["sa:api", "sa:superset"], local.datastream ? [] : ["sa:cdc"])
+    # Cloud Run collects stdout without it: only the API (which writes audit lines) and the
+    # plan identity (Cloud Build logs) write log entries through the API.
+    log_write            = ["sa:api", "sa:plan"]
     metric_write         = concat(["sa:api"], local.datastream ? [] : ["sa:cdc"])
     bigquery_jobs_create = concat(["sa:superset", var.analysts_group], local.datastream ? [] : ["sa:cdc"])
     plan_reader          = ["sa:plan"]
@@ -228,7 +262,8 @@ module "iam" {
 }
 
 module "logging" {
-  source = "../../modules/logging"
+  source     = "../../modules/logging"
+  depends_on = [google_project_service.apis]
 
   project_id     = var.project_id
   environment    = var.environment
@@ -238,7 +273,8 @@ module "logging" {
 
 # ------------------------------------------------------------------- secrets
 module "secrets" {
-  source = "../../modules/secrets"
+  source     = "../../modules/secrets"
+  depends_on = [google_project_service.apis]
 
   project_id  = var.project_id
   environment = var.environment
@@ -270,16 +306,13 @@ module "secrets" {
       description = "Memorystore AUTH string (copied from the instance out of band)."
       accessors   = [module.iam.members["superset"]]
     }
-    plan-github-token = {
-      description = "GitHub token the plan step posts the plan with (plan step only)."
-      accessors   = [module.iam.members["plan"]]
-    }
   }
 }
 
 # --------------------------------------------------------------------- data
 module "cloud_sql" {
-  source = "../../modules/cloud_sql"
+  source     = "../../modules/cloud_sql"
+  depends_on = [google_project_service.apis]
 
   project_id                     = var.project_id
   environment                    = var.environment
@@ -299,7 +332,8 @@ module "cloud_sql" {
 
 # Superset's metadata never lives on the transactional primary.
 module "superset_sql" {
-  source = "../../modules/cloud_sql"
+  source     = "../../modules/cloud_sql"
+  depends_on = [google_project_service.apis]
 
   project_id                     = var.project_id
   environment                    = var.environment
@@ -317,7 +351,8 @@ module "superset_sql" {
 }
 
 module "redis" {
-  source = "../../modules/redis"
+  source     = "../../modules/redis"
+  depends_on = [google_project_service.apis]
 
   project_id         = var.project_id
   environment        = var.environment
@@ -330,7 +365,8 @@ module "redis" {
 }
 
 module "media" {
-  source = "../../modules/storage"
+  source     = "../../modules/storage"
+  depends_on = [google_project_service.apis]
 
   project_id              = var.project_id
   environment             = var.environment
@@ -343,13 +379,15 @@ module "media" {
   labels                  = var.labels
 
   iam = {
-    (module.iam.custom_role_names["media_object_create"]) = [module.iam.members["media-signer"]]
-    (module.iam.custom_role_names["media_object_get"])    = [module.iam.members["media-signer"]]
+    (module.iam.custom_role_names["media_object_create"])        = [module.iam.members["media-signer"]]
+    (module.iam.custom_role_names["media_object_get"])           = [module.iam.members["media-signer"]]
+    (module.iam.custom_role_names["media_object_set_retention"]) = [module.iam.members["media-signer"]]
   }
 }
 
 module "bigquery" {
-  source = "../../modules/bigquery"
+  source     = "../../modules/bigquery"
+  depends_on = [google_project_service.apis]
 
   project_id                 = var.project_id
   environment                = var.environment
@@ -366,8 +404,9 @@ module "bigquery" {
 
 # Managed CDC (cdc_mode = "datastream"); otherwise fintrail cdc runs on Cloud Run.
 module "datastream" {
-  source = "../../modules/datastream"
-  count  = local.datastream ? 1 : 0
+  source     = "../../modules/datastream"
+  depends_on = [google_project_service.apis]
+  count      = local.datastream ? 1 : 0
 
   project_id              = var.project_id
   environment             = var.environment
@@ -383,7 +422,8 @@ module "datastream" {
 
 # ---------------------------------------------------------- Cloud Run services
 module "api" {
-  source = "../../modules/service"
+  source     = "../../modules/service"
+  depends_on = [google_project_service.apis, module.secrets, module.iam]
 
   project_id            = var.project_id
   environment           = var.environment
@@ -418,8 +458,9 @@ module "api" {
 }
 
 module "cdc" {
-  source = "../../modules/service"
-  count  = local.datastream ? 0 : 1
+  source     = "../../modules/service"
+  depends_on = [google_project_service.apis, module.secrets, module.iam]
+  count      = local.datastream ? 0 : 1
 
   project_id            = var.project_id
   environment           = var.environment
@@ -452,7 +493,8 @@ module "cdc" {
 }
 
 module "superset" {
-  source = "../../modules/service"
+  source     = "../../modules/service"
+  depends_on = [google_project_service.apis, module.secrets, module.iam]
 
   project_id            = var.project_id
   environment           = var.environment
@@ -490,7 +532,8 @@ module "superset" {
 }
 
 module "scheduler" {
-  source = "../../modules/scheduler"
+  source     = "../../modules/scheduler"
+  depends_on = [google_project_service.apis]
 
   project_id            = var.project_id
   environment           = var.environment
@@ -509,9 +552,11 @@ module "scheduler" {
 
 # ------------------------------------------------------------ plan pipeline
 module "cloud_build" {
-  source = "../../modules/cloud_build"
+  source     = "../../modules/cloud_build"
+  depends_on = [google_project_service.apis]
 
   project_id                   = var.project_id
+  project_number               = var.project_number
   environment                  = var.environment
   plan_service_account_email   = module.iam.emails["plan"]
   deploy_service_account_email = var.deploy_service_account_email
@@ -519,5 +564,4 @@ module "cloud_build" {
   github_repository            = var.github.repository
   state_bucket                 = var.state_bucket
   state_reader_roles           = [module.iam.custom_role_names["state_object_get"], module.iam.custom_role_names["state_object_list"]]
-  plan_secret_version          = "${module.secrets.ids["plan-github-token"]}/versions/latest"
 }

@@ -1,7 +1,8 @@
-project_id  = "fintrail-prod"
-environment = "prod"
-region      = "europe-west1"
-labels      = { cost_center = "platform-prod" }
+project_id     = "fintrail-prod"
+project_number = "612345678903"
+environment    = "prod"
+region         = "europe-west1"
+labels         = { cost_center = "platform-prod" }
 
 # prod uses the managed Datastream stream (the policy drops, never hashes).
 cdc_mode = "datastream"

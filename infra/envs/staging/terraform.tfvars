@@ -1,7 +1,8 @@
-project_id  = "fintrail-staging"
-environment = "staging"
-region      = "europe-west1"
-labels      = { cost_center = "platform-staging" }
+project_id     = "fintrail-staging"
+project_number = "512345678902"
+environment    = "staging"
+region         = "europe-west1"
+labels         = { cost_center = "platform-staging" }
 
 # staging mirrors prod: managed Datastream.
 cdc_mode = "datastream"

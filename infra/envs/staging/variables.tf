@@ -8,6 +8,16 @@ variable "project_id" {
   }
 }
 
+variable "project_number" {
+  type        = string
+  description = "Number of the project (from the bootstrap): names Google-managed identities and the workload identity pool."
+
+  validation {
+    condition     = can(regex("^[1-9][0-9]{5,18}$", var.project_number))
+    error_message = "A project number is a decimal number."
+  }
+}
+
 variable "environment" {
   type        = string
   description = "Environment name: dev, staging or prod."
@@ -107,6 +117,12 @@ variable "images" {
     superset = string
   })
   description = "Container images: the fintrail binary (serve, cdc run) and Apache Superset."
+
+  validation {
+    # A moving tag deploys whatever was pushed last: every environment names a version or digest.
+    condition     = alltrue([for i in values(var.images) : !endswith(i, ":latest") && can(regex("(:[0-9][A-Za-z0-9._-]*|@sha256:[0-9a-f]{64})$", i))])
+    error_message = "Images must be pinned to a version tag or a sha256 digest, never :latest."
+  }
 }
 
 variable "api_scaling" {
