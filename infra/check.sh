@@ -9,7 +9,8 @@
 #      fails on a bad snippet
 #   4. module shape: required files, pinned providers, no provider blocks in
 #      modules, typed and described variables, described outputs
-#   5. the three environments share one main.tf (they differ only in variables)
+#   5. the environments are thin roots (<= 30 lines) calling infra/stack (they differ only
+#      in terraform.tfvars and backend.hcl)
 #   6. against the FAKE google provider (crates/fake-google-provider, schema of the pinned
 #      hashicorp/google 8.7.0; never used for apply): terraform init -backend=false and
 #      validate of every module and environment, plan of dev/staging/prod with their
@@ -272,7 +273,7 @@ else
 fi
 
 echo "== module shape"
-for module_dir in "$INFRA_DIR"/modules/*/ "$INFRA_DIR"/modules/*/*/ "$INFRA_DIR"/lib/*/ "$INFRA_DIR"/envs/*/; do
+for module_dir in "$INFRA_DIR"/modules/*/ "$INFRA_DIR"/modules/*/*/ "$INFRA_DIR"/lib/*/ "$INFRA_DIR"/stack/ "$INFRA_DIR"/stack/*/ "$INFRA_DIR"/envs/*/; do
   module_dir="${module_dir%/}"
   case "$module_dir" in */tests | */.terraform) continue ;; esac
   [ -f "$module_dir/main.tf" ] || [ -f "$module_dir/variables.tf" ] || continue
@@ -302,21 +303,32 @@ for module_dir in "$INFRA_DIR"/modules/*/ "$INFRA_DIR"/modules/*/*/ "$INFRA_DIR"
 done
 
 echo "== environments"
-if cmp -s "$INFRA_DIR/envs/dev/main.tf" "$INFRA_DIR/envs/staging/main.tf" &&
-  cmp -s "$INFRA_DIR/envs/dev/main.tf" "$INFRA_DIR/envs/prod/main.tf" &&
-  cmp -s "$INFRA_DIR/envs/dev/variables.tf" "$INFRA_DIR/envs/prod/variables.tf" &&
-  cmp -s "$INFRA_DIR/envs/dev/variables.tf" "$INFRA_DIR/envs/staging/variables.tf" &&
-  cmp -s "$INFRA_DIR/envs/dev/versions.tf" "$INFRA_DIR/envs/prod/versions.tf" &&
-  cmp -s "$INFRA_DIR/envs/dev/versions.tf" "$INFRA_DIR/envs/staging/versions.tf" &&
-  cmp -s "$INFRA_DIR/envs/dev/outputs.tf" "$INFRA_DIR/envs/prod/outputs.tf" &&
-  cmp -s "$INFRA_DIR/envs/dev/outputs.tf" "$INFRA_DIR/envs/staging/outputs.tf"; then
-  pass "dev, staging and prod share main.tf, variables.tf, outputs.tf and versions.tf (they differ only in terraform.tfvars and backend.hcl)"
+# One stack: envs/<env> are thin roots (provider, backend, one call of infra/stack) of at most
+# this many lines of HCL; everything else is infra/stack, so nothing can be copied between them.
+MAX_ROOT_LINES=30
+root_lines() { cat "$1"/*.tf | wc -l; }
+for env_dir in "$INFRA_DIR"/envs/*/; do
+  env_dir="${env_dir%/}"
+  lines="$(root_lines "$env_dir")"
+  if [ "$lines" -le "$MAX_ROOT_LINES" ] && grep -q 'source = "../../stack"' "$env_dir/main.tf"; then
+    pass "envs/${env_dir##*/} is a thin root: $lines lines of HCL, one call of infra/stack"
+  else
+    fail "envs/${env_dir##*/}: $lines lines of HCL (at most $MAX_ROOT_LINES) or no call of infra/stack"
+  fi
+done
+# Negative self-test: a root that composes modules itself is refused.
+mkdir -p "$WORK_DIR/fat_root"
+cp "$INFRA_DIR"/envs/dev/*.tf "$WORK_DIR/fat_root/"
+printf 'module "extra" {\n  source = "../../modules/redis"\n}\n' >>"$WORK_DIR/fat_root/main.tf"
+for _ in 1 2 3 4 5 6 7 8 9 10; do printf '\n# padding\n' >>"$WORK_DIR/fat_root/main.tf"; done
+if [ "$(root_lines "$WORK_DIR/fat_root")" -gt "$MAX_ROOT_LINES" ]; then
+  pass "self-test: a root of $(root_lines "$WORK_DIR/fat_root") lines is refused"
 else
-  fail "environments diverge outside terraform.tfvars / backend.hcl"
+  fail "self-test: the thin-root limit did not catch a fat root"
 fi
 
 for env in dev staging prod; do
-  if grep -q "^environment *= *\"$env\"" "$INFRA_DIR/envs/$env/terraform.tfvars" &&
+  if grep -q "^ *environment *= *\"$env\"" "$INFRA_DIR/envs/$env/terraform.tfvars" &&
     grep -q "prefix *= *\"envs/$env\"" "$INFRA_DIR/envs/$env/backend.hcl"; then
     pass "envs/$env: tfvars and backend.hcl name the $env environment"
   else
@@ -378,7 +390,7 @@ plan_dir() {
 
 if [ "$plan_ready" -eq 1 ]; then
   # Every module (and provider-free library) validates against the provider's schema.
-  for module_dir in "$TREE"/modules/*/ "$TREE"/modules/*/*/ "$TREE"/lib/*/; do
+  for module_dir in "$TREE"/modules/*/ "$TREE"/modules/*/*/ "$TREE"/lib/*/ "$TREE"/stack/ "$TREE"/stack/*/; do
     module_dir="${module_dir%/}"
     case "$module_dir" in */tests | */.terraform) continue ;; esac
     [ -f "$module_dir/main.tf" ] || continue
@@ -515,9 +527,9 @@ if [ "$plan_ready" -eq 1 ]; then
     'A managed resource "google_compute_network" "missing" has not been declared'
   expect_broken dependency_cycle validate "$redis" main.tf 's/\z/\nresource "google_redis_instance" "a" {\n  name           = google_redis_instance.b.name\n  memory_size_gb = 1\n}\n\nresource "google_redis_instance" "b" {\n  name           = google_redis_instance.a.name\n  memory_size_gb = 1\n}\n/' \
     'Cycle: '
-  expect_broken read_only_role_writes plan envs/dev main.tf 's/("bigquery\.datasets\.getIamPolicy",)/$1 "bigquery.tables.update",/' \
+  expect_broken read_only_role_writes plan envs/dev ../../stack/main.tf 's/("bigquery\.datasets\.getIamPolicy",)/$1 "bigquery.tables.update",/' \
     'A read_only role may only hold get, list, getIamPolicy or getMetadata permissions.'
-  expect_broken for_each_unknown_until_apply plan envs/dev main.tf 's/\z/\nresource "google_service_account" "probe" {\n  account_id = "fintrail-dev-probe"\n}\n\nresource "google_project_iam_member" "probe" {\n  for_each = toset([google_service_account.probe.unique_id])\n  project  = var.project_id\n  role     = "roles\/logging.viewer"\n  member   = "serviceAccount:\${google_service_account.probe.email}"\n}\n/' \
+  expect_broken for_each_unknown_until_apply plan envs/dev ../../stack/main.tf 's/\z/\nresource "google_service_account" "probe" {\n  account_id = "fintrail-dev-probe"\n}\n\nresource "google_project_iam_member" "probe" {\n  for_each = toset([google_service_account.probe.unique_id])\n  project  = local.env.project_id\n  role     = "roles\/logging.viewer"\n  member   = "serviceAccount:\${google_service_account.probe.email}"\n}\n/' \
     'Invalid for_each argument'
 fi
 

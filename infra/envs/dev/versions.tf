@@ -8,12 +8,10 @@ terraform {
     }
   }
 
-  # Partial configuration: bucket and prefix come from backend.hcl
-  # (tofu init -backend-config=backend.hcl), one state per environment.
   backend "gcs" {}
 }
 
 provider "google" {
-  project = var.project_id
-  region  = var.region
+  project = var.env.project_id
+  region  = var.env.region
 }
