@@ -202,6 +202,15 @@ else
   fail "terraform fmt -check -recursive infra"
 fi
 
+# Negative self-test: fmt -check fails on a badly formatted file.
+mkdir -p "$WORK_DIR/bad_fmt"
+printf 'variable "x" {\n  type=string\n    description = "x"\n}\n' >"$WORK_DIR/bad_fmt/main.tf"
+if "$TERRAFORM" fmt -check -recursive "$WORK_DIR/bad_fmt" >/dev/null 2>&1; then
+  fail "self-test: terraform fmt -check accepted a badly formatted file"
+else
+  pass "self-test: terraform fmt -check rejects a badly formatted file"
+fi
+
 echo "== provider-free tests"
 while IFS= read -r test_dir; do
   rel="${test_dir#"$INFRA_DIR"/}"
@@ -301,6 +310,25 @@ for module_dir in "$INFRA_DIR"/modules/*/ "$INFRA_DIR"/modules/*/*/ "$INFRA_DIR"
     fail "shape $rel"
   fi
 done
+
+# Negative self-test: the shape scan refuses a module with no README, an unpinned provider, a
+# provider block and an untyped, undescribed variable, naming each.
+mkdir -p "$WORK_DIR/bad_shape"
+printf 'provider "google" {}\n\nresource "google_storage_bucket" "b" {\n  name     = var.name\n  location = "EU"\n}\n' >"$WORK_DIR/bad_shape/main.tf"
+printf 'variable "name" {\n}\n' >"$WORK_DIR/bad_shape/variables.tf"
+printf 'terraform {\n  required_version = ">= 1.6.0"\n}\n' >"$WORK_DIR/bad_shape/versions.tf"
+: >"$WORK_DIR/bad_shape/outputs.tf"
+out="$(shape_scan "$WORK_DIR/bad_shape" 2>&1)" && status=0 || status=$?
+missing=""
+for want in "missing README.md" "google provider not pinned" "provider block inside a module" "variable \"name\" lacks a type"; do
+  printf '%s\n' "$out" | grep -qF -- "$want" || missing="$missing [$want]"
+done
+if [ "$status" -ne 0 ] && [ -z "$missing" ]; then
+  pass "self-test: shape scan rejects a module without README, pin, with a provider block and an untyped variable"
+else
+  printf '%s\n' "$out"
+  fail "self-test: shape scan missed:$missing"
+fi
 
 echo "== environments"
 # One stack: envs/<env> are thin roots (provider, backend, one call of infra/stack) of at most
@@ -459,6 +487,15 @@ PY
       fail "fintrail iam check of the envs/$env plan"
     fi
   done
+
+  # Negative self-test: fintrail iam check fails on a plan that grants a basic role.
+  printf '{"format_version":"1.2","planned_values":{"root_module":{"resources":[{"address":"google_project_iam_member.oops","mode":"managed","type":"google_project_iam_member","name":"oops","values":{"project":"fintrail-dev","role":"roles/editor","member":"user:someone@fintrail.example"}}]}}}' >"$WORK_DIR/bad_iam_plan.json"
+  if (cd "$REPO_DIR" && "$FINTRAIL_BIN" iam check "$WORK_DIR/bad_iam_plan.json" --no-exceptions) >"$WORK_DIR/bad_iam.out" 2>&1; then
+    cat "$WORK_DIR/bad_iam.out"
+    fail "self-test: fintrail iam check passed a plan granting roles/editor"
+  else
+    pass "self-test: fintrail iam check fails a plan granting roles/editor ($(grep -E '^summary:' "$WORK_DIR/bad_iam.out" | cut -c1-60))"
+  fi
 fi
 
 # Negative self-test of the plan guardrail: a project-level token creator named through
