@@ -43,7 +43,11 @@ fn datastream_replicates_exactly_the_columns_the_policy_keeps() {
     );
     for (table, columns) in &tables {
         for column in columns {
-            assert_eq!(policy.decide(table, column), Decision::Keep, "{table}.{column} would leave the database unpseudonymized");
+            assert_eq!(
+                policy.decide(table, column),
+                Decision::Keep,
+                "{table}.{column} would leave the database unpseudonymized"
+            );
         }
     }
 }
