@@ -4,16 +4,14 @@ terraform {
   required_providers {
     google = {
       source  = "hashicorp/google"
-      version = ">= 6.30.0, < 7.0.0"
+      version = "8.7.0"
     }
   }
 
-  # Partial configuration: bucket and prefix come from backend.hcl
-  # (tofu init -backend-config=backend.hcl), one state per environment.
   backend "gcs" {}
 }
 
 provider "google" {
-  project = var.project_id
-  region  = var.region
+  project = var.env.project_id
+  region  = var.env.region
 }

@@ -7,11 +7,14 @@ module "naming" {
 }
 
 locals {
-  plan_member    = "serviceAccount:${var.plan_service_account_email}"
-  repository     = "${var.github_owner}/${var.github_repository}"
-  env_dir        = "infra/envs/${var.environment}"
-  tofu_image     = "ghcr.io/opentofu/opentofu:${var.tofu_version}"
-  github_subject = "principalSet://iam.googleapis.com/${google_iam_workload_identity_pool.github.name}/attribute.repository/${local.repository}"
+  plan_member = "serviceAccount:${var.plan_service_account_email}"
+  repository  = "${var.github_owner}/${var.github_repository}"
+  env_dir     = "infra/envs/${var.environment}"
+  tofu_image  = "ghcr.io/opentofu/opentofu:${var.tofu_version}"
+  pool_id     = "fintrail-github"
+  # Built from the project number (known at plan), not from the pool's computed name, so the
+  # binding's for_each key is known before apply.
+  github_subject = "principalSet://iam.googleapis.com/projects/${var.project_number}/locations/global/workloadIdentityPools/${local.pool_id}/attribute.repository/${local.repository}"
 }
 
 # Checked offline: workload identity user on the plan account only, and the
@@ -68,21 +71,15 @@ resource "google_cloudbuild_trigger" "plan" {
       args       = ["validate", "-no-color"]
     }
 
+    # The plan runs tofu itself, not a script from the pull request's tree, and no step holds
+    # any credential but the plan identity's own (no GitHub token: plans are posted by the
+    # GitHub workflow with its own short-lived token).
     step {
       id         = "plan"
       name       = local.tofu_image
       dir        = local.env_dir
-      entrypoint = "sh"
-      env        = ["PR_NUMBER=$${_PR_NUMBER}", "REPOSITORY=${local.repository}"]
-      secret_env = ["GITHUB_TOKEN"]
-      args       = ["../../ci/plan.sh"]
-    }
-
-    available_secrets {
-      secret_manager {
-        env          = "GITHUB_TOKEN"
-        version_name = var.plan_secret_version
-      }
+      entrypoint = "tofu"
+      args       = ["plan", "-input=false", "-lock=false", "-no-color", "-out=/workspace/plan.tfplan"]
     }
 
     options {
@@ -102,7 +99,7 @@ resource "google_cloudbuild_trigger" "plan" {
 # through workload identity federation: no key ever exists.
 resource "google_iam_workload_identity_pool" "github" {
   project                   = var.project_id
-  workload_identity_pool_id = "fintrail-github"
+  workload_identity_pool_id = local.pool_id
   display_name              = "fintrail GitHub Actions"
   description               = "GitHub Actions OIDC tokens of ${local.repository} (plan only)"
 }
@@ -112,7 +109,10 @@ resource "google_iam_workload_identity_pool_provider" "github" {
   workload_identity_pool_id          = google_iam_workload_identity_pool.github.workload_identity_pool_id
   workload_identity_pool_provider_id = "github"
   display_name                       = "GitHub OIDC"
-  attribute_condition                = "assertion.repository == \"${local.repository}\""
+  # Only a job of this repository running in the GitHub environment named after this one (whose
+  # protection rules require a reviewer and allow only main's workflow, see infra/README.md)
+  # gets a token: a workflow on any other branch or environment cannot become this identity.
+  attribute_condition = "assertion.repository == \"${local.repository}\" && assertion.environment == \"${var.environment}\""
 
   attribute_mapping = {
     "google.subject"       = "assertion.sub"

@@ -8,6 +8,11 @@ variable "project_id" {
   }
 }
 
+variable "project_number" {
+  type        = string
+  description = "Number of the project (data.google_project.number): names the workload identity pool in principal sets."
+}
+
 variable "environment" {
   type        = string
   description = "Environment name: dev, staging or prod."
@@ -56,11 +61,6 @@ variable "state_bucket" {
 variable "state_reader_roles" {
   type        = list(string)
   description = "Custom roles (single permission each: storage.objects.get, storage.objects.list) the plan identity gets on the state bucket only. The plan runs with -lock=false, so it never writes."
-}
-
-variable "plan_secret_version" {
-  type        = string
-  description = "Secret Manager version (projects/P/secrets/NAME/versions/latest) exposed to the plan step only: the GitHub token used to post the plan on the pull request."
 }
 
 variable "tofu_version" {

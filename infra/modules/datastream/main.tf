@@ -7,6 +7,36 @@ module "naming" {
   labels      = var.labels
 }
 
+# Datastream reaches Cloud SQL's private IP through a Private Service Connect interface in this
+# VPC: VPC peering would not work, because private service access (Cloud SQL's own peering) is
+# not transitive. The interface takes an address in this subnet; from there the VPC's egress
+# rule to the private service access range on 5432 (module network) is the path to Cloud SQL,
+# and the VPC's default deny covers everything else.
+resource "google_compute_subnetwork" "attachment" {
+  project                  = var.project_id
+  region                   = var.region
+  name                     = module.naming.names["ds-private"]
+  network                  = var.network_id
+  ip_cidr_range            = var.private_connection_cidr
+  private_ip_google_access = false
+
+  log_config {
+    aggregation_interval = "INTERVAL_5_SEC"
+    flow_sampling        = 1.0
+    metadata             = "INCLUDE_ALL_METADATA"
+  }
+}
+
+resource "google_compute_network_attachment" "this" {
+  project               = var.project_id
+  region                = var.region
+  name                  = module.naming.names["ds-private"]
+  description           = "PSC interface of Datastream (${var.environment}) into this VPC"
+  subnetworks           = [google_compute_subnetwork.attachment.self_link]
+  connection_preference = length(var.datastream_tenant_projects) > 0 ? "ACCEPT_MANUAL" : "ACCEPT_AUTOMATIC"
+  producer_accept_lists = var.datastream_tenant_projects
+}
+
 resource "google_datastream_private_connection" "this" {
   project               = var.project_id
   location              = var.region
@@ -14,9 +44,8 @@ resource "google_datastream_private_connection" "this" {
   display_name          = module.naming.names["ds-private"]
   labels                = module.naming.labels
 
-  vpc_peering_config {
-    vpc    = var.network_id
-    subnet = var.private_connection_cidr
+  psc_interface_config {
+    network_attachment = google_compute_network_attachment.this.id
   }
 }
 

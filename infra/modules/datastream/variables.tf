@@ -36,17 +36,23 @@ variable "labels" {
 
 variable "network_id" {
   type        = string
-  description = "Id of the environment's VPC Datastream peers with (private connectivity, no public IP)."
+  description = "Id of the environment's VPC, where Datastream's PSC interface lives (private connectivity, no public IP)."
 }
 
 variable "private_connection_cidr" {
   type        = string
-  description = "A free /29 range for Datastream's private connection."
+  description = "A free /29 range: the subnet of Datastream's Private Service Connect interface."
 
   validation {
     condition     = can(cidrhost(var.private_connection_cidr, 0)) && endswith(var.private_connection_cidr, "/29")
     error_message = "private_connection_cidr must be a /29 CIDR block."
   }
+}
+
+variable "datastream_tenant_projects" {
+  type        = list(string)
+  description = "Datastream's tenant project(s) allowed to attach (ACCEPT_MANUAL). Empty until known: the attachment then accepts automatically, and the subnet's only path is Cloud SQL on 5432 (see infra/README.md known limits)."
+  default     = []
 }
 
 variable "source_host" {

@@ -109,9 +109,11 @@ resource "google_service_account_iam_member" "this" {
     }
   ]...)
 
-  service_account_id = google_service_account.this[each.value.service_account].name
+  # Built from the email (known at plan, as the account's `name` is not), so a plan shows which
+  # account each grant is on; depends_on keeps the order the reference gave.
+  service_account_id = "projects/${var.project_id}/serviceAccounts/${local.emails[each.value.service_account]}"
   role               = each.value.role
   member             = each.value.member
 
-  depends_on = [google_project_iam_custom_role.this]
+  depends_on = [google_project_iam_custom_role.this, google_service_account.this]
 }

@@ -31,6 +31,17 @@ resource "google_logging_project_sink" "this" {
   unique_writer_identity = true
 }
 
+# The _Default sink keeps no copy of a class that has its own bucket: audit entries live only
+# in the (locked, in prod) audit bucket, not 30 more days in _Default.
+resource "google_logging_project_exclusion" "from_default" {
+  for_each = module.classes.buckets
+
+  project     = var.project_id
+  name        = "fintrail-${var.environment}-${each.key}-not-in-default"
+  description = "Routed to ${each.value.bucket_id} by ${each.value.sink_name}: no copy in _Default"
+  filter      = each.value.filter
+}
+
 # Data Access audit logs: every read of a secret, object or table is recorded.
 resource "google_project_iam_audit_config" "data_access" {
   for_each = toset(var.data_access_audit_services)

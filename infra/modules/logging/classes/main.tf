@@ -5,8 +5,19 @@ locals {
 
   class_filter = { for c in local.classes : c => "jsonPayload.log_class=\"${c}\"" }
 
+  # Only the API (fintrail serve, which also runs the jobs) writes audit events: an audit line
+  # from any other workload (Superset, the CDC) is not audit and must never reach the locked
+  # bucket, so the audit sink admits the API's own Cloud Run stdout only.
+  audit_writer = "fintrail-${var.environment}-api"
+  audit_own = join(" AND ", [
+    local.class_filter["audit"],
+    "resource.type=\"cloud_run_revision\"",
+    "resource.labels.service_name=\"${local.audit_writer}\"",
+    "logName:\"run.googleapis.com%2Fstdout\"",
+  ])
+
   filters = {
-    audit = var.include_cloud_audit_logs ? "(${local.class_filter["audit"]}) OR logName:\"cloudaudit.googleapis.com\"" : local.class_filter["audit"]
+    audit = var.include_cloud_audit_logs ? "(${local.audit_own}) OR logName:\"cloudaudit.googleapis.com\"" : local.audit_own
     app   = local.class_filter["app"]
     # Access logs: the application's own access lines plus the Cloud Run
     # request logs (which carry no log_class).

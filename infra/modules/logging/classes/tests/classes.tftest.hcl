@@ -32,6 +32,15 @@ run "prod_audit_is_locked_and_long" {
   }
 }
 
+run "audit_sink_admits_only_the_api" {
+  command = plan
+
+  assert {
+    condition     = strcontains(output.buckets["audit"].filter, "resource.labels.service_name=\"fintrail-prod-api\"") && strcontains(output.buckets["audit"].filter, "logName:\"run.googleapis.com%2Fstdout\"")
+    error_message = "audit lines are taken from the API's own Cloud Run stdout only (no other workload can forge them)"
+  }
+}
+
 run "dev_audit_not_locked" {
   command = plan
 
@@ -60,7 +69,8 @@ run "rejects_unknown_class" {
   command = plan
 
   variables {
-    retention_days = { audit = 1825, app = 30, debug = 30 }
+    # Every other rule holds (audit, app and access are valid): only the key rule can reject it.
+    retention_days = { audit = 1825, app = 30, access = 30, debug = 30 }
   }
 
   expect_failures = [var.retention_days]
