@@ -36,7 +36,8 @@
 //! - **HTTP status contract**: 400 malformed JSON/path/query/`Idempotency-Key`; 413 (64 KiB JSON
 //!   body); 415; 422 only for what the OpenAPI schema states; 404 unknown or other customers' ids;
 //!   409 for every ledger rule with its own `code`. A rule JSON Schema cannot state must not be a
-//!   422. JSON integers may be spelled `42.0`; floats only within ±2^50.
+//!   422. Integers in bodies are integer literals only (`42`; `42.0`, `4.2e1` → 422, nothing
+//!   rounded through an `f64`); the OpenAPI document writes integer bounds as integers.
 //!
 //! # Extending
 //! A route module has `pub(crate) fn routes(reg: &mut Registry)`, one line in `routes::build`, and
@@ -64,9 +65,11 @@ pub mod identity;
 pub mod kyb;
 pub mod kyc;
 pub mod ledger;
+pub mod limits;
 pub mod machines;
 pub mod media;
 pub mod openapi;
+pub mod refusals;
 pub mod routes;
 pub mod server;
 pub mod state;
