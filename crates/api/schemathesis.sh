@@ -46,6 +46,9 @@ for _ in $(seq 1 100); do
 done
 curl -fsS "http://127.0.0.1:$PORT/healthz" >/dev/null
 
+# Integer literals only in bodies (issue 16 item 11): the hook sends integers as the document's
+# words say, which JSON Schema 2020-12 cannot (see the hook's docstring).
+export SCHEMATHESIS_HOOKS="$ROOT/crates/api/schemathesis_hooks.py"
 timeout "$TIMEOUT_S" python3 -m schemathesis.cli run "http://127.0.0.1:$PORT/openapi.json" \
   --checks all \
   --header "Authorization: Bearer $TOKEN" \

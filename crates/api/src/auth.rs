@@ -7,7 +7,9 @@
 //! checks the route's single permission against the principal's role, and records every
 //! denial in the audit trail (in a transaction of its own).
 
-use axum::extract::{FromRequestParts, Request, State};
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderValue};
 use axum::middleware::Next;
@@ -139,8 +141,9 @@ fn bearer(req: &Request) -> Option<&str> {
 pub async fn authenticate(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let request_id = req.extensions().get::<RequestId>().map(|r| r.0.clone()).unwrap_or_default();
     state.stage(&request_id, "authn");
+    let ip = crate::refusals::peer_ip(req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| &c.0));
     let Some(token) = bearer(&req) else {
-        return unauthenticated("missing or malformed bearer token");
+        return refuse_unauthenticated(&state, ip, "missing or malformed bearer token");
     };
     let hash = tokens::hash(token);
     let principal = match state.tokens.get(&hash) {
@@ -150,7 +153,7 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
                 state.tokens.put(hash, &p, valid_for);
                 p
             }
-            Ok(Err(msg)) => return unauthenticated(msg),
+            Ok(Err(msg)) => return refuse_unauthenticated(&state, ip, msg),
             Err(e) => return e.into_response(),
         },
     };
@@ -263,6 +266,16 @@ pub mod token_cache {
     }
 }
 
+/// A 401 (logged by the access log, never written to the trail), rate-limited per client
+/// address with the signed-URL refusals ([`crate::refusals`]): past the limit, 429.
+fn refuse_unauthenticated(state: &AppState, ip: std::net::IpAddr, msg: &str) -> Response {
+    if let Err(retry_after) = state.refusals.check(ip) {
+        return crate::refusals::rate_limited(retry_after).into_response();
+    }
+    state.refusals.charge(ip);
+    unauthenticated(msg)
+}
+
 fn unauthenticated(msg: &str) -> Response {
     let mut res = ApiError::unauthenticated(msg).into_response();
     res.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
@@ -299,7 +312,28 @@ pub async fn handler_stage(State(state): State<AppState>, req: Request, next: Ne
     next.run(req).await
 }
 
-/// Writes an `access.denied` event in its own transaction.
+/// Longest `subject` the trail stores (the `audit_events.subject` CHECK, in characters).
+pub const SUBJECT_MAX_CHARS: usize = 200;
+/// Ends a subject that was cut to [`SUBJECT_MAX_CHARS`].
+pub const TRUNCATED_MARKER: &str = "...[truncated]";
+
+/// `subject` as the trail can store it: unchanged when it fits, otherwise cut (on a character
+/// boundary) and ended with [`TRUNCATED_MARKER`], never more than [`SUBJECT_MAX_CHARS`]
+/// characters. Without it a request path over 200 characters made the denial record fail the
+/// CHECK, turned the 403 into a 422 and left no trace of the probe (issue 16, item 13).
+pub fn bounded_subject(subject: String) -> String {
+    if subject.chars().count() <= SUBJECT_MAX_CHARS {
+        return subject;
+    }
+    let keep = SUBJECT_MAX_CHARS - TRUNCATED_MARKER.chars().count();
+    let mut cut: String = subject.chars().take(keep).collect();
+    cut.push_str(TRUNCATED_MARKER);
+    debug_assert_eq!(cut.chars().count(), SUBJECT_MAX_CHARS);
+    cut
+}
+
+/// Writes an `access.denied` event in its own transaction (the subject bounded by
+/// [`bounded_subject`]).
 pub async fn record_denial(
     state: &AppState,
     principal: &Principal,
@@ -307,6 +341,7 @@ pub async fn record_denial(
     subject: String,
     request_id: &str,
 ) -> Result<(), ApiError> {
+    let subject = bounded_subject(subject);
     let ev = NewEvent::allowed(principal.actor(), AuditAction::AccessDenied, subject, Some(missing))
         .denied()
         .request(Some(request_id));
@@ -327,6 +362,21 @@ mod tests {
 
     fn principal(token_id: i64) -> Principal {
         Principal { token_id, role: fintrail_domain::Role::Auditor, customer_id: None, label: "t".into() }
+    }
+
+    #[test]
+    fn subjects_are_bounded_with_a_marker() {
+        use super::{bounded_subject, SUBJECT_MAX_CHARS, TRUNCATED_MARKER};
+        assert_eq!(bounded_subject("wallet:1".into()), "wallet:1");
+        let exact = "a".repeat(SUBJECT_MAX_CHARS);
+        assert_eq!(bounded_subject(exact.clone()), exact);
+        for long in ["b".repeat(SUBJECT_MAX_CHARS + 1), "é".repeat(5_000), format!("route:GET /{}", "%2F".repeat(900))]
+        {
+            let s = bounded_subject(long.clone());
+            assert_eq!(s.chars().count(), SUBJECT_MAX_CHARS, "{long}");
+            assert!(s.ends_with(TRUNCATED_MARKER));
+            assert!(long.starts_with(s.trim_end_matches(TRUNCATED_MARKER)));
+        }
     }
 
     #[test]

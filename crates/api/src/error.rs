@@ -25,12 +25,14 @@ pub struct ApiError {
     pub code: &'static str,
     /// See [`ErrorBody::message`].
     pub message: String,
+    /// `Retry-After` seconds (429 only).
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
     /// Any status / code / message.
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into() }
+        Self { status, code, message: message.into(), retry_after: None }
     }
     /// 400.
     pub fn bad_request(message: impl Into<String>) -> Self {
@@ -63,10 +65,22 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// Adds `Retry-After: secs`.
+    pub fn retry_after(mut self, secs: u64) -> Self {
+        self.retry_after = Some(secs);
+        self
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = ErrorBody { code: self.code.to_owned(), message: self.message };
-        (self.status, Json(body)).into_response()
+        let mut res = (self.status, Json(body)).into_response();
+        if let Some(secs) = self.retry_after {
+            res.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from(secs));
+        }
+        res
     }
 }
 
@@ -85,6 +99,15 @@ impl From<tokio_postgres::Error> for ApiError {
                 // characters (PostgreSQL text cannot hold U+0000): bad input.
                 "23514" | "23502" | "22001" | "22P02" | "22021" | "22P05" => {
                     return ApiError::unprocessable(db.message().to_owned())
+                }
+                // query_canceled: `statement_timeout` (crate::limits) ended the statement.
+                "57014" => {
+                    tracing::warn!(log_class = "app", message = db.message(), "statement canceled");
+                    return ApiError::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "timeout",
+                        "the database took too long; retry later",
+                    );
                 }
                 // foreign_key_violation: the referenced object does not exist.
                 "23503" => return ApiError::not_found("referenced object"),

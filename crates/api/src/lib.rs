@@ -5,19 +5,24 @@
 //! through `fintrail-audit`.
 //!
 //! # Request path
-//! Middleware, in order: request id (an incoming id is kept only if ≤ 64 chars of
-//! `[A-Za-z0-9._-]`) → access log (`log_class = "access"`) → authentication → authorization →
-//! handler marker → handler. Handlers take `State<AppState>` and `Caller` (principal, granted
-//! permission, request id). No tower-http (docs/adr/0001).
+//! Our accept loop (`server::serve`: hyper HTTP/1 with a header-read timeout, the peer
+//! address as `ConnectInfo`), then middleware, in order: request id (an incoming id is kept
+//! only if ≤ 64 chars of `[A-Za-z0-9._-]`) → access log (`log_class = "access"`) → request and
+//! body-read timeouts → panic guard (JSON 500 without details) → authentication →
+//! authorization → handler marker → handler (`limits`). Handlers take `State<AppState>` and
+//! `Caller` (principal, granted permission, request id). No tower-http (docs/adr/0001).
 //!
 //! # Invariants enforced here
 //! - **One permission per endpoint**: `routes::Registry::add(method, path, permission, route)` is
 //!   the only way to add a protected route. Public by design: `GET /healthz`, `GET /openapi.json`,
 //!   `GET /v1/media/download` (authorized by its HMAC signature, which only `kyc.media.read` can
-//!   obtain and which names the issuing token; redemptions and refusals are audited).
+//!   obtain and which names the issuing token; the URL dies with that token; redemptions are
+//!   audited, refusals rate-limited per address and aggregated, one event per window).
 //! - **Customers reach only their own data**: `/v1/me/...` routes scope by the token's customer
-//!   id; another customer's id answers 404 and is audited as `access.denied`. 401s are logged, not
-//!   audited (an unauthenticated client must not grow the trail); 403s are audited.
+//!   id; another customer's id answers 404 and is audited as `access.denied` (KYC, media and
+//!   ledger routes). 401s are logged and rate-limited per address (`refusals`), never audited
+//!   (an unauthenticated client must not grow the trail); 403s are audited, the subject cut
+//!   to 200 characters with a marker (`auth::bounded_subject`).
 //! - **KYC/KYB transitions**: the transition procedure (`transition`, `machines::apply_transition`)
 //!   locks the record (`SELECT ... FOR UPDATE`), checks the domain table and the endpoint's
 //!   permission, writes the history row, the state change and the audit event in one transaction.
@@ -36,7 +41,8 @@
 //! - **HTTP status contract**: 400 malformed JSON/path/query/`Idempotency-Key`; 413 (64 KiB JSON
 //!   body); 415; 422 only for what the OpenAPI schema states; 404 unknown or other customers' ids;
 //!   409 for every ledger rule with its own `code`. A rule JSON Schema cannot state must not be a
-//!   422. JSON integers may be spelled `42.0`; floats only within ±2^50.
+//!   422. Integers in bodies are integer literals only (`42`; `42.0`, `4.2e1` → 422, nothing
+//!   rounded through an `f64`); the OpenAPI document writes integer bounds as integers.
 //!
 //! # Extending
 //! A route module has `pub(crate) fn routes(reg: &mut Registry)`, one line in `routes::build`, and
@@ -44,7 +50,9 @@
 //! does not name the permission in backticks). State: a field in `AppState`'s `Inner`.
 //!
 //! # Dependencies
-//! domain, db, audit, ledger (with its `openapi` feature: its views describe themselves); axum 0.8 (http1/json/query/tokio), deadpool-postgres 0.14, utoipa 5,
+//! domain, db, audit, ledger (with its `openapi` feature: its views describe themselves); axum 0.8 (http1/json/query/tokio),
+//! hyper 1 / hyper-util / tower-service / http-body (the accept loop and the body timeout; all
+//! already under axum), deadpool-postgres 0.14, utoipa 5,
 //! sha2/hmac/subtle, base64, rand, chrono (the one time crate), tokio-util, futures-util. No HTTP
 //! client (that is `fintrail-tooling`).
 //!
@@ -64,9 +72,11 @@ pub mod identity;
 pub mod kyb;
 pub mod kyc;
 pub mod ledger;
+pub mod limits;
 pub mod machines;
 pub mod media;
 pub mod openapi;
+pub mod refusals;
 pub mod routes;
 pub mod server;
 pub mod state;

@@ -48,7 +48,69 @@ impl Modify for BearerAuth {
 
 /// The document as JSON.
 pub fn document() -> serde_json::Value {
-    serde_json::to_value(ApiDoc::openapi().merge_from(crate::ledger::LedgerDoc::openapi())).unwrap_or_default()
+    let mut doc =
+        serde_json::to_value(ApiDoc::openapi().merge_from(crate::ledger::LedgerDoc::openapi())).unwrap_or_default();
+    exact_integers(&mut doc);
+    rate_limited_401s(&mut doc);
+    doc
+}
+
+/// Every operation that can answer 401 can also answer 429: unauthenticated refusals are
+/// rate-limited per client address (`crate::refusals`). Stated here once rather than in each
+/// handler's attribute; the body is the same JSON error as the 401's.
+fn rate_limited_401s(doc: &mut serde_json::Value) {
+    let Some(paths) = doc.get_mut("paths").and_then(serde_json::Value::as_object_mut) else { return };
+    for item in paths.values_mut() {
+        let Some(ops) = item.as_object_mut() else { continue };
+        for op in ops.values_mut() {
+            let Some(responses) = op.get_mut("responses").and_then(serde_json::Value::as_object_mut) else { continue };
+            if let Some(mut r) = responses.get("401").cloned() {
+                r["description"] = "too many refused unauthenticated requests from this address (`Retry-After`)".into();
+                responses.entry("429").or_insert(r);
+            }
+        }
+    }
+}
+
+/// What every `integer` of the document says about its spelling.
+pub const INTEGER_NOTE: &str = "An integer written without fraction or exponent (`42`, not `42.0` or `4.2e1`).";
+
+/// Request bodies take integers only as integer literals (`crate::ledger::de`, issue 16 item
+/// 11), while JSON Schema's `integer` also admits `42.0`. So that a client following the
+/// schema never sends a float spelling, every `integer` schema states its bounds as JSON
+/// integers (utoipa writes `#[schema(minimum = 1)]` as `1.0`, which a generator may copy as a
+/// boundary value verbatim) and carries [`INTEGER_NOTE`] in its description. JSON Schema has no
+/// keyword that refuses `42.0` (`multipleOf: 1` admits it), hence the description.
+fn exact_integers(v: &mut serde_json::Value) {
+    use serde_json::Value;
+    match v {
+        Value::Object(m) => {
+            let is_int = m
+                .get("type")
+                .is_some_and(|t| t == "integer" || t.as_array().is_some_and(|a| a.iter().any(|x| x == "integer")));
+            if is_int {
+                for k in ["minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf"] {
+                    if let Some(b) = m.get_mut(k) {
+                        if let Some(f) = b.as_f64().filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15) {
+                            // Integral and far inside i64 (checked above): the cast is exact.
+                            #[allow(clippy::cast_possible_truncation)]
+                            let i = f as i64;
+                            *b = Value::from(i);
+                        }
+                    }
+                }
+                let d = match m.get("description").and_then(Value::as_str) {
+                    Some(d) if !d.contains(INTEGER_NOTE) => format!("{d} {INTEGER_NOTE}"),
+                    Some(d) => d.to_owned(),
+                    None => INTEGER_NOTE.to_owned(),
+                };
+                m.insert("description".into(), Value::from(d));
+            }
+            m.values_mut().for_each(exact_integers);
+        }
+        Value::Array(a) => a.iter_mut().for_each(exact_integers),
+        _ => {}
+    }
 }
 
 /// `GET /openapi.json`.

@@ -71,13 +71,11 @@ pub fn build(state: AppState) -> (Router, Vec<Endpoint>) {
         .route("/healthz", get(healthz))
         .route("/openapi.json", get(crate::openapi::serve))
         .route("/v1/media/download", get(crate::media::download));
-    let app = router
-        .merge(public)
-        .fallback(fallback)
-        .layer(DefaultBodyLimit::max(JSON_BODY_MAX_BYTES))
-        .layer(from_fn(auth::access_log))
-        .layer(from_fn(auth::request_id))
-        .with_state(state);
+    let limits = state.config.limits;
+    let app =
+        router.merge(public).fallback(fallback).layer(DefaultBodyLimit::max(JSON_BODY_MAX_BYTES)).with_state(state);
+    // request id → access log → timeouts → panic guard → (authn → authz → handler).
+    let app = crate::limits::guard(app, limits).layer(from_fn(auth::access_log)).layer(from_fn(auth::request_id));
     (app, endpoints)
 }
 

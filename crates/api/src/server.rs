@@ -68,14 +68,17 @@ pub async fn start_with(ctx: &Context, listen: SocketAddr, config: AppConfig) ->
     let addr = listener.local_addr()?;
     let (stop, stop_rx) = watch::channel(false);
     let mut rx = stop_rx.clone();
+    let limits = config.limits;
     let server = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = rx.wait_for(|s| *s).await;
-            })
-            .await
+        serve(listener, app, limits, async move {
+            let _ = rx.wait_for(|s| *s).await;
+        })
+        .await
     });
     let mut background = Vec::new();
+    if config.audit_enabled {
+        background.push(tokio::spawn(refusal_task(state.clone(), stop_rx.clone())));
+    }
     if config.run_sequencer && config.audit_enabled {
         background.push(tokio::spawn(sequencer_task(state.clone(), stop_rx.clone())));
     }
@@ -84,6 +87,96 @@ pub async fn start_with(ctx: &Context, listen: SocketAddr, config: AppConfig) ->
     }
     tracing::info!(log_class = "app", %addr, "fintrail API listening");
     Ok(ServerHandle { addr, stop, server, background, state, endpoints })
+}
+
+/// Serves `app` on `listener` until `shutdown` completes, then waits for the open connections
+/// to finish their in-flight requests. Like `axum::serve` (HTTP/1, one task per connection,
+/// upgrades), plus what it lacks: hyper's header-read timeout (`limits.header_read`, with a
+/// Tokio timer) and the peer address as `ConnectInfo<SocketAddr>` (the refusal rate limit).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    limits: crate::limits::Limits,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let (closing_tx, closing_rx) = watch::channel(false);
+    // Every connection task holds a clone of `done_rx`; `done_tx.closed()` resolves when all
+    // of them ended.
+    let (done_tx, done_rx) = watch::channel(());
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, remote) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait, do not spin.
+                    tracing::warn!(log_class = "app", error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let app = app.clone();
+        let svc = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+            req.extensions_mut().insert(axum::extract::ConnectInfo(remote));
+            let mut app = app.clone();
+            tower_service::Service::call(&mut app, req.map(axum::body::Body::new))
+        });
+        let mut closing = closing_rx.clone();
+        let done = done_rx.clone();
+        tokio::spawn(async move {
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder.timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(limits.header_read);
+            let conn = builder.serve_connection(hyper_util::rt::TokioIo::new(stream), svc).with_upgrades();
+            tokio::pin!(conn);
+            // (The watch guard is dropped inside the block: it must not live across an await.)
+            let closing = async move {
+                let _ = closing.wait_for(|c| *c).await.map(|_| ());
+            };
+            let ended = tokio::select! {
+                r = conn.as_mut() => Some(r),
+                () = closing => None,
+            };
+            let ended = match ended {
+                Some(r) => r,
+                None => {
+                    // Finish the request in flight, accept no other on this connection.
+                    conn.as_mut().graceful_shutdown();
+                    conn.as_mut().await
+                }
+            };
+            if let Err(e) = ended {
+                // Header-read timeouts end here too (hyper closes the connection).
+                tracing::debug!(log_class = "app", error = %e, %remote, "connection ended with an error");
+            }
+            drop(done);
+        });
+    }
+    drop(listener);
+    let _ = closing_tx.send(true);
+    drop(done_rx);
+    done_tx.closed().await;
+    Ok(())
+}
+
+/// Writes the refused unauthenticated downloads of each window as one event
+/// ([`crate::refusals`]), and the last window at shutdown.
+async fn refusal_task(state: AppState, mut stop: watch::Receiver<bool>) {
+    let every = Duration::from_secs(state.config.refusal_window_secs.max(1));
+    loop {
+        let stopping = tokio::select! {
+            _ = tokio::time::sleep(every) => false,
+            _ = stop.wait_for(|s| *s) => true,
+        };
+        if let Err(e) = crate::refusals::write_window(&state).await {
+            tracing::warn!(log_class = "app", error = e.message, "writing the refusal summary failed");
+        }
+        if stopping {
+            return;
+        }
+    }
 }
 
 async fn sequencer_task(state: AppState, mut stop: watch::Receiver<bool>) {

@@ -22,6 +22,11 @@ pub struct AppConfig {
     pub pool_size: usize,
     /// Seconds between automatic signed checkpoints (0 = never).
     pub checkpoint_interval_secs: u64,
+    /// Seconds of one refusal window: refused unauthenticated downloads are written as one
+    /// aggregated event per window ([`crate::refusals`]).
+    pub refusal_window_secs: u64,
+    /// Header-read, body-read and request timeouts ([`crate::limits`]).
+    pub limits: crate::limits::Limits,
 }
 
 impl Default for AppConfig {
@@ -32,6 +37,8 @@ impl Default for AppConfig {
             record_stages: false,
             pool_size: 16,
             checkpoint_interval_secs: 300,
+            refusal_window_secs: 60,
+            limits: crate::limits::Limits::default(),
         }
     }
 }
@@ -60,6 +67,8 @@ pub struct Inner {
     pub ledger: fintrail_ledger::Ledger,
     /// Authenticated tokens, briefly (see [`crate::auth::token_cache`]).
     pub tokens: crate::auth::token_cache::TokenCache,
+    /// Unauthenticated refusals: rate limit and aggregation.
+    pub refusals: crate::refusals::Refusals,
 }
 
 impl std::ops::Deref for AppState {
@@ -73,7 +82,9 @@ impl AppState {
     /// Builds the state: a connection pool as the app role, the local media store under
     /// `home.media_dir()` and the URL signing key under `home.keys_dir()`.
     pub fn new(ctx: &Context, config: AppConfig) -> anyhow::Result<Self> {
-        let pg = ctx.db.config(DbRole::App)?;
+        let mut pg = ctx.db.config(DbRole::App)?;
+        // Bounded statements and transactions for every pooled connection (issue 16, item 16).
+        pg.options(config.limits.pg_options());
         let mgr = deadpool_postgres::Manager::from_config(
             pg,
             tokio_postgres::NoTls,
@@ -102,6 +113,7 @@ impl AppState {
             ctx: ctx.clone(),
             config,
             tokens: Default::default(),
+            refusals: Default::default(),
         })))
     }
 

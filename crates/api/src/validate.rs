@@ -4,8 +4,6 @@
 //! `char::is_whitespace` (they differ on U+0085 and U+FEFF), and U+0000 is refused because
 //! PostgreSQL text cannot hold it.
 
-use serde::{Deserialize, Deserializer};
-
 use crate::error::ApiError;
 
 /// JSON Schema pattern of a non-blank text without U+0000 (keep in sync with [`is_space`]).
@@ -32,19 +30,9 @@ pub fn text(field: &str, s: &str, max_chars: usize) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Deserializes an optional non-negative integer that JSON may spell `42` or `42.0` (JSON
-/// Schema's `integer` accepts both).
-pub fn opt_u64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
-    let v = Option::<serde_json::Number>::deserialize(d)?;
-    let Some(n) = v else { return Ok(None) };
-    if let Some(u) = n.as_u64() {
-        return Ok(Some(u));
-    }
-    match n.as_f64() {
-        Some(f) if f.fract() == 0.0 && (0.0..=(u64::MAX as f64)).contains(&f) => Ok(Some(f as u64)),
-        _ => Err(serde::de::Error::custom(format!("expected a non-negative integer, got {n}"))),
-    }
-}
+/// An optional non-negative integer, written exactly (no fraction, no exponent: see
+/// [`crate::ledger::de`], the one integer parser of request bodies).
+pub use crate::ledger::de::opt_u64;
 
 #[cfg(test)]
 mod tests {
@@ -61,7 +49,7 @@ mod tests {
     }
 
     #[test]
-    fn integers_spelled_as_floats() {
+    fn integers_only_without_fraction_or_exponent() {
         #[derive(serde::Deserialize)]
         struct T {
             #[serde(default, deserialize_with = "opt_u64")]
@@ -69,7 +57,8 @@ mod tests {
         }
         let p = |s: &str| serde_json::from_str::<T>(s).map(|t| t.v);
         assert_eq!(p(r#"{"v": 42}"#).ok(), Some(Some(42)));
-        assert_eq!(p(r#"{"v": 42.0}"#).ok(), Some(Some(42)));
+        assert!(p(r#"{"v": 42.0}"#).is_err());
+        assert!(p(r#"{"v": 4.2e1}"#).is_err());
         assert_eq!(p(r#"{"v": null}"#).ok(), Some(None));
         assert_eq!(p(r#"{}"#).ok(), Some(None));
         assert!(p(r#"{"v": 4.5}"#).is_err());

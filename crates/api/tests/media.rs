@@ -105,7 +105,8 @@ async fn upload_sign_download_and_refusals() {
     assert_eq!(actions.iter().filter(|a| *a == "media.uploaded").count(), 2);
     assert!(actions.iter().any(|a| a == "media.signed_url.issued"));
     assert_eq!(actions.iter().filter(|a| *a == "media.signed_url.redeemed").count(), 1);
-    assert_eq!(actions.iter().filter(|a| *a == "media.signed_url.refused").count(), 4);
+    // Refusals are unauthenticated: aggregated per window, never one event each (below).
+    assert_eq!(actions.iter().filter(|a| *a == "media.signed_url.refused").count(), 0);
     // No PII or file content in the trail: the upload event references ids and the hash.
     let up = page["events"]
         .as_array()
@@ -126,4 +127,15 @@ async fn upload_sign_download_and_refusals() {
     assert_eq!(s, 200);
     assert_eq!(upload("selfie", "image/png", vec![1]).await.expect("req").status(), 409);
     app.handle.shutdown().await.expect("shutdown");
+    // Shutdown wrote the last refusal window: one event for the four refusals.
+    let c = app.db.database().connect(fintrail_db::DbRole::App).await.expect("connect");
+    let rows = c
+        .query("SELECT after FROM fintrail.audit_events WHERE action = 'media.signed_url.refused' AND NOT allowed", &[])
+        .await
+        .expect("refusals");
+    assert_eq!(rows.len(), 1);
+    let after: Value = serde_json::from_str(rows[0].get::<_, &str>(0)).expect("json");
+    assert_eq!(after["refusals"], 4, "{after}");
+    assert_eq!(after["by_reason"]["bad_signature"], 3, "{after}");
+    assert_eq!(after["by_reason"]["expired"], 1, "{after}");
 }

@@ -58,11 +58,10 @@ impl Status {
         self.updated_at_unix_ms =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
         self.last_write = Some(Instant::now());
-        let tmp = path.with_extension("json.tmp");
+        // Owner-only and atomic (issue 16, item 15): through the one helper.
         let r = serde_json::to_vec_pretty(self)
-            .map_err(std::io::Error::other)
-            .and_then(|b| std::fs::write(&tmp, b))
-            .and_then(|()| std::fs::rename(&tmp, path));
+            .map_err(anyhow::Error::from)
+            .and_then(|b| fintrail_db::home::owner_only::replace_file(path, &b));
         if let Err(e) = r {
             tracing::warn!(error = %e, path = %path.display(), "cannot write the CDC status file");
         }

@@ -33,11 +33,15 @@ pub struct UpArgs {
     no_cdc: bool,
 }
 
+use std::os::unix::fs::OpenOptionsExt as _;
+
 pub async fn run(args: UpArgs, home: &Home, url: Option<&str>) -> anyhow::Result<u8> {
     let mut shutdown = Shutdown::install()?;
-    fs::create_dir_all(home.root()).with_context(|| format!("creating {}", home.root().display()))?;
+    // Owner-only (0700; see `Home::create`), also when an earlier version left it 0755.
+    home.create()?;
     let lock_path = home.up_lock();
     let mut lock = fs::OpenOptions::new()
+        .mode(fintrail_db::home::owner_only::FILE_MODE)
         .create(true)
         .truncate(false)
         .read(true)

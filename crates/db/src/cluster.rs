@@ -215,7 +215,7 @@ impl Cluster {
     pub fn init(&self, opts: InitOptions) -> anyhow::Result<()> {
         anyhow::ensure!(!self.is_initialized(), "{} is already initialized", self.home.pg_data().display());
         let root = self.home.root();
-        fs::create_dir_all(root).with_context(|| format!("creating {}", root.display()))?;
+        self.home.create()?;
         let pg_dir = self.home.pg_dir();
         // A half-done earlier initdb (killed) leaves a data folder without PG_VERSION: start over.
         if pg_dir.exists() {

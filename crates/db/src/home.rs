@@ -23,6 +23,22 @@ impl Home {
         Ok(Self { root })
     }
 
+    /// Creates the home (and missing parents) owner-only: 0700, also when it existed with a
+    /// wider mode. One exception, kept when found: the "others may traverse" bit (0701) that
+    /// `Cluster::init` adds when PostgreSQL runs as another OS user (fintrail run as root),
+    /// which must reach `pg/` through the home. Traverse only: nobody else can list the home,
+    /// and everything in it is owner-only itself.
+    pub fn create(&self) -> anyhow::Result<()> {
+        use std::os::unix::fs::PermissionsExt as _;
+        let traversable = std::fs::metadata(&self.root).map(|m| m.permissions().mode() & 0o001 != 0).unwrap_or(false)
+            && self.pg_dir().exists();
+        owner_only::create_dir(&self.root)?;
+        if traversable {
+            std::fs::set_permissions(&self.root, std::fs::Permissions::from_mode(owner_only::DIR_MODE | 0o001))?;
+        }
+        Ok(())
+    }
+
     /// `FINTRAIL_HOME` or `./.fintrail`.
     pub fn from_env() -> std::io::Result<Self> {
         match std::env::var_os(Self::ENV) {
@@ -107,6 +123,36 @@ pub mod owner_only {
         Ok(true)
     }
 
+    /// Opens a new 0600 file for writing (its folder must exist; fails if `path` exists): for
+    /// content streamed in, such as media uploads.
+    pub fn create_new(path: &Path) -> anyhow::Result<std::fs::File> {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(FILE_MODE)
+            .open(path)
+            .with_context(|| format!("creating {}", path.display()))
+    }
+
+    /// Replaces `path` atomically with `bytes` through a 0600 temporary file beside it (status
+    /// files: readers never see half a file, nor a moment of a wider mode).
+    pub fn replace_file(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+        let mut tmp = path.as_os_str().to_owned();
+        tmp.push(".tmp");
+        let tmp = std::path::PathBuf::from(tmp);
+        let _ = std::fs::remove_file(&tmp);
+        let mut f = create_new(&tmp)?;
+        f.write_all(bytes).with_context(|| format!("writing {}", tmp.display()))?;
+        std::fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
+    }
+
+    /// Makes an existing file 0600: for files another library creates with the process umask
+    /// (DuckDB's database and WAL).
+    pub fn restrict(path: &Path) -> anyhow::Result<()> {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(FILE_MODE))
+            .with_context(|| format!("making {} owner-only", path.display()))
+    }
+
     /// Whether `path` is readable by its owner only (no group or other bits).
     pub fn is_owner_only(path: &Path) -> anyhow::Result<bool> {
         let mode = std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?.permissions().mode();
@@ -135,6 +181,27 @@ mod tests {
         assert!(!is_owner_only(&open).unwrap());
         create_dir(&open).unwrap();
         assert!(is_owner_only(&open).unwrap());
+        // Streamed, replaced and foreign-made files end 0600.
+        let streamed = root.join("keys/streamed");
+        drop(create_new(&streamed).unwrap());
+        assert!(create_new(&streamed).is_err(), "never over an existing file");
+        let status = root.join("keys/status.json");
+        replace_file(&status, b"1").unwrap();
+        replace_file(&status, b"2").unwrap();
+        assert_eq!(std::fs::read(&status).unwrap(), b"2");
+        let foreign = root.join("open/foreign");
+        std::fs::write(&foreign, b"x").unwrap();
+        std::fs::set_permissions(&foreign, std::fs::Permissions::from_mode(0o644)).unwrap();
+        restrict(&foreign).unwrap();
+        for f in [&streamed, &status, &foreign] {
+            assert_eq!(std::fs::metadata(f).unwrap().permissions().mode() & 0o777, FILE_MODE, "{}", f.display());
+        }
+        // The home: 0700 from any earlier mode.
+        let home = super::Home::new(root.join("home")).unwrap();
+        std::fs::create_dir_all(home.root()).unwrap();
+        std::fs::set_permissions(home.root(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        home.create().unwrap();
+        assert_eq!(std::fs::metadata(home.root()).unwrap().permissions().mode() & 0o777, DIR_MODE);
         let _ = std::fs::remove_dir_all(&root);
     }
 }

@@ -140,6 +140,7 @@ async fn write_throughput(ctx: &Context, audit_on: bool, args: &BenchArgs) -> an
         record_stages: false,
         pool_size: args.concurrency + 2,
         checkpoint_interval_secs: 0,
+        ..AppConfig::default()
     };
     let handle = fintrail_api::server::start_with(ctx, "127.0.0.1:0".parse()?, config).await?;
     let addr = handle.local_addr();

@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::ToSchema;
 
-use crate::auth::Caller;
+use crate::auth::{record_denial, Caller};
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::routes::Registry;
@@ -183,40 +183,84 @@ pub const CURRENCY_PATTERN: &str = "^[A-Z]{3}$";
 /// `fintrail_domain::ledger::IdempotencyKey::parse`).
 pub const IDEMPOTENCY_KEY_PATTERN: &str = "^[!-~]+$";
 
-/// Integers in request bodies, as JSON Schema's `integer` defines them: `42` and `42.0` are the
-/// same integer (a schema-valid request spelling it `42.0` must not be refused). Anything else
-/// (a fraction, out of `i64`, not a number) is a deserialization error, i.e. 422.
+/// Integers in request bodies, parsed exactly: only a JSON number written without fraction or
+/// exponent (`42`, `-7`) is an integer here. `42.0`, `4.2e1` and `1.00000000000000000001` are
+/// refused (422), never rounded through an `f64` (issue 16, item 11: the last one used to post
+/// 1). So are integers outside `i64`, strings and `null` where a value is required.
+///
+/// How: serde_json (without `arbitrary_precision`, which would change every `Value` in the
+/// tree) hands a visitor `visit_i64`/`visit_u64` for a literal with neither `.` nor `e`/`E`
+/// that fits 64 bits, and `visit_f64` for everything else. The visitor below accepts only the
+/// former. The same holds through an untagged enum (serde buffers the same number kinds).
+///
+/// The schema side: JSON Schema's `integer` admits `42.0`, so a schema-following client could
+/// in principle send it. [`crate::openapi::document`] therefore states every bound of an
+/// `integer` as an integer (`"minimum": 1`, not `1.0`) and says so in each integer's
+/// description: schemathesis (hypothesis-jsonschema) then generates integers as Python `int`s
+/// (spelled without a fraction) and takes boundary values from those integral bounds; a float
+/// spelling only comes from its negative phase, where a refusal is the expected answer.
 pub mod de {
-    use serde::{Deserialize, Deserializer};
+    use serde::de::{Error, Unexpected, Visitor};
+    use serde::Deserializer;
 
-    /// Largest magnitude accepted in float spelling: 2^50 (above every amount, 10^15).
-    /// serde_json (default features) parses floats to within one ULP, not always exactly;
-    /// below 2^50 one ULP is at most 1/8, so an inexact parse is never integral and is
-    /// refused, never silently turned into another integer. Integer spellings are exact.
-    const FLOAT_INT_MAX: f64 = 1_125_899_906_842_624.0;
+    /// What a refusal says.
+    pub const EXPECTED: &str = "an integer written without fraction or exponent, within -2^63..2^63";
 
-    fn from_number<E: serde::de::Error>(n: &serde_json::Number) -> Result<i64, E> {
-        if let Some(i) = n.as_i64() {
-            return Ok(i);
+    struct Exact;
+
+    impl Visitor<'_> for Exact {
+        type Value = i64;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(EXPECTED)
         }
-        match n.as_f64() {
-            // In range and without fraction: the cast is exact.
-            #[allow(clippy::cast_possible_truncation)]
-            Some(f) if f.is_finite() && f.fract() == 0.0 && f.abs() <= FLOAT_INT_MAX => Ok(f as i64),
-            _ => Err(E::custom(format!(
-                "expected an integer (in -2^63..2^63, or spelled as a float within ±2^50), got {n}"
-            ))),
+        fn visit_i64<E: Error>(self, v: i64) -> Result<i64, E> {
+            Ok(v)
+        }
+        fn visit_u64<E: Error>(self, v: u64) -> Result<i64, E> {
+            i64::try_from(v).map_err(|_| E::invalid_value(Unexpected::Unsigned(v), &self))
+        }
+        fn visit_f64<E: Error>(self, v: f64) -> Result<i64, E> {
+            // Any fraction or exponent, and any integer literal beyond 64 bits.
+            Err(E::invalid_type(Unexpected::Float(v), &self))
+        }
+    }
+
+    struct OptExact;
+
+    impl<'de> Visitor<'de> for OptExact {
+        type Value = Option<i64>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "null or {EXPECTED}")
+        }
+        fn visit_none<E: Error>(self) -> Result<Option<i64>, E> {
+            Ok(None)
+        }
+        fn visit_unit<E: Error>(self) -> Result<Option<i64>, E> {
+            Ok(None)
+        }
+        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Option<i64>, D::Error> {
+            int(d).map(Some)
         }
     }
 
     /// A required integer.
     pub fn int<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
-        from_number(&serde_json::Number::deserialize(d)?)
+        d.deserialize_i64(Exact)
     }
 
     /// An optional integer (`null` or absent: `None`; use with `#[serde(default)]`).
     pub fn opt_int<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
-        Option::<serde_json::Number>::deserialize(d)?.map(|n| from_number(&n)).transpose()
+        d.deserialize_option(OptExact)
+    }
+
+    /// An optional non-negative integer.
+    pub fn opt_u64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+        match opt_int(d)? {
+            None => Ok(None),
+            Some(v) => u64::try_from(v)
+                .map(Some)
+                .map_err(|_| D::Error::invalid_value(Unexpected::Signed(v), &"a non-negative integer")),
+        }
     }
 }
 
@@ -301,7 +345,46 @@ pub async fn get_own_wallet(
     ApiPath(id): ApiPath<i64>,
 ) -> ApiResult<Json<WalletView>> {
     let customer = caller.own_customer()?;
-    Ok(Json(wallets::load_wallet(&state.pool, id, Some(customer)).await?))
+    let w = wallets::load_wallet(&state.pool, id, Some(customer)).await;
+    Ok(Json(audit_foreign_wallet(&state, &caller, id, w).await?))
+}
+
+/// A customer route answered "wallet not found": when the wallet exists and is not the
+/// caller's (another customer's, an organization's or a system account), the probe is
+/// recorded as `access.denied` on `wallet:<id>` (issue 16, item 12), as the KYC and media
+/// routes do. The answer stays the same 404: existence is not disclosed.
+async fn audit_foreign_wallet<T>(
+    state: &AppState,
+    caller: &Caller,
+    wallet_id: i64,
+    result: Result<T, fintrail_ledger::Error>,
+) -> ApiResult<T> {
+    let err = match result {
+        Ok(v) => return Ok(v),
+        Err(e) => e,
+    };
+    if matches!(err, fintrail_ledger::Error::NotFound("wallet")) {
+        let client = state.pool.get().await?;
+        let foreign = client
+            .query_opt(
+                "SELECT 1 FROM fintrail.wallets WHERE id = $1 AND customer_id IS DISTINCT FROM $2",
+                &[&wallet_id, &caller.principal.customer_id],
+            )
+            .await?
+            .is_some();
+        drop(client);
+        if foreign {
+            record_denial(
+                state,
+                &caller.principal,
+                caller.permission,
+                format!("wallet:{wallet_id}"),
+                &caller.request_id,
+            )
+            .await?;
+        }
+    }
+    Err(err.into())
 }
 
 async fn load_statement(state: &AppState, id: i64, owner: Option<i64>, page: Page) -> ApiResult<Statement> {
@@ -335,7 +418,9 @@ pub async fn own_statement(
     ApiQuery(page): ApiQuery<Page>,
 ) -> ApiResult<Json<Statement>> {
     let customer = caller.own_customer()?;
-    Ok(Json(load_statement(&state, id, Some(customer), page).await?))
+    let (after, limit) = (page.after.unwrap_or(0), page.limit.unwrap_or(PAGE_DEFAULT));
+    let s = wallets::load_statement(&state.pool, id, Some(customer), after, limit).await;
+    Ok(Json(audit_foreign_wallet(&state, &caller, id, s).await?))
 }
 
 // ------------------------------------------------------------------------------------------
@@ -443,7 +528,15 @@ async fn transfer(
     };
     let mut req = posting(caller, idem, m)?;
     req.debit_owner = debit_owner;
-    post_idempotent(state, req).await
+    let posted = post_idempotent(state, req).await;
+    match (posted, debit_owner) {
+        // Another's wallet as the debited side: recorded (the answer stays 404).
+        (Err(e), Some(_)) if e.status == StatusCode::NOT_FOUND => {
+            let refused = Err(fintrail_ledger::Error::NotFound("wallet"));
+            audit_foreign_wallet(state, caller, body.from_wallet_id, refused).await
+        }
+        (posted, _) => posted,
+    }
 }
 
 /// Deposit external funds (debits the currency's external-funding system account).
@@ -644,26 +737,88 @@ mod tests {
         assert_eq!(money, 8, "money-moving routes found");
     }
 
+    /// Issue 16, item 11: money is an integer written as one. A fraction or an exponent is
+    /// refused however close to an integer it is (nothing is rounded through an `f64`).
     #[test]
-    fn json_integers_may_be_spelled_as_floats() {
+    fn integers_only_no_fraction_or_exponent() {
         let p = |s: &str| serde_json::from_str::<TransferRequest>(s).map(|t| (t.from_wallet_id, t.amount_minor));
-        let body = |a: &str| {
-            format!(r#"{{"from_wallet_id": 1.0, "to_wallet_id": 2, "amount_minor": {a}, "currency": "EUR"}}"#)
-        };
+        let body =
+            |a: &str| format!(r#"{{"from_wallet_id": 1, "to_wallet_id": 2, "amount_minor": {a}, "currency": "EUR"}}"#);
         assert_eq!(p(&body("250")).ok(), Some((1, 250)));
-        assert_eq!(p(&body("250.0")).ok(), Some((1, 250)));
-        assert_eq!(p(&body("2.5e2")).ok(), Some((1, 250)));
-        for bad in ["2.5", "\"250\"", "null", "92233720368547758070", "9.3e18", "1e400", "true", "1125899906842625.0"] {
-            assert!(p(&body(bad)).is_err(), "{bad}");
+        // serde_json reads `-0` as the float -0.0: refused too (every bound here is ≥ 0 or ≥ 1,
+        // and a schema generator writes zero as `0`).
+        assert!(p(&body("-0")).is_err());
+        for bad in [
+            "1.00000000000000000001",
+            "0.99999999999999999999",
+            "250.0",
+            "2.5e2",
+            "25E1",
+            "1e0",
+            "2.5",
+            "\"250\"",
+            "null",
+            "92233720368547758070",
+            "9223372036854775808",
+            "9.3e18",
+            "1e400",
+            "true",
+        ] {
+            let e = p(&body(bad)).expect_err(bad);
+            // (`1e400` is refused by the JSON parser itself: out of range.)
+            let ours = !(bad.starts_with('"') || ["null", "true", "1e400"].contains(&bad));
+            assert!(!ours || e.to_string().contains("without fraction"), "{bad}: {e}");
         }
         // Largest and smallest i64 still parse (the domain then refuses them as amounts).
         assert_eq!(p(&body("9223372036854775807")).ok(), Some((1, i64::MAX)));
         assert_eq!(p(&body("-9223372036854775808")).ok(), Some((1, i64::MIN)));
+        // Ids too, and through the untagged `OpenWallet`.
+        assert!(p(r#"{"from_wallet_id": 1.0, "to_wallet_id": 2, "amount_minor": 1, "currency": "EUR"}"#).is_err());
         let open = |s: &str| serde_json::from_str::<OpenWallet>(s);
         assert!(matches!(open(r#"{"customer_id": 3, "currency": "EUR"}"#), Ok(OpenWallet::Customer(_))));
-        assert!(matches!(open(r#"{"organization_id": 3.0, "currency": "EUR"}"#), Ok(OpenWallet::Organization(_))));
+        assert!(matches!(open(r#"{"organization_id": 3, "currency": "EUR"}"#), Ok(OpenWallet::Organization(_))));
+        assert!(open(r#"{"organization_id": 3.0, "currency": "EUR"}"#).is_err());
         assert!(open(r#"{"customer_id": 3, "organization_id": 4, "currency": "EUR"}"#).is_err());
         assert!(open(r#"{"currency": "EUR"}"#).is_err());
+        // Optional integers: absent or null is None; a float spelling is refused.
+        let hold = |s: &str| serde_json::from_str::<holds::HoldPostRequest>(s).map(|h| h.amount_minor);
+        assert_eq!(hold("{}").ok(), Some(None));
+        assert_eq!(hold(r#"{"amount_minor": null}"#).ok(), Some(None));
+        assert_eq!(hold(r#"{"amount_minor": 5}"#).ok(), Some(Some(5)));
+        assert!(hold(r#"{"amount_minor": 5.0}"#).is_err());
+    }
+
+    /// Every `integer` in the document has integral bounds written as JSON integers (so that a
+    /// client that copies a bound never sends `1.0`), and says it takes no fraction.
+    #[test]
+    fn integer_bounds_are_written_as_integers() {
+        fn walk(v: &Value, found: &mut usize) {
+            match v {
+                Value::Object(m) => {
+                    let is_int = m.get("type").is_some_and(|t| {
+                        t == "integer" || t.as_array().is_some_and(|a| a.iter().any(|x| x == "integer"))
+                    });
+                    if is_int {
+                        for k in ["minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf"] {
+                            if let Some(b) = m.get(k) {
+                                assert!(b.is_i64() || b.is_u64(), "{k} {b} in {v}");
+                                *found += 1;
+                            }
+                        }
+                    }
+                    m.values().for_each(|x| walk(x, found));
+                }
+                Value::Array(a) => a.iter().for_each(|x| walk(x, found)),
+                _ => {}
+            }
+        }
+        let mut found = 0;
+        walk(&doc(), &mut found);
+        assert!(found > 20, "bounds found: {found}");
+        let d = doc();
+        let amount = &schema(&d, "TransferRequest")["properties"]["amount_minor"];
+        assert_eq!(amount["minimum"], serde_json::json!(1));
+        assert!(amount["description"].as_str().is_some_and(|d| d.contains("without fraction or exponent")), "{amount}");
     }
 
     proptest! {
@@ -683,13 +838,18 @@ mod tests {
             prop_assert_eq!(Currency::parse(&s).is_ok(), by_pattern);
         }
 
-        /// Any integer within ±2^50, spelled as an integer or as an integral float,
-        /// deserializes to itself.
+        /// Any i64 spelled as an integer is itself; the same value spelled with a fraction
+        /// or an exponent is refused.
         #[test]
-        fn integral_floats_are_integers(n in -(1i64 << 50)..=(1i64 << 50)) {
+        fn integers_parse_exactly_and_float_spellings_never(n in any::<i64>()) {
             let v: TransferRequest = serde_json::from_str(&format!(
-                r#"{{"from_wallet_id": {n}, "to_wallet_id": {n}.0, "amount_minor": {n}e0, "currency": "EUR"}}"#)).unwrap();
+                r#"{{"from_wallet_id": {n}, "to_wallet_id": {n}, "amount_minor": {n}, "currency": "EUR"}}"#)).unwrap();
             prop_assert_eq!((v.from_wallet_id, v.to_wallet_id, v.amount_minor), (n, n, n));
+            for spelled in [format!("{n}.0"), format!("{n}e0"), format!("{n}.00000000000000000001")] {
+                let r = serde_json::from_str::<TransferRequest>(&format!(
+                    r#"{{"from_wallet_id": 1, "to_wallet_id": 2, "amount_minor": {spelled}, "currency": "EUR"}}"#));
+                prop_assert!(r.is_err(), "{}", spelled);
+            }
         }
     }
 }

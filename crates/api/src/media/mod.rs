@@ -1,13 +1,16 @@
 //! Media: customers upload ID documents and selfies to their own case (streamed, bounded,
 //! hashed); staff obtain signed URLs; the download endpoint is authorized by the signature
-//! alone (it was minted under `kyc.media.read` and names the token that minted it).
+//! alone (it was minted under `kyc.media.read`, names the token that minted it and dies with
+//! that token).
 
 pub mod gcs;
 pub mod signing;
 pub mod store;
 
 use axum::body::Body;
-use axum::extract::State;
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::Response;
 use axum::routing::post;
@@ -29,6 +32,7 @@ use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::routes::Registry;
 use crate::state::AppState;
 use fintrail_audit::NewEvent;
+use fintrail_db::home::owner_only;
 use signing::{SignedQuery, UrlSigner};
 
 pub(crate) fn routes(reg: &mut Registry) {
@@ -202,7 +206,8 @@ fn too_large() -> ApiError {
 }
 
 async fn stream_to(path: &std::path::Path, body: Body) -> ApiResult<(u64, [u8; 32])> {
-    let mut file = tokio::fs::File::create(path).await.map_err(ApiError::internal)?;
+    // 0600 from its first byte (the one owner-only helper; the folder is 0700).
+    let mut file = tokio::fs::File::from_std(owner_only::create_new(path).map_err(ApiError::internal)?);
     let mut hasher = Sha256::new();
     let mut size: u64 = 0;
     let mut stream = body.into_data_stream();
@@ -307,48 +312,53 @@ pub async fn signed_url(
 }
 
 /// Download with a signed URL (no bearer token: the signature is the authorization).
+///
+/// Refusals are unauthenticated: they are rate-limited per client address and aggregated into
+/// one event per window ([`crate::refusals`]), never one event each. A URL dies with its
+/// issuing token: once that token is revoked (or expired) the download is refused.
 #[utoipa::path(get, path = "/v1/media/download", tag = "media",
-    description = "Authorized by the signature, which only `kyc.media.read` can obtain. Refuses tampered, expired and other-object signatures; `Cache-Control: no-store`.",
+    description = "Authorized by the signature, which only `kyc.media.read` can obtain. Refuses tampered, expired and other-object signatures, and URLs whose issuing token was revoked or expired; `Cache-Control: no-store`. Refusals are rate-limited per client address (429 with `Retry-After`).",
     params(SignedQuery),
     responses((status = 200, description = "The file", content_type = "application/octet-stream"), (status = 400, body = ErrorBody),
-        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 429, body = ErrorBody)))]
 pub async fn download(
     State(state): State<AppState>,
     request_id: Option<axum::Extension<RequestId>>,
+    peer: Option<axum::Extension<ConnectInfo<SocketAddr>>>,
     ApiQuery(q): ApiQuery<SignedQuery>,
 ) -> ApiResult<Response> {
     let request_id = request_id.map(|r| r.0 .0.clone());
-    let actor = format!("signed_url:{}:token:{}", q.key_id.chars().take(16).collect::<String>(), q.by);
-    if let Err(refusal) = state.signer.verify(&q, "GET", now_unix()) {
-        // Only URLs naming our key are recorded (someone holds or forged a real URL); random
-        // garbage from the internet is answered but does not flood the trail.
-        if refusal != signing::Refusal::UnknownKey {
-            let ev = NewEvent::allowed(
-                actor,
-                AuditAction::SignedUrlRefused,
-                format!("media:{}", q.object),
-                Some(P::KycMediaRead),
-            )
-            .denied()
-            .request(request_id.as_deref())
-            .change(None, Some(json!({ "refusal": refusal.as_str() })));
-            let mut client = state.pool.get().await?;
-            let tx = client.transaction().await?;
-            state.audit.append_cached(&tx, &ev).await?;
-            tx.commit().await?;
-            state.audit.committed();
-        }
-        return Err(ApiError::forbidden(format!("signed URL refused: {}", refusal.as_str())));
+    let ip = crate::refusals::peer_ip(peer.as_ref().map(|c| &c.0 .0));
+    let subject = format!("media:{}", q.object);
+    if let Err(retry_after) = state.refusals.check(ip) {
+        state.refusals.note_rate_limited(subject);
+        return Err(crate::refusals::rate_limited(retry_after));
     }
+    let refuse = |refusal: signing::Refusal| {
+        state.refusals.charge(ip);
+        state.refusals.note(subject.clone(), refusal.as_str());
+        tracing::warn!(log_class = "app", refusal = refusal.as_str(), %ip, object = q.object, "signed URL refused");
+        ApiError::forbidden(format!("signed URL refused: {}", refusal.as_str()))
+    };
+    if let Err(refusal) = state.signer.verify(&q, "GET", now_unix()) {
+        return Err(refuse(refusal));
+    }
+    let actor = format!("signed_url:{}:token:{}", q.key_id.chars().take(16).collect::<String>(), q.by);
     let mut client = state.pool.get().await?;
     let tx = client.transaction().await?;
     let row = tx
         .query_opt(
-            "SELECT customer_id, content_type, storage_key, size_bytes FROM fintrail.media_objects WHERE id = $1",
-            &[&q.object],
+            "SELECT m.customer_id, m.content_type, m.storage_key, m.size_bytes, \
+             EXISTS (SELECT 1 FROM fintrail.api_tokens t WHERE t.id = $2 AND t.revoked_at IS NULL AND t.expires_at > now()) \
+             FROM fintrail.media_objects m WHERE m.id = $1",
+            &[&q.object, &q.by],
         )
         .await?
         .ok_or_else(|| ApiError::not_found("media"))?;
+    if !row.get::<_, bool>(4) {
+        // The URL outlived the token that obtained it.
+        return Err(refuse(signing::Refusal::IssuerRevoked));
+    }
     let customer: i64 = row.get(0);
     let content_type: String = row.get(1);
     let key: String = row.get(2);

@@ -43,6 +43,9 @@ pub enum Refusal {
     BadSignature,
     /// Used with another HTTP method.
     WrongMethod,
+    /// The token that obtained the URL was revoked or expired since (checked against the
+    /// database at download, after the signature).
+    IssuerRevoked,
 }
 
 impl Refusal {
@@ -54,6 +57,7 @@ impl Refusal {
             Refusal::UnknownKey => "unknown_key",
             Refusal::BadSignature => "bad_signature",
             Refusal::WrongMethod => "wrong_method",
+            Refusal::IssuerRevoked => "issuing_token_revoked",
         }
     }
 }

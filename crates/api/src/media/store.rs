@@ -6,6 +6,7 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
+use fintrail_db::home::owner_only;
 use futures_util::future::BoxFuture;
 use rand::RngCore;
 
@@ -28,10 +29,13 @@ pub struct LocalStore {
 }
 
 impl LocalStore {
-    /// Creates the directory layout (`objects/`, `staging/`) if missing.
+    /// Creates the directory layout (`objects/`, `staging/`) if missing, every folder
+    /// owner-only (0700, also when it existed wider): ID documents and selfies are readable by
+    /// no other OS user (issue 16, item 15). Files are 0600 ([`Self::create_staged`]).
     pub fn new(root: PathBuf) -> io::Result<Self> {
-        std::fs::create_dir_all(root.join("objects"))?;
-        std::fs::create_dir_all(root.join("staging"))?;
+        for dir in [root.clone(), root.join("objects"), root.join("staging")] {
+            owner_only::create_dir(&dir).map_err(io::Error::other)?;
+        }
         Ok(Self { root })
     }
 
@@ -66,8 +70,13 @@ impl MediaStore for LocalStore {
     fn commit<'a>(&'a self, staged: &'a Path, key: &'a str) -> BoxFuture<'a, io::Result<()>> {
         Box::pin(async move {
             let dst = self.object_path(key)?;
-            if let Some(parent) = dst.parent() {
-                tokio::fs::create_dir_all(parent).await?;
+            // Every folder from `objects/` down to the object's own is owner-only; the staged
+            // file is already 0600 and keeps its mode through the rename.
+            let objects = self.root.join("objects");
+            let mut dir = dst.parent();
+            while let Some(d) = dir.filter(|d| d.starts_with(&objects) && *d != objects.as_path()) {
+                owner_only::create_dir(d).map_err(io::Error::other)?;
+                dir = d.parent();
             }
             tokio::fs::rename(staged, &dst).await
         })

@@ -35,6 +35,13 @@ impl DuckSink {
     pub fn open(path: &std::path::Path) -> anyhow::Result<DuckSink> {
         let conn = Connection::open(path)
             .map_err(|e| anyhow::anyhow!("cannot open the DuckDB file {}: {e}", path.display()))?;
+        // DuckDB creates its files with the process umask (0644): the analytics hold customer
+        // data, so owner-only (issue 16, item 15). A WAL made later lives in the 0700 home.
+        fintrail_db::home::owner_only::restrict(path)?;
+        let wal = path.with_extension("duckdb.wal");
+        if wal.exists() {
+            fintrail_db::home::owner_only::restrict(&wal)?;
+        }
         Self::init(conn)
     }
 
@@ -658,6 +665,28 @@ mod tests {
         let s = DuckSink::open_in_memory().unwrap();
         let v: String = s.conn().query_row("SELECT version()", [], |r| r.get(0)).unwrap();
         assert_eq!(v, "v1.5.6");
+    }
+
+    /// Issue 16, item 15: the analytics file and the status file are 0600, also when DuckDB
+    /// (umask 0644) or an earlier version made them wider; another OS user cannot read them.
+    #[test]
+    fn the_analytics_and_status_files_are_owner_only() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = std::env::temp_dir().join(format!("fintrail-duck-mode-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("analytics.duckdb");
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        drop(DuckSink::open(&path).unwrap());
+        assert_eq!(mode(&path), 0o600);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        drop(DuckSink::open(&path).unwrap());
+        assert_eq!(mode(&path), 0o600, "reopening tightens a file left open");
+        let status_path = dir.join(crate::status::STATUS_FILE);
+        let mut st = crate::status::Status::new(Some(status_path.clone()));
+        st.write();
+        assert_eq!(mode(&status_path), 0o600);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
