@@ -52,6 +52,10 @@ pub struct SetupReport {
     /// plugin): such a slot sees every column of every table. Empty when all is well.
     #[serde(default)]
     pub foreign_slots: Vec<(String, String)>,
+    /// Other publications in this database. A publication is not access-controlled: any
+    /// REPLICATION role may stream any of them, column lists or not. Empty when all is well.
+    #[serde(default)]
+    pub other_publications: Vec<String>,
 }
 
 /// A quoted PostgreSQL identifier.
@@ -161,6 +165,18 @@ pub async fn setup(db: &Database, policy: &Policy, names: &Names) -> anyhow::Res
             plugin,
             "a logical slot in this database decodes with another plugin than pgoutput: it sees every \
              column of every table, whatever the publication and the grants say"
+        );
+    }
+    report.other_publications = admin
+        .query("SELECT pubname::text FROM pg_publication WHERE pubname <> $1 ORDER BY 1", &[&names.publication])
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    for publication in &report.other_publications {
+        tracing::warn!(
+            publication,
+            "another publication exists in this database: the replicator can stream it too, whatever it holds"
         );
     }
     Ok(report)

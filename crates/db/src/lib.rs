@@ -55,6 +55,7 @@
 
 pub mod cluster;
 pub mod database;
+pub mod hba;
 pub mod home;
 pub mod keys;
 pub mod migrate;
