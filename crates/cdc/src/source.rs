@@ -1,5 +1,6 @@
-//! The PostgreSQL side: the publication (exactly the policy's eligible tables), the grants
-//! of the replicator role, the slot, catalog reads, heartbeats and slot statistics.
+//! The PostgreSQL side: the publication (exactly the policy's eligible tables, each with a
+//! column list of the let-out columns), the replicator's column-level grants, the slot,
+//! catalog reads, heartbeats and slot statistics.
 //! Nothing here runs an analytical query on the primary.
 
 use std::time::Duration;
