@@ -183,6 +183,17 @@ pub async fn setup(db: &Database, policy: &Policy, names: &Names) -> anyhow::Res
     Ok(report)
 }
 
+/// After a schema change (`fintrail db migrate`): when the publication exists, re-sync it and
+/// the grants with `policy`, so a column the policy already names leaves from now on (and a
+/// column it does not name stays denied). None when there is no publication to keep current.
+pub async fn resync_if_published(db: &Database, policy: &Policy, names: &Names) -> anyhow::Result<Option<SetupReport>> {
+    let admin = db.connect(DbRole::Admin).await?;
+    if admin.query_opt("SELECT 1 FROM pg_publication WHERE pubname = $1", &[&names.publication]).await?.is_none() {
+        return Ok(None);
+    }
+    setup(db, policy, names).await.map(Some)
+}
+
 /// What a publication holds now: its tables (schema, table, column list; None = every
 /// column) and the schemas it publishes whole (`FOR TABLES IN SCHEMA`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
