@@ -277,6 +277,12 @@ async fn status(ctx: &Context, format: Format) -> anyhow::Result<u8> {
                     for (t, cols) in &s.unknown_policy_columns {
                         println!("policy typo?:    {t}: no such column(s) {}", cols.join(", "));
                     }
+                    for (slot, plugin) in &s.foreign_slots {
+                        println!("WARNING:         slot {slot} decodes with {plugin}: it sees every column");
+                    }
+                    for p in &s.other_publications {
+                        println!("WARNING:         publication {p} exists too: the replicator can stream it");
+                    }
                 }
             }
             match &slot {
