@@ -87,6 +87,12 @@ async fn the_replicator_cannot_select_a_withheld_column_nor_receive_one_over_the
         assert_eq!(sqlstate(&e), "42501", "SELECT * FROM {table} as the replicator");
         let e = repl.query(&format!("COPY (SELECT {column} FROM fintrail.{table}) TO STDOUT"), &[]).await.unwrap_err();
         assert_eq!(sqlstate(&e), "42501", "COPY {table}.{column} as the replicator");
+        // Nor as an oracle: filtering or sorting on it needs the same privilege.
+        let e = repl
+            .query(&format!("SELECT count(*) FROM fintrail.{table} WHERE {column}::text LIKE 'a%'"), &[])
+            .await
+            .unwrap_err();
+        assert_eq!(sqlstate(&e), "42501", "WHERE on {table}.{column} as the replicator");
     }
     // Tables outside the policy: nothing at all.
     for table in ["audit_chain", "audit_checkpoints", "idempotency_keys"] {
