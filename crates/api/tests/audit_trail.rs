@@ -274,7 +274,9 @@ async fn the_trail_is_append_only_in_the_database() {
         "DELETE FROM audit_checkpoints",
         "ALTER TABLE audit_events DISABLE TRIGGER ALL",
         "SET session_replication_role = replica",
-        "SELECT fintrail.audit_purge_through(1)",
+        "SELECT fintrail.audit_purge_through(1, ''::bytea)",
+        "INSERT INTO audit_chain (seq, link) VALUES (1000, '\\x00')",
+        "INSERT INTO audit_checkpoints (seq, link, key_id, signature) VALUES (1, '\\x00', '0000000000000000', '\\x00')",
         "SELECT setval('audit_events_seq', 1)",
     ] {
         assert!(app.batch_execute(sql).await.is_err(), "app role: {sql}");
@@ -310,7 +312,7 @@ async fn the_trail_is_append_only_in_the_database() {
         .await
         .expect("cp")
         .get(0);
-    let purged: i64 = owner.query_one("SELECT fintrail.audit_purge_through($1)", &[&id]).await.expect("purge").get(0);
+    let purged = fintrail_audit::retention::purge_through(&e.ctx, id).await.expect("purge");
     assert_eq!(purged, 6);
     match verify(&e).await {
         Outcome::Intact(r) => assert_eq!((r.events, r.linked), (4, 4)),
@@ -339,4 +341,180 @@ async fn sequencer_chains_in_sequence_order_not_commit_order() {
     assert_eq!(seqr.run_once().await.expect("round"), 2);
     assert_eq!(seqr.last_seq(), s2);
     assert_eq!(verify_trail(&e.ctx, &checkpoint::checkpoint_dir(&e.ctx.home)).await.exit_code(), 0);
+}
+
+/// 32 bytes of a key the attacker made up, and the checkpoint signature our code would compute
+/// with it (a valid HMAC, just not under our key).
+fn attacker_signature(seq: i64, link: &[u8; 32]) -> (fintrail_db::keys::Key, [u8; 32]) {
+    let key = fintrail_db::keys::Key::from_secret([7u8; 32]);
+    let sig = checkpoint::sign(&key, seq, link);
+    (key, sig)
+}
+
+async fn link_at(db: &TestDb, seq: i64) -> [u8; 32] {
+    let c = db.connect(DbRole::App).await.expect("app");
+    let l: Vec<u8> = c.query_one("SELECT link FROM audit_chain WHERE seq = $1", &[&seq]).await.expect("link").get(0);
+    l.try_into().expect("32 bytes")
+}
+
+async fn owner(db: &TestDb) -> tokio_postgres::Client {
+    let c = db.connect(DbRole::Admin).await.expect("admin");
+    c.batch_execute("SET ROLE fintrail_owner").await.expect("owner");
+    c
+}
+
+fn sqlstate(e: &tokio_postgres::Error) -> String {
+    e.as_db_error().map(|d| d.code().code().to_owned()).unwrap_or_default()
+}
+
+/// Item 3 of issue #16: with the app credential, a link for a future sequence number and a
+/// checkpoint under an unknown key are refused (they used to poison verify for ever); the
+/// sequencer's own role writes both and may touch nothing else.
+#[tokio::test]
+async fn only_the_sequencer_role_writes_the_chain_and_checkpoints() {
+    let e = env().await;
+    emit(&e.db, 5).await;
+    let app = e.db.connect(DbRole::App).await.expect("app");
+    let future = app.execute("INSERT INTO audit_chain (seq, link) VALUES (9000000, sha256('x'))", &[]).await;
+    assert_eq!(sqlstate(&future.expect_err("future link")), "42501", "permission denied");
+    let cp = app
+        .execute(
+            "INSERT INTO audit_checkpoints (seq, link, key_id, signature) VALUES (5, sha256('x'), 'ffffffffffffffff', sha256('y'))",
+            &[],
+        )
+        .await;
+    assert_eq!(sqlstate(&cp.expect_err("unknown-key checkpoint")), "42501");
+    // The sequencer links and checkpoints as its own role; verify is intact.
+    assert_eq!(chain(&e.db).await, 5);
+    checkpoint::write(&e.ctx, &checkpoint::checkpoint_dir(&e.ctx.home)).await.expect("checkpoint");
+    assert_eq!(cli_verify(&e).await, 0);
+    let seqr = e.db.connect(DbRole::Sequencer).await.expect("sequencer");
+    for sql in [
+        "INSERT INTO audit_events (actor, action, subject, allowed) VALUES ('a', 'x.y', 's', true)",
+        "UPDATE audit_chain SET link = link",
+        "DELETE FROM audit_checkpoints",
+        "SELECT * FROM api_tokens",
+    ] {
+        assert!(seqr.batch_execute(sql).await.is_err(), "sequencer role: {sql}");
+    }
+}
+
+/// Item 8: the retention flag is no longer a session setting that unlocks DELETE, and an anchor
+/// row cannot be inserted by the owner.
+#[tokio::test]
+async fn the_retention_flag_and_anchor_table_unlock_nothing_for_the_owner() {
+    let e = env().await;
+    emit(&e.db, 6).await;
+    chain(&e.db).await;
+    let o = owner(&e.db).await;
+    let flagged = o
+        .batch_execute(
+            "BEGIN; SELECT set_config('fintrail.audit_retention', 'on', true); DELETE FROM fintrail.audit_events WHERE seq <= 3",
+        )
+        .await;
+    assert_eq!(sqlstate(&flagged.expect_err("flag")), "FT004");
+    o.batch_execute("ROLLBACK").await.expect("rollback");
+    let anchor = o
+        .execute("INSERT INTO fintrail.audit_retention (purged_through_seq, anchor_link) VALUES (3, sha256('x'))", &[])
+        .await;
+    assert_eq!(sqlstate(&anchor.expect_err("anchor")), "FT004");
+    assert_eq!(cli_verify(&e).await, 0);
+}
+
+/// Item 8: the owner erases a prefix with triggers off (superuser-level DDL) and writes an
+/// anchor using the real link: verify finds no signed checkpoint at the anchor and names the
+/// erased range.
+#[tokio::test]
+async fn prefix_erasure_by_a_forged_anchor_is_detected() {
+    let e = env().await;
+    emit(&e.db, 12).await;
+    chain(&e.db).await;
+    checkpoint::write(&e.ctx, &checkpoint::checkpoint_dir(&e.ctx.home)).await.expect("checkpoint at 12");
+    let link5 = link_at(&e.db, 5).await;
+    let su = superuser(&e.db).await;
+    su.execute("DELETE FROM fintrail.audit_events WHERE seq <= 5", &[]).await.expect("erase");
+    su.execute("DELETE FROM fintrail.audit_chain WHERE seq <= 5", &[]).await.expect("erase links");
+    su.execute(
+        "INSERT INTO fintrail.audit_retention (purged_through_seq, anchor_link) VALUES (5, $1)",
+        &[&link5.as_slice()],
+    )
+    .await
+    .expect("forge anchor");
+    match verify(&e).await {
+        Outcome::Tampered { seq, reason, .. } => {
+            assert_eq!(seq, 1, "{reason}");
+            assert!(reason.contains("events 1..=5"), "names the erased range: {reason}");
+        }
+        other => panic!("expected tampering, got {other:?}"),
+    }
+    assert_eq!(cli_verify(&e).await, 1);
+}
+
+/// Item 8: a checkpoint with a bad signature cannot drive the purge; one validly signed under
+/// the owner's own key can (the database cannot know our key), and verify then names the range.
+#[tokio::test]
+async fn prefix_erasure_by_a_forged_checkpoint_is_refused_or_detected() {
+    let e = env().await;
+    emit(&e.db, 10).await;
+    chain(&e.db).await;
+    let dir = checkpoint::checkpoint_dir(&e.ctx.home);
+    let (real, _) = checkpoint::write(&e.ctx, &dir).await.expect("our checkpoint at 10");
+    let link4 = link_at(&e.db, 4).await;
+    let su = superuser(&e.db).await;
+    let (mallory, sig) = attacker_signature(4, &link4);
+    // Under our key id but not our signature: the procedure refuses.
+    let bad: i64 = su
+        .query_one(
+            "INSERT INTO fintrail.audit_checkpoints (seq, link, key_id, signature) VALUES (4, $1, $2, $3) RETURNING id",
+            &[&link4.as_slice(), &real.key_id, &sig.as_slice()],
+        )
+        .await
+        .expect("forge")
+        .get(0);
+    let refused = fintrail_audit::retention::purge_through(&e.ctx, bad).await.expect_err("bad signature");
+    assert!(format!("{refused:#}").contains("invalid signature"), "{refused:#}");
+    // Under the attacker's own key: the procedure cannot tell, the purge goes through ...
+    let forged: i64 = su
+        .query_one(
+            "INSERT INTO fintrail.audit_checkpoints (seq, link, key_id, signature) VALUES (4, $1, $2, $3) RETURNING id",
+            &[&link4.as_slice(), &mallory.id, &sig.as_slice()],
+        )
+        .await
+        .expect("forge")
+        .get(0);
+    let o = owner(&e.db).await;
+    let purged: i64 = o
+        .query_one("SELECT fintrail.audit_purge_through($1, $2)", &[&forged, &mallory.secret().as_slice()])
+        .await
+        .expect("purge under the attacker's key")
+        .get(0);
+    assert_eq!(purged, 4);
+    // ... and verify names what was erased.
+    match verify(&e).await {
+        Outcome::Tampered { seq, reason, .. } => {
+            assert_eq!(seq, 1, "{reason}");
+            assert!(reason.contains("events 1..=4"), "{reason}");
+        }
+        other => panic!("expected tampering, got {other:?}"),
+    }
+    assert_eq!(cli_verify(&e).await, 1);
+}
+
+/// Item 9: the owner switches the append-only trigger off and deletes an event: DDL the
+/// database cannot prevent, which verify detects at the event.
+#[tokio::test]
+async fn the_owner_disabling_the_trigger_is_detected_by_verify() {
+    let e = env().await;
+    emit(&e.db, 8).await;
+    chain(&e.db).await;
+    let o = owner(&e.db).await;
+    o.batch_execute(
+        "ALTER TABLE fintrail.audit_events DISABLE TRIGGER audit_events_append_only; \
+         DELETE FROM fintrail.audit_events WHERE seq = 3; \
+         ALTER TABLE fintrail.audit_events ENABLE TRIGGER audit_events_append_only;",
+    )
+    .await
+    .expect("the owner may run DDL");
+    assert_eq!(tampered_at(&verify(&e).await), 3);
+    assert_eq!(cli_verify(&e).await, 1);
 }

@@ -55,10 +55,15 @@ pub async fn head(client: &tokio_postgres::Client) -> Result<(i64, Link), tokio_
 }
 
 impl Sequencer {
-    /// Connects as the app role and takes the sequencer lock; `None` if another process
-    /// (a running server) is the sequencer.
+    /// Connects as the sequencer role (the only one that may write links) and takes the
+    /// sequencer lock; `None` if another process (a running server) is the sequencer.
     pub async fn try_open(db: &Database) -> anyhow::Result<Option<Self>> {
-        let client = db.connect(DbRole::App).await?;
+        anyhow::ensure!(
+            db.has_credentials(DbRole::Sequencer),
+            "no credentials for {} (FINTRAIL_SEQUENCER_PASSWORD): the audit chain is not being linked",
+            DbRole::Sequencer
+        );
+        let client = db.connect(DbRole::Sequencer).await?;
         let locked: bool = client.query_one("SELECT pg_try_advisory_lock($1)", &[&SEQUENCER_LOCK_KEY]).await?.get(0);
         if !locked {
             return Ok(None);

@@ -75,7 +75,8 @@ pub async fn write(ctx: &Context, dir: &Path) -> anyhow::Result<(Checkpoint, Pat
     if let Some(mut seq) = Sequencer::try_open(&ctx.db).await? {
         seq.run_once().await?;
     }
-    let client = ctx.db.connect(DbRole::App).await?;
+    // The sequencer's role: the only one that may write checkpoints.
+    let client = ctx.db.connect(DbRole::Sequencer).await?;
     let (seq, link) = head(&client).await?;
     anyhow::ensure!(seq > 0 || link != GENESIS, "the audit trail is empty: nothing to checkpoint");
     let signature = sign(&key, seq, &link);

@@ -29,13 +29,21 @@
 //!   deleted (chained but missing), inserted (present but unchained below the head), truncated or
 //!   recomputed chain (a signed checkpoint disagrees or covers missing events). Exit 0 intact,
 //!   1 tampered, 2 cannot check. Events committed after the head are pending, not flagged.
-//! - **Retention**: `SELECT fintrail.audit_purge_through(<checkpoint id>)` as the owner removes
-//!   events and links up to a signed checkpoint and records it as the verification anchor.
+//! - **Retention** (`retention::purge_through`): `fintrail.audit_purge_through(<checkpoint id>,
+//!   <key>)`, as the owner, checks the checkpoint's signature and that it lies on the stored
+//!   chain, removes events and links up to it and records it as the verification anchor. It runs
+//!   as `fintrail_retention` (NOLOGIN, no member): the only role that may delete from the trail or
+//!   write an anchor. `verify` checks every anchor against a signed checkpoint (database or file):
+//!   an anchor nobody signed names the erased range.
 //!
-//! # Invariants enforced in PostgreSQL (migration 0014)
-//! App role: INSERT + SELECT only. Triggers refuse UPDATE/DELETE, even for the owner, except inside
-//! `audit_purge_through` (SECURITY DEFINER, not executable by the app); TRUNCATE always. A BEFORE
-//! INSERT trigger assigns `txid`, then `seq`, then `at`: a writer cannot choose them.
+//! # Invariants enforced in PostgreSQL (migrations 0014, 0034)
+//! App role: INSERT + SELECT on events, SELECT on the chain and checkpoints; only
+//! `fintrail_sequencer` inserts links and checkpoints. Triggers refuse UPDATE/DELETE, even for the
+//! owner, except inside `audit_purge_through` (runs as `fintrail_retention`; no session flag
+//! unlocks anything); TRUNCATE always. A BEFORE INSERT trigger assigns `txid`, then `seq`, then
+//! `at`: a writer cannot choose them. DDL by the owner or a superuser (DISABLE TRIGGER, replaced
+//! functions) is outside what the database can prevent: it is detected by `verify` against the
+//! checkpoint files, which it reads by default.
 //!
 //! Residual risk of any hash chain: events after the last checkpoint can be rewritten by a
 //! superuser who also recomputes the chain. Checkpoint often and export the files.
@@ -53,6 +61,7 @@
 
 pub mod chain;
 pub mod checkpoint;
+pub mod retention;
 pub mod verify;
 pub mod writer;
 

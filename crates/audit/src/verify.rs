@@ -110,24 +110,28 @@ pub async fn verify(
     key: Option<&Key>,
 ) -> anyhow::Result<Outcome> {
     let started = Instant::now();
-    // 1. Checkpoint signatures.
-    if let Some(outcome) = check_signatures(checkpoints, key) {
-        return Ok(outcome);
-    }
     let mut events_conn = db.connect(DbRole::App).await?;
     let mut chain_conn = db.connect(DbRole::App).await?;
     let tx = begin_read_only(&mut events_conn).await?;
     let snapshot: String = tx.query_one("SELECT pg_export_snapshot()", &[]).await?.get(0);
     let ctx = begin_read_only(&mut chain_conn).await?;
     ctx.batch_execute(&format!("SET TRANSACTION SNAPSHOT '{}'", snapshot.replace('\'', ""))).await?;
-    let (purged_through, anchor): (i64, Link) = match tx
-        .query_opt("SELECT purged_through_seq, anchor_link FROM fintrail.audit_retention ORDER BY id DESC LIMIT 1", &[])
+    let anchors: Vec<Anchor> = tx
+        .query("SELECT id, purged_through_seq, anchor_link FROM fintrail.audit_retention ORDER BY id", &[])
         .await?
-    {
-        Some(row) => {
-            let l: Vec<u8> = row.get(1);
-            (row.get(0), l.try_into().unwrap_or(GENESIS))
-        }
+        .iter()
+        .map(|r| Anchor { id: r.get(0), seq: r.get(1), link: r.get(2) })
+        .collect();
+    // 1. Every retention anchor against a signed checkpoint (a forged one names the erased
+    //    range), then every checkpoint's signature.
+    if let Some(outcome) = check_anchors(&anchors, checkpoints, key) {
+        return Ok(outcome);
+    }
+    if let Some(outcome) = check_signatures(checkpoints, key) {
+        return Ok(outcome);
+    }
+    let (purged_through, anchor): (i64, Link) = match anchors.last() {
+        Some(a) => (a.seq, a.link.clone().try_into().unwrap_or(GENESIS)),
         None => (0, GENESIS),
     };
     let chain_max: i64 = tx.query_one("SELECT coalesce(max(seq), 0) FROM fintrail.audit_chain", &[]).await?.get(0);
@@ -142,6 +146,49 @@ pub async fn verify(
         None => Outcome::Intact(report),
         Some(Break { seq, reason }) => Outcome::Tampered { report, seq, reason },
     })
+}
+
+/// A retention anchor: events through `seq` were purged; the chain resumes from `link`.
+struct Anchor {
+    id: i64,
+    seq: i64,
+    link: Vec<u8>,
+}
+
+/// Every retention anchor must be a checkpoint signed by our key: the same seq and link as one
+/// whose signature holds (from the database or, what the database cannot rewrite, a file).
+/// Otherwise the events it erased were erased without a signed checkpoint (a forged anchor, or
+/// a forged checkpoint fed to the purge): tampered, naming the range. Without the key no anchor
+/// can be checked.
+fn check_anchors(anchors: &[Anchor], checkpoints: &[Checkpoint], key: Option<&Key>) -> Option<Outcome> {
+    if anchors.is_empty() {
+        return None;
+    }
+    let Some(key) = key else {
+        return Some(Outcome::CannotCheck(
+            "events were purged but the checkpoint key is missing (FINTRAIL_HOME/keys): the retention anchors cannot be checked"
+                .into(),
+        ));
+    };
+    let mut erased_from = 1;
+    for a in anchors {
+        let signed = checkpoints
+            .iter()
+            .any(|cp| cp.seq == a.seq && cp.link.as_slice() == a.link.as_slice() && signature_valid(key, cp));
+        if !signed {
+            let first = erased_from.min(a.seq);
+            return Some(Outcome::Tampered {
+                report: Report::default(),
+                seq: first,
+                reason: format!(
+                    "events {first}..={}: erased under retention anchor {} that matches no signed checkpoint (forged anchor or forged checkpoint)",
+                    a.seq, a.id
+                ),
+            });
+        }
+        erased_from = a.seq + 1;
+    }
+    None
 }
 
 /// Checks every checkpoint's key and signature: the verdict when one fails, `None` when all hold.

@@ -73,7 +73,8 @@ impl Database {
 
     /// An external server (Cloud SQL in production): `url` is the admin's URL
     /// (`postgres://user:password@host:port/db`); the other roles' passwords come from // pragma: allowlist secret
-    /// `FINTRAIL_APP_PASSWORD` and `FINTRAIL_REPLICATOR_PASSWORD` (Secret Manager in GCP).
+    /// `FINTRAIL_APP_PASSWORD`, `FINTRAIL_REPLICATOR_PASSWORD` and `FINTRAIL_SEQUENCER_PASSWORD`
+    /// (Secret Manager in GCP).
     pub fn external(url: &str) -> anyhow::Result<Self> {
         let config = tokio_postgres::Config::from_str(url).context("parsing --database-url / DATABASE_URL")?;
         let host = match config.get_hosts().first() {
@@ -92,6 +93,10 @@ impl Database {
         users.insert(
             DbRole::Replicator,
             (DbRole::Replicator.sql_name().into(), std::env::var("FINTRAIL_REPLICATOR_PASSWORD").ok()),
+        );
+        users.insert(
+            DbRole::Sequencer,
+            (DbRole::Sequencer.sql_name().into(), std::env::var("FINTRAIL_SEQUENCER_PASSWORD").ok()),
         );
         Ok(Self { kind: Kind::External, host, port, dbname, users: Arc::new(users) })
     }
@@ -118,6 +123,13 @@ impl Database {
         let password = std::env::var("FINTRAIL_DATABASE_PASSWORD").ok();
         let mut users = HashMap::new();
         users.insert(role, (user, password));
+        // The API service also runs the audit sequencer, under the sequencer's own credential
+        // (the app role may not write the chain): given separately, never derived.
+        if role == DbRole::App {
+            if let Ok(p) = std::env::var("FINTRAIL_SEQUENCER_PASSWORD") {
+                users.insert(DbRole::Sequencer, (DbRole::Sequencer.sql_name().into(), Some(p)));
+            }
+        }
         Ok(Some(Self { kind: Kind::External, host, port, dbname, users: Arc::new(users) }))
     }
 

@@ -127,7 +127,7 @@ async fn migrate_locked(client: &mut tokio_postgres::Client) -> anyhow::Result<V
 
 /// On the private cluster, fintrail manages the LOGIN roles' passwords (from FINTRAIL_HOME/secrets).
 async fn set_private_passwords(db: &Database, admin: &tokio_postgres::Client) -> anyhow::Result<()> {
-    for role in [DbRole::App, DbRole::Replicator] {
+    for role in [DbRole::App, DbRole::Replicator, DbRole::Sequencer] {
         let p = db.params(role);
         let password = p.password.context("private roles have passwords")?;
         // ALTER ROLE takes no bind parameters; the password is hex, quote it anyway.

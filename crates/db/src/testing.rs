@@ -117,7 +117,7 @@ async fn fresh_db_inner() -> anyhow::Result<TestDb> {
         .batch_execute(&format!(
             "REVOKE ALL ON DATABASE {name} FROM PUBLIC;
              GRANT CONNECT, TEMPORARY, CREATE ON DATABASE {name} TO fintrail_owner;
-             GRANT CONNECT ON DATABASE {name} TO fintrail_app, fintrail_replicator;"
+             GRANT CONNECT ON DATABASE {name} TO fintrail_app, fintrail_replicator, fintrail_sequencer;"
         ))
         .await?;
     Ok(TestDb { db: template.with_dbname(&name) })

@@ -14,11 +14,15 @@ pub enum DbRole {
     App,
     /// Logical replication for `fintrail cdc`: REPLICATION + SELECT on published tables only.
     Replicator,
+    /// The audit sequencer and checkpoint writer: the only role that may INSERT into
+    /// `audit_chain` and `audit_checkpoints` (SELECT on the trail, nothing else), so that the
+    /// app credential cannot poison the chain.
+    Sequencer,
 }
 
 impl DbRole {
     /// Every role, in a fixed order (used by exhaustive tests).
-    pub const ALL: [DbRole; 4] = [DbRole::Admin, DbRole::Owner, DbRole::App, DbRole::Replicator];
+    pub const ALL: [DbRole; 5] = [DbRole::Admin, DbRole::Owner, DbRole::App, DbRole::Replicator, DbRole::Sequencer];
 
     /// The SQL name of the role.
     pub const fn sql_name(self) -> &'static str {
@@ -27,6 +31,7 @@ impl DbRole {
             DbRole::Owner => "fintrail_owner",
             DbRole::App => "fintrail_app",
             DbRole::Replicator => "fintrail_replicator",
+            DbRole::Sequencer => "fintrail_sequencer",
         }
     }
 
