@@ -153,6 +153,18 @@ pub async fn run_cdc(args: CdcArgs, ctx: &Context) -> anyhow::Result<u8> {
                     println!("  withheld   {t}: {}", cols.join(", "));
                 }
             }
+            for (t, cols) in &r.published_columns {
+                println!("  columns    {t}: {}", cols.join(", "));
+            }
+            for (slot, plugin) in &r.foreign_slots {
+                println!(
+                    "  WARNING    slot {slot} decodes with {plugin}: it sees every column of every table \
+                     (drop it unless you made it)"
+                );
+            }
+            for p in &r.other_publications {
+                println!("  WARNING    publication {p} exists too: the replicator can stream it, whatever it holds");
+            }
             for (t, cols) in &r.unknown_columns {
                 println!("  WARNING    {t}: the policy names columns the table does not have: {}", cols.join(", "));
             }
@@ -264,6 +276,12 @@ async fn status(ctx: &Context, format: Format) -> anyhow::Result<u8> {
                     }
                     for (t, cols) in &s.unknown_policy_columns {
                         println!("policy typo?:    {t}: no such column(s) {}", cols.join(", "));
+                    }
+                    for (slot, plugin) in &s.foreign_slots {
+                        println!("WARNING:         slot {slot} decodes with {plugin}: it sees every column");
+                    }
+                    for p in &s.other_publications {
+                        println!("WARNING:         publication {p} exists too: the replicator can stream it");
                     }
                 }
             }

@@ -12,9 +12,16 @@
 //!   columns missing from the source are reported (a typo would silently withhold the real one).
 //! - `model::Projection`: the only path from a source tuple to sink cells; a withheld column has
 //!   no slot, so it cannot reach any sink.
-//! - `source`: publishes exactly the policy's tables that exist and have a replica identity the
-//!   policy lets out (otherwise UPDATE/DELETE would fail on the primary); grants the replicator
-//!   SELECT on those only, revokes the rest; the slot; heartbeats; slot statistics.
+//! - `source`: `setup` (as the admin, `SET LOCAL ROLE fintrail_owner`, one transaction) makes
+//!   the database match the policy: the publication holds exactly the policy's tables that
+//!   exist and have a replica identity the policy lets out (otherwise UPDATE/DELETE would fail
+//!   on the primary; REPLICA IDENTITY FULL with a withheld column is skipped for the same
+//!   reason), each with a **column list** of the let-out columns, so a withheld column is never
+//!   decoded for the walsender; the replicator gets **column-level** SELECT on exactly those
+//!   columns (plus `ctid`, for the snapshot's page ranges) after a `REVOKE ALL` on every table
+//!   of the schema. Idempotent; a changed policy re-syncs both; a column added by a migration
+//!   is in neither (default deny) until the policy names it and setup runs. Also: the slot,
+//!   heartbeats, slot statistics, and reports of foreign slots and other publications.
 //! - `snapshot`: COPY table by table in CTID page ranges, each chunk one sink transaction with its
 //!   "done" mark; only the policy's columns are selected, so withheld columns never leave the
 //!   primary. The slot is created with `CREATE_REPLICATION_SLOT ... (SNAPSHOT 'export')` on the
@@ -36,6 +43,41 @@
 //!   (≤ 200 ms or 50 000 changes). On stop, complete transactions are committed; the open one is
 //!   resent.
 //! - `status`: `FINTRAIL_HOME/cdc-status.json`, written atomically.
+//!
+//! Relation messages carry only the published columns, tuples likewise: `Projection` maps by
+//! name, so a shorter relation is just a narrower shape (the sink keeps the columns it has).
+//! pgoutput reads the publication under the historic catalog snapshot: a change is sent with
+//! the column list in force when it was committed. Hence a column a migration adds reaches
+//! analytics only from the `cdc setup` after it (the pipeline runs setup at each start; run
+//! `fintrail cdc setup` right after `db migrate`, before writers use the column): values
+//! written in between stay NULL in the sink until a `cdc reset` re-snapshots.
+//!
+//! # Known limit: what the REPLICATION attribute still allows
+//! Grants and column lists bound what the replicator can SELECT and what pgoutput sends *for
+//! our publication*. A holder of the replicator credential can still, because PostgreSQL has
+//! no finer privilege than REPLICATION (no per-plugin or per-publication grant):
+//! - create a slot with another output plugin (`test_decoding` ships with PostgreSQL; any
+//!   plugin installed on the server), over the replication protocol or with
+//!   `pg_create_logical_replication_slot`, and decode **every column of every table** of the
+//!   database, published or not (`tests/least_privilege.rs` performs it and pins it);
+//! - stream any other publication in the database (publications are not access-controlled);
+//! - drop or advance our slot (the pipeline then stops and asks for a reset: loud, not silent);
+//! - see that a row changed when only a withheld column did (an UPDATE is sent with the
+//!   let-out columns), and read pseudonymized columns in clear: they are let out and hashed by
+//!   the pipeline, so they cross the wire as they are.
+//!
+//! Mitigations in place: physical replication (a copy of every file) is refused by pg_hba
+//! (`fintrail_db::hba`); only the replicator has REPLICATION (the admin is the private
+//! cluster's superuser); `log_replication_commands = on` logs each CREATE_REPLICATION_SLOT
+//! with its plugin; `setup` reports slots with another plugin and other publications. Options
+//! not taken: having the admin create the slot does not help (REPLICATION can create slots
+//! anyway); `max_replication_slots` at exactly the slots in use turns "create another" into
+//! "drop ours first" (loud), but the test cluster needs many slots; revoking EXECUTE on the SQL
+//! decoding functions needs a superuser and leaves the replication protocol open. So the
+//! replicator credential is held like the owner's: only the CDC service has it. TLS for the
+//! replication connection comes with issue #14: `source::replication_config` passes
+//! `TlsConfig::disabled()` today and the replicator has a pg_hba line of its own to turn into
+//! `hostssl`.
 //!
 //! Sessions pin `TimeZone=UTC`, ISO styles, `extra_float_digits=3` (canonical text). Heartbeats:
 //! `pg_logical_emit_message`, EXECUTE is PUBLIC, so the replicator needs no extra privilege.
@@ -62,7 +104,11 @@
 //! `streaming.rs`: the real cluster end to end. `real_schema.rs`: the checked-in policy and views
 //! against the real migrations (every policy column exists; a misspelt one is reported).
 //! `crash.rs`: ~22 kills during snapshot and streaming under a concurrent writer, then counts,
-//! checksums, no duplicates, withheld column absent.
+//! checksums, no duplicates, withheld column absent. `least_privilege.rs`: the attacks with
+//! the replicator credential (withheld columns refused by SQL; a raw `pg_recvlogical` pgoutput
+//! stream never holds a withheld value, against a control publication that does), a policy
+//! change re-syncing grants and column lists, pg_hba refusing physical replication, and the
+//! known limit above, performed.
 
 pub mod bench;
 pub mod cli;

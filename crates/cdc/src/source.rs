@@ -1,5 +1,6 @@
-//! The PostgreSQL side: the publication (exactly the policy's eligible tables), the grants
-//! of the replicator role, the slot, catalog reads, heartbeats and slot statistics.
+//! The PostgreSQL side: the publication (exactly the policy's eligible tables, each with a
+//! column list of the let-out columns), the replicator's column-level grants, the slot,
+//! catalog reads, heartbeats and slot statistics.
 //! Nothing here runs an analytical query on the primary.
 
 use std::time::Duration;
@@ -36,6 +37,10 @@ impl Default for Names {
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct SetupReport {
     pub published: Vec<String>,
+    /// Per published table, its column list: the columns that leave the server, and the only
+    /// ones the replicator may SELECT (default deny for the rest).
+    #[serde(default)]
+    pub published_columns: Vec<(String, Vec<String>)>,
     /// Policy tables left out, with the reason (missing, no replica identity, key withheld).
     pub skipped: Vec<(String, String)>,
     /// Per published table, the source columns that never reach the sink.
@@ -44,6 +49,14 @@ pub struct SetupReport {
     /// typo or a stale name: the real column is silently withheld). Empty when all is well.
     #[serde(default)]
     pub unknown_columns: Vec<(String, Vec<String>)>,
+    /// Logical slots in this database that decode with another plugin than pgoutput (slot,
+    /// plugin): such a slot sees every column of every table. Empty when all is well.
+    #[serde(default)]
+    pub foreign_slots: Vec<(String, String)>,
+    /// Other publications in this database. A publication is not access-controlled: any
+    /// REPLICATION role may stream any of them, column lists or not. Empty when all is well.
+    #[serde(default)]
+    pub other_publications: Vec<String>,
 }
 
 /// A quoted PostgreSQL identifier.
@@ -109,9 +122,19 @@ pub fn shape_for(policy: &Policy, table: &str, columns: &[SourceColumn]) -> (Tab
     (TableShape { name: table.to_owned(), columns: out }, withheld)
 }
 
-/// Creates or alters the publication to contain exactly the policy tables that exist and
-/// can be replicated safely, and grants the replicator SELECT on exactly those tables.
-/// Runs as the admin with `SET ROLE fintrail_owner` (the owner owns the tables).
+/// Brings the publication, the replicator's grants and nothing else to what the policy says,
+/// in one transaction as the owner (the admin with `SET LOCAL ROLE fintrail_owner`):
+/// - the publication holds exactly the policy tables that exist and can be replicated safely,
+///   each with a **column list** of the columns the policy lets out (PostgreSQL 15+), so a
+///   withheld column is never decoded for the walsender and never crosses the wire;
+/// - the replicator has **column-level** SELECT on exactly those columns (plus `ctid`, which
+///   the snapshot's page ranges filter on), and nothing on any other table of the schema;
+/// - a column the policy does not name (one a later migration added) is in neither: default
+///   deny until the policy decides it and setup runs again.
+///
+/// Idempotent: run again with the same policy it changes no publication and re-asserts the
+/// same grants; run with a changed policy it re-syncs both. Also reports logical slots in
+/// this database that decode with another plugin than pgoutput (see the crate's known limit).
 pub async fn setup(db: &Database, policy: &Policy, names: &Names) -> anyhow::Result<SetupReport> {
     let admin = db.connect(DbRole::Admin).await?;
     let mut report = SetupReport::default();
@@ -120,17 +143,7 @@ pub async fn setup(db: &Database, policy: &Policy, names: &Names) -> anyhow::Res
         classify(policy, table, columns, &mut report);
     }
     let schema = &policy.schema;
-    let exists =
-        admin.query_opt("SELECT 1 FROM pg_publication WHERE pubname = $1", &[&names.publication]).await?.is_some();
-    let current: Vec<String> = admin
-        .query(
-            "SELECT tablename::text FROM pg_publication_tables WHERE pubname = $1 AND schemaname = $2",
-            &[&names.publication, schema],
-        )
-        .await?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let current = publication_state(&admin, &names.publication).await?;
     let all_tables: Vec<String> = admin
         .query(
             "SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -141,18 +154,145 @@ pub async fn setup(db: &Database, policy: &Policy, names: &Names) -> anyhow::Res
         .iter()
         .map(|r| r.get(0))
         .collect();
-    let current = exists.then_some(current.as_slice());
-    let sql = setup_sql(schema, &names.publication, &report.published, current, &all_tables);
+    let sql = setup_sql(schema, &names.publication, &report.published_columns, current.as_ref(), &all_tables)?;
     admin
         .batch_execute(&sql)
         .await
         .map_err(|e| anyhow::anyhow!("setting up publication {}: {e}", names.publication))?;
+    report.foreign_slots = foreign_slots(&admin).await?;
+    for (slot, plugin) in &report.foreign_slots {
+        tracing::warn!(
+            slot,
+            plugin,
+            "a logical slot in this database decodes with another plugin than pgoutput: it sees every \
+             column of every table, whatever the publication and the grants say"
+        );
+    }
+    report.other_publications = admin
+        .query("SELECT pubname::text FROM pg_publication WHERE pubname <> $1 ORDER BY 1", &[&names.publication])
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    for publication in &report.other_publications {
+        tracing::warn!(
+            publication,
+            "another publication exists in this database: the replicator can stream it too, whatever it holds"
+        );
+    }
     Ok(report)
 }
 
+/// After a schema change (`fintrail db migrate`): when the publication exists, re-sync it and
+/// the grants with `policy`, so a column the policy already names leaves from now on (and a
+/// column it does not name stays denied). None when there is no publication to keep current.
+pub async fn resync_if_published(db: &Database, policy: &Policy, names: &Names) -> anyhow::Result<Option<SetupReport>> {
+    let admin = db.connect(DbRole::Admin).await?;
+    if admin.query_opt("SELECT 1 FROM pg_publication WHERE pubname = $1", &[&names.publication]).await?.is_none() {
+        return Ok(None);
+    }
+    setup(db, policy, names).await.map(Some)
+}
+
+/// What a publication holds now: its tables (schema, table, column list; None = every
+/// column) and the schemas it publishes whole (`FOR TABLES IN SCHEMA`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PublicationState {
+    pub tables: Vec<(String, String, Option<Vec<String>>)>,
+    pub schemas: Vec<String>,
+}
+
+/// The publication's current contents, None when it does not exist. A `FOR ALL TABLES`
+/// publication cannot carry column lists: it is refused (drop it; setup recreates it).
+async fn publication_state(c: &tokio_postgres::Client, publication: &str) -> anyhow::Result<Option<PublicationState>> {
+    let Some(row) = c.query_opt("SELECT puballtables FROM pg_publication WHERE pubname = $1", &[&publication]).await?
+    else {
+        return Ok(None);
+    };
+    if row.get::<_, bool>(0) {
+        anyhow::bail!(
+            "publication {publication} is FOR ALL TABLES: it would publish every column of every table; \
+             drop it (DROP PUBLICATION) and run `fintrail cdc setup` again"
+        );
+    }
+    let tables = c
+        .query(
+            "SELECT n.nspname::text, c.relname::text,
+                    CASE WHEN pr.prattrs IS NULL THEN NULL ELSE ARRAY(
+                      SELECT a.attname::text FROM pg_attribute a
+                      WHERE a.attrelid = pr.prrelid AND a.attnum = ANY (pr.prattrs::int2[]) ORDER BY a.attnum)
+                    END
+             FROM pg_publication_rel pr
+             JOIN pg_publication p ON p.oid = pr.prpubid
+             JOIN pg_class c ON c.oid = pr.prrelid
+             JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE p.pubname = $1 ORDER BY 1, 2",
+            &[&publication],
+        )
+        .await?
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    let schemas = c
+        .query(
+            "SELECT n.nspname::text FROM pg_publication_namespace pn
+             JOIN pg_publication p ON p.oid = pn.pnpubid JOIN pg_namespace n ON n.oid = pn.pnnspid
+             WHERE p.pubname = $1 ORDER BY 1",
+            &[&publication],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    Ok(Some(PublicationState { tables, schemas }))
+}
+
+/// Logical slots of this database whose plugin is not pgoutput: (slot, plugin).
+async fn foreign_slots(c: &tokio_postgres::Client) -> anyhow::Result<Vec<(String, String)>> {
+    Ok(c.query(
+        "SELECT slot_name::text, plugin::text FROM pg_replication_slots
+         WHERE slot_type = 'logical' AND database = current_database() AND plugin <> 'pgoutput' ORDER BY 1",
+        &[],
+    )
+    .await?
+    .iter()
+    .map(|r| (r.get(0), r.get(1)))
+    .collect())
+}
+
+/// The publication's column lists and the replicator's grants for `table`, as they stand:
+/// what an auditor (or a test) compares with the policy.
+pub async fn exposure(
+    c: &tokio_postgres::Client,
+    schema: &str,
+    table: &str,
+    names: &Names,
+) -> anyhow::Result<(Option<Vec<String>>, Vec<String>)> {
+    let state = publication_state(c, &names.publication).await?.unwrap_or_default();
+    let published = state
+        .tables
+        .into_iter()
+        .find(|(s, t, _)| s == schema && t == table)
+        .map(|(_, _, cols)| cols.unwrap_or_else(|| vec!["*".to_owned()]));
+    let granted: Vec<String> = c
+        .query(
+            "SELECT a.attname::text FROM pg_attribute a
+             WHERE a.attrelid = format('%I.%I', $1::text, $2::text)::regclass AND a.attnum > 0 AND NOT a.attisdropped
+               AND has_column_privilege('fintrail_replicator', a.attrelid, a.attnum, 'SELECT')
+             ORDER BY a.attnum",
+            &[&schema, &table],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    Ok((published, granted))
+}
+
 /// Decides whether one policy table (with its source `columns`, None when it does not
-/// exist) is published, and notes it in `report`: published with its withheld columns, or
-/// skipped with the reason; policy columns the source lacks are noted either way.
+/// exist) is published, and notes it in `report`: published with its column list and its
+/// withheld columns, or skipped with the reason; policy columns the source lacks are noted
+/// either way.
 fn classify(policy: &Policy, table: &str, columns: Option<SourceTable>, report: &mut SetupReport) {
     let Some((ident, cols)) = columns else {
         tracing::warn!(table, "policy table does not exist in the source: skipped");
@@ -185,49 +325,84 @@ fn classify(policy: &Policy, table: &str, columns: Option<SourceTable>, report: 
         report.skipped.push((table.to_owned(), "a key column is withheld by the policy".into()));
         return;
     }
+    // A column list must cover the replica identity, or UPDATE/DELETE fail on the primary;
+    // REPLICA IDENTITY FULL makes every column part of it.
+    if ident == 'f' && !withheld.is_empty() {
+        tracing::warn!(table, "REPLICA IDENTITY FULL with withheld columns: skipped");
+        report.skipped.push((
+            table.to_owned(),
+            "replica identity FULL, but the policy withholds columns (a column list must cover it)".into(),
+        ));
+        return;
+    }
     if !withheld.is_empty() {
         tracing::info!(table, columns = ?withheld, "columns withheld by the replication policy");
     }
     report.published.push(table.to_owned());
+    report.published_columns.push((table.to_owned(), shape.columns.iter().map(|c| c.name.clone()).collect()));
     report.withheld_columns.push((table.to_owned(), withheld));
 }
 
-/// The statements that make the publication hold exactly `published` (`current`: the tables
-/// it holds now, None when it does not exist) and let the replicator SELECT exactly those
-/// of the schema's `all_tables`: one transaction, as the owner.
+/// The statements that make the publication hold exactly `published` (table, column list),
+/// given what it holds now (`current`, None when it does not exist), and let the replicator
+/// SELECT exactly those columns (and `ctid`) of the schema's `all_tables`: one transaction,
+/// as the owner. The publication is left alone when it already matches.
 fn setup_sql(
     schema: &str,
     publication: &str,
-    published: &[String],
-    current: Option<&[String]>,
+    published: &[(String, Vec<String>)],
+    current: Option<&PublicationState>,
     all_tables: &[String],
-) -> String {
+) -> anyhow::Result<String> {
+    anyhow::ensure!(
+        published.iter().all(|(_, cols)| !cols.is_empty()),
+        "a published table needs at least one column in its column list"
+    );
     let mut sql = String::from("BEGIN; SET LOCAL ROLE fintrail_owner;\n");
-    let list = |ts: &[String]| ts.iter().map(|t| format!("{}.{}", qi(schema), qi(t))).collect::<Vec<_>>().join(", ");
+    let cols = |cs: &[String]| cs.iter().map(|c| qi(c)).collect::<Vec<_>>().join(", ");
+    let list = published
+        .iter()
+        .map(|(t, cs)| format!("{}.{} ({})", qi(schema), qi(t), cols(cs)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let p = qi(publication);
     match current {
-        None if published.is_empty() => sql.push_str(&format!("CREATE PUBLICATION {};\n", qi(publication))),
-        None => sql.push_str(&format!("CREATE PUBLICATION {} FOR TABLE {};\n", qi(publication), list(published))),
+        None if published.is_empty() => sql.push_str(&format!("CREATE PUBLICATION {p};\n")),
+        None => sql.push_str(&format!("CREATE PUBLICATION {p} FOR TABLE {list};\n")),
         Some(current) => {
-            let add: Vec<String> = published.iter().filter(|t| !current.contains(t)).cloned().collect();
-            let drop: Vec<String> = current.iter().filter(|t| !published.contains(t)).cloned().collect();
-            if !add.is_empty() {
-                sql.push_str(&format!("ALTER PUBLICATION {} ADD TABLE {};\n", qi(publication), list(&add)));
+            for s in &current.schemas {
+                sql.push_str(&format!("ALTER PUBLICATION {p} DROP TABLES IN SCHEMA {};\n", qi(s)));
             }
-            if !drop.is_empty() {
-                sql.push_str(&format!("ALTER PUBLICATION {} DROP TABLE {};\n", qi(publication), list(&drop)));
+            let mut want: Vec<(String, String, Option<Vec<String>>)> =
+                published.iter().map(|(t, cs)| (schema.to_owned(), t.clone(), Some(cs.clone()))).collect();
+            want.sort();
+            let mut have = current.tables.clone();
+            have.sort();
+            if want != have {
+                if published.is_empty() {
+                    let all = have.iter().map(|(s, t, _)| format!("{}.{}", qi(s), qi(t))).collect::<Vec<_>>();
+                    sql.push_str(&format!("ALTER PUBLICATION {p} DROP TABLE {};\n", all.join(", ")));
+                } else {
+                    sql.push_str(&format!("ALTER PUBLICATION {p} SET TABLE {list};\n"));
+                }
             }
         }
     }
-    // Least privilege: SELECT on exactly the published tables, nothing else in the schema.
+    // Least privilege: REVOKE ALL on a table also revokes every column grant, so each table
+    // starts from nothing; then SELECT on exactly the published columns (default deny).
     for t in all_tables {
-        if published.contains(t) {
-            sql.push_str(&format!("GRANT SELECT ON {}.{} TO fintrail_replicator;\n", qi(schema), qi(t)));
-        } else {
-            sql.push_str(&format!("REVOKE ALL ON {}.{} FROM fintrail_replicator;\n", qi(schema), qi(t)));
+        sql.push_str(&format!("REVOKE ALL ON {}.{} FROM fintrail_replicator;\n", qi(schema), qi(t)));
+        if let Some((_, cs)) = published.iter().find(|(name, _)| name == t) {
+            sql.push_str(&format!(
+                "GRANT SELECT (ctid, {}) ON {}.{} TO fintrail_replicator;\n",
+                cols(cs),
+                qi(schema),
+                qi(t)
+            ));
         }
     }
     sql.push_str("COMMIT;");
-    sql
+    Ok(sql)
 }
 
 /// The replication transport configuration for the replicator role.
@@ -385,28 +560,61 @@ pub async fn shapes(
 
 #[cfg(test)]
 mod tests {
-    use super::setup_sql;
+    use super::{setup_sql, PublicationState};
 
     fn names(ts: &[&str]) -> Vec<String> {
         ts.iter().map(|t| (*t).to_owned()).collect()
     }
 
+    fn published(ts: &[(&str, &[&str])]) -> Vec<(String, Vec<String>)> {
+        ts.iter().map(|(t, cs)| ((*t).to_owned(), names(cs))).collect()
+    }
+
     #[test]
-    fn the_publication_and_grants_are_exactly_the_published_tables() {
+    fn the_publication_and_grants_are_exactly_the_published_columns() {
         let all = names(&["a", "b", "secret"]);
-        let sql = setup_sql("s", "pub", &names(&["a", "b"]), None, &all);
+        let want = published(&[("a", &["id", "v"]), ("b", &["id"])]);
+        let sql = setup_sql("s", "pub", &want, None, &all).unwrap();
         assert!(sql.starts_with("BEGIN; SET LOCAL ROLE fintrail_owner;\n") && sql.ends_with("COMMIT;"), "{sql}");
-        assert!(sql.contains("CREATE PUBLICATION \"pub\" FOR TABLE \"s\".\"a\", \"s\".\"b\";"), "{sql}");
-        assert!(sql.contains("GRANT SELECT ON \"s\".\"a\" TO fintrail_replicator;"), "{sql}");
-        assert!(sql.contains("REVOKE ALL ON \"s\".\"secret\" FROM fintrail_replicator;"), "{sql}");
-        assert!(!sql.contains("GRANT SELECT ON \"s\".\"secret\""), "{sql}");
-        assert!(setup_sql("s", "pub", &[], None, &all).contains("CREATE PUBLICATION \"pub\";"));
-        // An existing publication is brought to the published set, table by table.
-        let sql = setup_sql("s", "pub", &names(&["a", "b"]), Some(&names(&["b", "secret"])), &all);
-        assert!(sql.contains("ALTER PUBLICATION \"pub\" ADD TABLE \"s\".\"a\";"), "{sql}");
-        assert!(sql.contains("ALTER PUBLICATION \"pub\" DROP TABLE \"s\".\"secret\";"), "{sql}");
-        assert!(!sql.contains("CREATE PUBLICATION"), "{sql}");
-        let same = setup_sql("s", "pub", &names(&["a"]), Some(&names(&["a"])), &names(&["a"]));
-        assert!(!same.contains("PUBLICATION"), "{same}");
+        assert!(
+            sql.contains("CREATE PUBLICATION \"pub\" FOR TABLE \"s\".\"a\" (\"id\", \"v\"), \"s\".\"b\" (\"id\");"),
+            "{sql}"
+        );
+        // Every table starts from nothing; then column grants only.
+        for t in ["a", "b", "secret"] {
+            assert!(sql.contains(&format!("REVOKE ALL ON \"s\".\"{t}\" FROM fintrail_replicator;")), "{sql}");
+        }
+        assert!(sql.contains("GRANT SELECT (ctid, \"id\", \"v\") ON \"s\".\"a\" TO fintrail_replicator;"), "{sql}");
+        assert!(!sql.contains("GRANT SELECT ON"), "no table-level grant: {sql}");
+        assert!(!sql.contains("\"secret\" TO"), "{sql}");
+        assert!(setup_sql("s", "pub", &[], None, &all).unwrap().contains("CREATE PUBLICATION \"pub\";"));
+        assert!(setup_sql("s", "pub", &published(&[("a", &[])]), None, &all).is_err());
+    }
+
+    #[test]
+    fn an_existing_publication_is_brought_to_the_policy_and_left_alone_when_it_matches() {
+        let all = names(&["a", "b"]);
+        let want = published(&[("a", &["id", "v"])]);
+        let same =
+            PublicationState { tables: vec![("s".into(), "a".into(), Some(names(&["id", "v"])))], schemas: vec![] };
+        let sql = setup_sql("s", "pub", &want, Some(&same), &all).unwrap();
+        assert!(!sql.contains("PUBLICATION"), "nothing to change: {sql}");
+        // No column list (every column), a column too many, another table, a schema: re-set.
+        for tables in [
+            vec![("s".to_owned(), "a".to_owned(), None)],
+            vec![("s".into(), "a".into(), Some(names(&["id", "secret", "v"])))],
+            vec![("s".into(), "a".into(), Some(names(&["id", "v"]))), ("other".into(), "x".into(), None)],
+        ] {
+            let cur = PublicationState { tables, schemas: vec![] };
+            let sql = setup_sql("s", "pub", &want, Some(&cur), &all).unwrap();
+            assert!(sql.contains("ALTER PUBLICATION \"pub\" SET TABLE \"s\".\"a\" (\"id\", \"v\");"), "{sql}");
+            assert!(!sql.contains("CREATE PUBLICATION"), "{sql}");
+        }
+        let cur = PublicationState { tables: same.tables.clone(), schemas: names(&["s"]) };
+        let sql = setup_sql("s", "pub", &want, Some(&cur), &all).unwrap();
+        assert!(sql.contains("ALTER PUBLICATION \"pub\" DROP TABLES IN SCHEMA \"s\";"), "{sql}");
+        // Nothing left to publish: every table leaves.
+        let sql = setup_sql("s", "pub", &[], Some(&same), &all).unwrap();
+        assert!(sql.contains("ALTER PUBLICATION \"pub\" DROP TABLE \"s\".\"a\";"), "{sql}");
     }
 }

@@ -33,6 +33,14 @@ pub struct Status {
     /// Per table, policy columns the source table does not have (typos, stale names).
     #[serde(default)]
     pub unknown_policy_columns: Vec<(String, Vec<String>)>,
+    /// Logical slots in the database with another plugin than pgoutput (slot, plugin), as
+    /// setup saw them: each one can decode every column (the replicator's known limit).
+    #[serde(default)]
+    pub foreign_slots: Vec<(String, String)>,
+    /// Other publications in the database, as setup saw them (any replication role may
+    /// stream them).
+    #[serde(default)]
+    pub other_publications: Vec<String>,
     pub views_failed: Vec<String>,
     #[serde(skip)]
     path: Option<PathBuf>,

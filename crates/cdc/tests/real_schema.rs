@@ -214,6 +214,21 @@ async fn every_policy_column_exists_in_the_migrated_schema() {
     assert_eq!(report.published, policy.tables().map(str::to_owned).collect::<Vec<_>>());
     assert!(report.skipped.is_empty(), "{:?}", report.skipped);
     assert!(report.unknown_columns.is_empty(), "{:?}", report.unknown_columns);
+    // And the database enforces it: per table, the publication's column list and the
+    // replicator's column grants are exactly the columns the policy lets out.
+    let admin = db.connect(fintrail_db::DbRole::Admin).await.unwrap();
+    for t in policy.tables() {
+        let want: Vec<String> = report.published_columns.iter().find(|(n, _)| n == t).unwrap().1.clone();
+        let mut expected: Vec<&str> = policy.columns(t).filter(|c| policy.lets_out(t, c)).collect();
+        let mut got: Vec<&str> = want.iter().map(String::as_str).collect();
+        expected.sort_unstable();
+        got.sort_unstable();
+        assert_eq!(got, expected, "{t}");
+        let (published, granted) =
+            fintrail_cdc::source::exposure(&admin, &policy.schema, t, &names("schema_setup")).await.unwrap();
+        assert_eq!(published.as_ref(), Some(&want), "{t}: the publication's column list");
+        assert_eq!(granted, want, "{t}: the replicator's column grants");
+    }
 }
 
 #[tokio::test]
@@ -258,6 +273,7 @@ async fn the_policy_and_views_work_on_the_real_schema_end_to_end() {
     assert!(st.views_failed.is_empty(), "views not applied: {:?}", st.views_failed);
     assert!(st.skipped_tables.is_empty(), "{:?}", st.skipped_tables);
     assert!(st.unknown_policy_columns.is_empty(), "{:?}", st.unknown_policy_columns);
+    assert!(st.foreign_slots.is_empty() && st.other_publications.is_empty(), "{st:?}");
 
     // Every policy table: exactly the kept + pseudonymized columns (source order), same rows
     // as the source, and no withheld column anywhere in the sink.

@@ -53,6 +53,7 @@ pub async fn run(args: DbArgs, home: &Home, url: Option<&str>) -> anyhow::Result
         },
         DbCommand::Migrate => {
             let ctx = fintrail_db::prepare(home, None).await?;
+            resync_cdc(&ctx.db).await?;
             report_migrations(&ctx.db).await
         }
         DbCommand::Stop => {
@@ -84,9 +85,25 @@ async fn run_external(args: DbArgs, url: &str) -> anyhow::Result<u8> {
         },
         DbCommand::Migrate => {
             fintrail_db::migrate::migrate(&db).await?;
+            resync_cdc(&db).await?;
             report_migrations(&db).await
         }
     }
+}
+
+/// After migrating: the CDC publication's column lists and the replicator's grants follow the
+/// schema (issue #16), so a column a migration added leaves only if the policy names it.
+async fn resync_cdc(db: &fintrail_db::Database) -> anyhow::Result<()> {
+    let policy = fintrail_cdc::policy::Policy::load(None)?;
+    let names = fintrail_cdc::source::Names::default();
+    if let Some(r) = fintrail_cdc::source::resync_if_published(db, &policy, &names).await? {
+        println!(
+            "publication {}: re-synced with the replication policy ({} tables)",
+            names.publication,
+            r.published.len()
+        );
+    }
+    Ok(())
 }
 
 async fn report_migrations(db: &fintrail_db::Database) -> anyhow::Result<u8> {

@@ -258,6 +258,7 @@ impl Cluster {
              wal_level = logical\n\
              max_wal_senders = 16\n\
              max_replication_slots = 16\n\
+             log_replication_commands = on\n\
              max_connections = 300\n\
              shared_buffers = 256MB\n\
              log_min_messages = warning\n\
@@ -270,6 +271,7 @@ impl Cluster {
         let mut existing = fs::read_to_string(&conf_path)?;
         existing.push_str(&conf);
         fs::write(&conf_path, existing)?;
+        self.ensure_hba()?;
         fs::write(pg_dir.join("port"), port.to_string())?;
         tracing::info!(log_class = "app", data = %self.home.pg_data().display(), port, "initialized private PostgreSQL cluster");
         Ok(())
@@ -296,7 +298,13 @@ impl Cluster {
         if !self.is_initialized() {
             self.init(opts)?;
         }
+        let hba_changed = self.ensure_hba()?;
         if let Status::Running { .. } = self.status()? {
+            if hba_changed {
+                let mut cmd = self.pg_command("pg_ctl");
+                cmd.arg("reload").arg("-D").arg(self.home.pg_data());
+                self.run(cmd, "pg_ctl reload")?;
+            }
             return Ok(Started::AlreadyRunning);
         }
         self.remove_stale_pid_file()?;
@@ -319,6 +327,18 @@ impl Cluster {
         }
         tracing::info!(log_class = "app", port = self.port()?, "private PostgreSQL started");
         Ok(Started::Started)
+    }
+
+    /// Writes `pg_hba.conf` (see `hba`) when it differs; returns whether it did. Writing over
+    /// the file keeps its owner (the PostgreSQL OS user) and mode.
+    fn ensure_hba(&self) -> anyhow::Result<bool> {
+        let path = self.home.pg_data().join("pg_hba.conf");
+        let want = crate::hba::conf();
+        if fs::read_to_string(&path).is_ok_and(|have| have == want) {
+            return Ok(false);
+        }
+        fs::write(&path, want).with_context(|| format!("writing {}", path.display()))?;
+        Ok(true)
     }
 
     /// A `postmaster.pid` whose process is gone (or is not a postgres) is stale after a crash;

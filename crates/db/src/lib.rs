@@ -9,6 +9,10 @@
 //!   `FINTRAIL_HOME/pg`: never as root (runs as `FINTRAIL_PG_USER` when we are root), listening on
 //!   127.0.0.1 only on a free port, scram-sha-256 passwords, `wal_level=logical`. Start is
 //!   idempotent; a stale `postmaster.pid` left by a crash is removed (`remove_stale_pid_file`).
+//! - `hba`: the cluster's `pg_hba.conf`, written at init and re-asserted at each start: no
+//!   physical replication for anyone, 127.0.0.1 and scram only, a line of its own for the
+//!   replicator (where `hostssl` goes once TLS lands, issue #14). `log_replication_commands`
+//!   is on, so every slot created and its plugin is in the server log.
 //! - `home`: the `FINTRAIL_HOME` layout (`pg/`, `secrets/`, `keys/`, media, `analytics.duckdb`,
 //!   `up.lock`, ...) and `home::owner_only`, the one helper for files and folders no other OS user
 //!   may read (0600 files written once and synced, 0700 folders). Every crate uses it.
@@ -32,8 +36,8 @@
 //!
 //! # Invariants enforced in SQL (migrations)
 //! - Roles (`0001_roles.sql`): `fintrail_owner` (NOLOGIN, owns everything), `fintrail_app` (only
-//!   the DML each migration grants), `fintrail_replicator` (REPLICATION, SELECT on published
-//!   tables). No BYPASSRLS; no login role owns a table.
+//!   the DML each migration grants), `fintrail_replicator` (REPLICATION; column-level SELECT
+//!   granted by `fintrail cdc setup` from the replication policy). No BYPASSRLS; no login role owns a table.
 //! - KYC/KYB (0011/0012), media (0013), audit (0014), ledger (0030–0032): triggers owned by
 //!   `fintrail_owner` hold for the app role and the owner alike.
 //!
@@ -55,6 +59,7 @@
 
 pub mod cluster;
 pub mod database;
+pub mod hba;
 pub mod home;
 pub mod keys;
 pub mod migrate;

@@ -188,6 +188,8 @@ impl Pipeline<'_> {
             self.status.withheld_columns = report.withheld_columns.clone();
             self.status.skipped_tables = report.skipped.clone();
             self.status.unknown_policy_columns = report.unknown_columns.clone();
+            self.status.foreign_slots = report.foreign_slots.clone();
+            self.status.other_publications = report.other_publications.clone();
             return Ok(report.published);
         }
         let c = self.db.connect(DbRole::Replicator).await?;
