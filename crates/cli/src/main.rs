@@ -20,7 +20,10 @@
 //! - **`fintrail up`**: one per `FINTRAIL_HOME` (an advisory flock on `up.lock`, released by the
 //!   kernel on a crash, so `kill -9` never blocks the next `up`): starts the cluster, migrates,
 //!   starts the API, seeds the demo (and prints a staff token), runs the CDC pipeline into
-//!   `analytics.duckdb`, and stops all of it on Ctrl-C / SIGTERM. If the pipeline fails it stops
+//!   `analytics.duckdb` and the periodic jobs on their schedules (`fintrail_jobs::run_locally`),
+//!   and stops all of it on Ctrl-C / SIGTERM.
+//! - **`fintrail jobs run NAME [--dry-run] | run --all-due | list`**: the periodic jobs
+//!   (`fintrail-jobs`; Cloud Scheduler calls the same through `POST /internal/jobs/{name}`). If the pipeline fails it stops
 //!   with a clear error rather than dropping data.
 //! - **`fintrail db start | status | migrate | stop`**: the private cluster.
 //!

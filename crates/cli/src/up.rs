@@ -1,5 +1,6 @@
 //! `fintrail up`: the main job. Starts the private cluster, migrates, starts what exists of
-//! the platform, prints where everything is, and stops it all on Ctrl-C / SIGTERM.
+//! the platform (API, CDC, the periodic jobs on their schedules), prints where everything is,
+//! and stops it all on Ctrl-C / SIGTERM.
 //!
 //! One `up` per FINTRAIL_HOME: an advisory lock (flock) on `up.lock` is held for the life of
 //! the process; the kernel drops it when the process dies, even by SIGKILL, so a crashed `up`
@@ -31,6 +32,9 @@ pub struct UpArgs {
     /// Do not run the CDC pipeline into FINTRAIL_HOME/analytics.duckdb.
     #[arg(long)]
     no_cdc: bool,
+    /// Do not run the periodic jobs (`fintrail jobs`) on their schedules.
+    #[arg(long)]
+    no_jobs: bool,
 }
 
 pub async fn run(args: UpArgs, home: &Home, url: Option<&str>) -> anyhow::Result<u8> {
@@ -93,6 +97,13 @@ pub async fn run(args: UpArgs, home: &Home, url: Option<&str>) -> anyhow::Result
             fintrail_cdc::run_pipeline(&ctx, shutdown).await
         }))
     };
+    // The periodic jobs, on the schedules Cloud Scheduler uses in production (one table:
+    // `fintrail_jobs::JOBS`), with the server's audit writer so the sequencer chains at once.
+    let (stop_jobs, jobs_stopped) = tokio::sync::watch::channel(false);
+    let jobs = (!args.no_jobs).then(|| {
+        say!("jobs:      {} periodic jobs on their schedules (`fintrail jobs list`)", fintrail_jobs::JOBS.len());
+        tokio::spawn(fintrail_jobs::run_locally(ctx.clone(), server.state.audit.clone(), jobs_stopped))
+    });
     say!("fintrail up: running; press Ctrl-C to stop");
 
     // Run until a signal, or until the pipeline fails (it stops with a clear error rather
@@ -121,6 +132,10 @@ pub async fn run(args: UpArgs, home: &Home, url: Option<&str>) -> anyhow::Result
             eprintln!("error: the CDC pipeline task failed: {e}");
             code = 1;
         }
+    }
+    let _ = stop_jobs.send(true);
+    if let Some(jobs) = jobs {
+        let _ = jobs.await;
     }
     server.shutdown().await?;
     say!("api stopped");

@@ -467,6 +467,34 @@ async fn is_due(client: &tokio_postgres::Client, job: &Job, now: DateTime<Utc>) 
     Ok(last.is_none_or(|t| t < schedule.latest_fire(now)))
 }
 
+/// How often `fintrail up`'s local scheduler looks for due jobs (schedules are per minute).
+pub const LOCAL_TICK: Duration = Duration::from_secs(20);
+
+/// `fintrail up`'s scheduler: every [`LOCAL_TICK`], runs the jobs that are due (the same
+/// schedules as Cloud Scheduler's), until `stop` turns true. A run in progress at the stop is
+/// dropped, which is a crash as far as the job is concerned: each item is its own transaction,
+/// so nothing is half done, and the next run resumes.
+pub async fn run_locally(ctx: Context, audit: AuditWriter, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let opts = RunOptions::new(Trigger::Up);
+    loop {
+        tokio::select! {
+            r = run_all_due(&ctx, &audit, &opts) => match r {
+                Ok(reports) => {
+                    for r in reports.iter().filter(|r| r.outcome == Outcome::Failed) {
+                        tracing::warn!(log_class = "app", job = r.job, error = r.error.as_deref().unwrap_or(""), "local job failed");
+                    }
+                }
+                Err(e) => tracing::warn!(log_class = "app", error = %format!("{e:#}"), "local jobs: cannot run"),
+            },
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        tokio::select! {
+            () = tokio::time::sleep(LOCAL_TICK) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
+}
+
 /// Runs every job that is due, one after the other (`jobs run --all-due`, `fintrail up`).
 pub async fn run_all_due(ctx: &Context, audit: &AuditWriter, opts: &RunOptions) -> anyhow::Result<Vec<Report>> {
     let client = ctx.db.connect(DbRole::App).await?;
@@ -503,5 +531,19 @@ mod tests {
         assert_eq!(JobName::parse("nope"), None);
         let keys: std::collections::HashSet<_> = JOBS.iter().map(|j| j.name.lock_key()).collect();
         assert_eq!(keys.len(), JOBS.len());
+    }
+
+    /// `infra/modules/scheduler/jobs.json` schedules exactly these jobs, on these schedules:
+    /// Cloud Scheduler in production and `fintrail up` locally follow one table.
+    #[test]
+    fn the_infra_scheduler_schedules_the_same_jobs() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../infra/modules/scheduler/jobs.json");
+        let infra: Map<String, Value> =
+            serde_json::from_str(&std::fs::read_to_string(path).expect(path)).expect("JSON");
+        let ours: Map<String, Value> = JOBS
+            .iter()
+            .map(|j| (j.name.as_str().to_owned(), json!({ "schedule": j.cron, "description": j.summary })))
+            .collect();
+        assert_eq!(infra, ours, "{path} differs from fintrail_jobs::JOBS");
     }
 }

@@ -39,17 +39,25 @@ pub struct OidcConfig {
     pub jwks_url: String,
     /// Accepted `iss` values.
     pub issuers: Vec<String>,
+    /// Least time between two JWKS fetches ([`REFRESH_MIN_INTERVAL`]; tests lower it).
+    pub refresh_min: Duration,
 }
 
 impl OidcConfig {
-    /// From `FINTRAIL_JOBS_OIDC_AUDIENCE`, `FINTRAIL_JOBS_OIDC_EMAIL` and (optional)
+    /// From `FINTRAIL_JOBS_OIDC_AUDIENCE`, `FINTRAIL_JOBS_INVOKER` and (optional)
     /// `FINTRAIL_JOBS_OIDC_JWKS_URL`; `None` when the first two are not both set (then every
     /// call is refused).
     pub fn from_env() -> Option<OidcConfig> {
         let audience = std::env::var("FINTRAIL_JOBS_OIDC_AUDIENCE").ok().filter(|s| !s.is_empty())?;
-        let email = std::env::var("FINTRAIL_JOBS_OIDC_EMAIL").ok().filter(|s| !s.is_empty())?;
+        let email = std::env::var("FINTRAIL_JOBS_INVOKER").ok().filter(|s| !s.is_empty())?;
         let jwks_url = std::env::var("FINTRAIL_JOBS_OIDC_JWKS_URL").unwrap_or_else(|_| GOOGLE_JWKS_URL.into());
-        Some(OidcConfig { audience, email, jwks_url, issuers: GOOGLE_ISSUERS.map(String::from).to_vec() })
+        Some(OidcConfig {
+            audience,
+            email,
+            jwks_url,
+            issuers: GOOGLE_ISSUERS.map(String::from).to_vec(),
+            refresh_min: REFRESH_MIN_INTERVAL,
+        })
     }
 }
 
@@ -151,7 +159,7 @@ impl Verifier {
     async fn key(&self, kid: &str) -> Result<DecodingKey, Refusal> {
         let mut keys = self.keys.lock().await;
         let stale = keys.fetched.is_none_or(|t| t.elapsed() >= keys.ttl);
-        let may_refresh = keys.fetched.is_none_or(|t| t.elapsed() >= REFRESH_MIN_INTERVAL);
+        let may_refresh = keys.fetched.is_none_or(|t| t.elapsed() >= self.config.refresh_min);
         if (stale || !keys.by_kid.contains_key(kid)) && may_refresh {
             match self.fetch().await {
                 Ok((by_kid, ttl)) => *keys = Keys { by_kid, fetched: Some(Instant::now()), ttl },
