@@ -390,3 +390,35 @@ async fn all_due_runs_each_job_once_per_schedule_period() {
     let list = fintrail_jobs::list(&e.ctx).await.unwrap();
     assert!(list.iter().all(|r| r.run_id.is_some() && r.outcome.is_some()), "{list:?}");
 }
+
+/// The second line of defence under the advisory lock: two expiry sweeps racing on the same
+/// holds (as two instances would if the lock were ever lost) still release each hold once,
+/// because each hold is re-checked under the wallet and row locks in its own transaction.
+#[tokio::test]
+async fn racing_expiry_sweeps_without_the_job_lock_release_each_hold_once() {
+    let e = env().await;
+    let w = fixtures::funded_wallets(&e.db, 2, 100_000).await.unwrap();
+    fixtures::overdue_holds(&e.db, w[0], w[1], 60, 100).await.unwrap();
+    let who = fintrail_ledger::Who {
+        actor: JobName::HoldExpiry.actor(),
+        on_behalf_of: None,
+        permission: fintrail_domain::Permission::WalletHoldSettle,
+        request_id: None,
+    };
+    let sweep = |who: fintrail_ledger::Who| {
+        let db = e.db.clone();
+        tokio::spawn(async move {
+            let mut c = db.connect(DbRole::App).await.unwrap();
+            fintrail_ledger::holds::expire_overdue(&mut c, &AuditWriter::new(true), &who, 1000).await.unwrap()
+        })
+    };
+    let (a, b) = (sweep(who.clone()), sweep(who));
+    let (a, b) = (a.await.unwrap(), b.await.unwrap());
+    assert_eq!(a + b, 60, "{a} + {b}");
+    assert_eq!(
+        e.count("SELECT count(*) FROM fintrail.audit_events WHERE action = 'ledger.hold.expired'", &[]).await,
+        60
+    );
+    assert_eq!(e.count("SELECT held_minor FROM fintrail.wallets WHERE id = $1", &[&w[0]]).await, 0);
+    e.ledger_check().await;
+}
