@@ -445,13 +445,20 @@ pub async fn list(ctx: &Context) -> anyhow::Result<Vec<LastRun>> {
     Ok(out)
 }
 
-/// Whether a process holds `name`'s lock (probing takes and at once releases it).
+/// Whether a session holds `name`'s lock. Read from `pg_locks` rather than probed with a
+/// try-lock, which would for an instant hold the lock and turn a run starting then `busy`.
+/// A bigint advisory key is stored as `classid` (high 32 bits) and `objid` (low), `objsubid` 1.
 async fn lock_held(client: &tokio_postgres::Client, name: JobName) -> anyhow::Result<bool> {
-    let got: bool = client.query_one("SELECT pg_try_advisory_lock($1)", &[&name.lock_key()]).await?.get(0);
-    if got {
-        client.execute("SELECT pg_advisory_unlock($1)", &[&name.lock_key()]).await?;
-    }
-    Ok(!got)
+    let held: bool = client
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 1 \
+               AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+               AND (classid::int8 << 32 | objid::int8) = $1)",
+            &[&name.lock_key()],
+        )
+        .await?
+        .get(0);
+    Ok(held)
 }
 
 /// Due: no real (non-dry, non-busy) run has started since the schedule's latest fire time.

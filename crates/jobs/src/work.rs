@@ -82,6 +82,14 @@ pub async fn perform(
     }
 }
 
+/// The run's clock: the test's `as_of`, or the database's `now()` (one clock for every row).
+async fn clock(client: &tokio_postgres::Client, opts: &RunOptions) -> anyhow::Result<DateTime<Utc>> {
+    Ok(match opts.as_of {
+        Some(t) => t,
+        None => client.query_one("SELECT now()", &[]).await?.get(0),
+    })
+}
+
 /// One due-transition sweep: records of `M` matching `due` (SQL over the record's columns,
 /// `$1` = the run's clock) go to `to`.
 struct Sweep<M> {
@@ -130,10 +138,7 @@ impl<M: Machine> Sweep<M> {
         deadline: Instant,
     ) -> anyhow::Result<Work> {
         let mut client = ctx.db.connect(DbRole::App).await?;
-        let as_of: DateTime<Utc> = match opts.as_of {
-            Some(t) => t,
-            None => client.query_one("SELECT now()", &[]).await?.get(0),
-        };
+        let as_of = clock(&client, opts).await?;
         // One more than the batch: whether anything is left tells `partial` apart from done.
         let limit = i64::from(opts.batch_max) + 1;
         let ids: Vec<i64> = client
@@ -297,15 +302,12 @@ async fn audit_verify(ctx: &Context) -> anyhow::Result<Work> {
 
 async fn audit_retention(ctx: &Context, opts: &RunOptions) -> anyhow::Result<Work> {
     let client = ctx.db.connect(DbRole::App).await?;
-    let as_of: DateTime<Utc> = match opts.as_of {
-        Some(t) => t,
-        None => client.query_one("SELECT now()", &[]).await?.get(0),
-    };
+    let as_of = clock(&client, opts).await?;
     let cutoff = as_of - chrono::Duration::days(i64::from(AUDIT_RETENTION_DAYS));
     // The newest checkpoint past the last purge that covers only events older than the cutoff.
     let row = client
         .query_opt(
-            "SELECT c.id, c.seq, c.link, c.key_id, c.signature FROM fintrail.audit_checkpoints c \
+            "SELECT c.id FROM fintrail.audit_checkpoints c \
              WHERE c.seq > coalesce((SELECT max(purged_through_seq) FROM fintrail.audit_retention), 0) \
                AND NOT EXISTS (SELECT 1 FROM fintrail.audit_events e WHERE e.seq <= c.seq AND e.at >= $1) \
              ORDER BY c.seq DESC LIMIT 1",
@@ -316,15 +318,13 @@ async fn audit_retention(ctx: &Context, opts: &RunOptions) -> anyhow::Result<Wor
         return Ok(Work::default().count("purged", 0u64).count("cutoff", cutoff.to_rfc3339()));
     };
     let id: i64 = row.get(0);
-    let link: Vec<u8> = row.get(2);
-    let signature: Vec<u8> = row.get(4);
-    let cp = checkpoint::Checkpoint {
-        seq: row.get(1),
-        link: link.try_into().map_err(|_| anyhow::anyhow!("checkpoint db:{id}: bad link length"))?,
-        key_id: row.get(3),
-        signature: signature.try_into().map_err(|_| anyhow::anyhow!("checkpoint db:{id}: bad signature length"))?,
-        source: format!("db:{id}"),
-    };
+    // Decoded by fintrail-audit's own reader (the one `verify` uses).
+    let source = format!("db:{id}");
+    let cp = checkpoint::load_all(&client, &checkpoint::checkpoint_dir(&ctx.home))
+        .await?
+        .into_iter()
+        .find(|c| c.source == source)
+        .with_context(|| format!("checkpoint {source} vanished"))?;
     // Only through a *signed* checkpoint: a forged row never anchors a purge (issue #16).
     let key = fintrail_db::keys::load(&ctx.home.keys_dir(), fintrail_db::keys::AUDIT_CHECKPOINT_KEY)?
         .context("no audit checkpoint key: cannot check the checkpoint's signature")?;
