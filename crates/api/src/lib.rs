@@ -17,7 +17,9 @@
 //!   the only way to add a protected route. Public by design: `GET /healthz`, `GET /openapi.json`,
 //!   `GET /v1/media/download` (authorized by its HMAC signature, which only `kyc.media.read` can
 //!   obtain and which names the issuing token; the URL dies with that token; redemptions are
-//!   audited, refusals rate-limited per address and aggregated, one event per window).
+//!   audited, refusals rate-limited per address and aggregated, one event per window), and
+//!   `POST /internal/jobs/{name}` (`internal_jobs`: Cloud Scheduler's Google-signed OIDC token,
+//!   not a bearer token of ours; every refusal, 401 included, is audited as issue #15 asks).
 //! - **Customers reach only their own data**: `/v1/me/...` routes scope by the token's customer
 //!   id; another customer's id answers 404 and is audited as `access.denied` (KYC, media and
 //!   ledger routes). 401s are logged and rate-limited per address (`refusals`), never audited
@@ -69,11 +71,14 @@ pub mod cli;
 pub mod error;
 pub mod extract;
 pub mod identity;
+pub mod internal_jobs;
 pub mod kyb;
 pub mod kyc;
 pub mod ledger;
 pub mod limits;
-pub mod machines;
+/// Where each state machine lives in the database (moved to `fintrail-jobs`: the periodic jobs
+/// transition records through the same code; re-exported so paths stay `fintrail_api::machines`).
+pub use fintrail_jobs::machines;
 pub mod media;
 pub mod openapi;
 pub mod refusals;

@@ -70,7 +70,8 @@ pub fn build(state: AppState) -> (Router, Vec<Endpoint>) {
     let public = Router::new()
         .route("/healthz", get(healthz))
         .route("/openapi.json", get(crate::openapi::serve))
-        .route("/v1/media/download", get(crate::media::download));
+        .route("/v1/media/download", get(crate::media::download))
+        .merge(crate::internal_jobs::router(fintrail_jobs::oidc::OidcConfig::from_env()));
     let limits = state.config.limits;
     let app =
         router.merge(public).fallback(fallback).layer(DefaultBodyLimit::max(JSON_BODY_MAX_BYTES)).with_state(state);

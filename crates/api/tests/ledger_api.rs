@@ -409,7 +409,19 @@ async fn holds_reserve_post_partially_void_and_expire() {
     assert_eq!((s, v["code"].as_str()), (409, Some("hold_expired")), "{v}");
     let mut app = e.db.connect(DbRole::App).await.unwrap();
     assert_eq!(
-        fintrail_ledger::holds::expire_overdue(&mut app, &fintrail_audit::AuditWriter::new(true)).await.unwrap(),
+        fintrail_ledger::holds::expire_overdue(
+            &mut app,
+            &fintrail_audit::AuditWriter::new(true),
+            &fintrail_ledger::Who {
+                actor: "system:job:hold-expiry".into(),
+                on_behalf_of: None,
+                permission: fintrail_domain::Permission::WalletHoldSettle,
+                request_id: None,
+            },
+            fintrail_ledger::holds::EXPIRE_MAX,
+        )
+        .await
+        .unwrap(),
         1
     );
     let (_, v) = e.get(&format!("/v1/holds/{}", h3["id"]), &e.admin).await;

@@ -6,7 +6,7 @@
 //! - **Parsing** (clap): global `--home` / `FINTRAIL_HOME` (default `./.fintrail`),
 //!   `--database-url` / `DATABASE_URL` (an external server instead of the private cluster),
 //!   `--log-format` / `FINTRAIL_LOG_FORMAT`; the subcommands `up`, `db`, `serve`, `token`,
-//!   `audit`, `ledger`, `cdc`, `analytics`, `iam`, `trace`, `bench`. The contract scripts rely on
+//!   `audit`, `ledger`, `jobs`, `cdc`, `analytics`, `iam`, `trace`, `bench`. The contract scripts rely on
 //!   (names, exit codes, output) is `../shared/design/CLI.md`.
 //! - **Telemetry**: every log event carries `log_class` (`audit`, `app` or `access`): the
 //!   infrastructure routes each class to a bucket with its own retention (audit ≥ 5 years), so the
@@ -20,7 +20,10 @@
 //! - **`fintrail up`**: one per `FINTRAIL_HOME` (an advisory flock on `up.lock`, released by the
 //!   kernel on a crash, so `kill -9` never blocks the next `up`): starts the cluster, migrates,
 //!   starts the API, seeds the demo (and prints a staff token), runs the CDC pipeline into
-//!   `analytics.duckdb`, and stops all of it on Ctrl-C / SIGTERM. If the pipeline fails it stops
+//!   `analytics.duckdb` and the periodic jobs on their schedules (`fintrail_jobs::run_locally`),
+//!   and stops all of it on Ctrl-C / SIGTERM.
+//! - **`fintrail jobs run NAME [--dry-run] | run --all-due | list`**: the periodic jobs
+//!   (`fintrail-jobs`; Cloud Scheduler calls the same through `POST /internal/jobs/{name}`). If the pipeline fails it stops
 //!   with a clear error rather than dropping data.
 //! - **`fintrail db start | status | migrate | stop`**: the private cluster.
 //!
@@ -100,6 +103,8 @@ enum Command {
     Analytics(fintrail_cdc::cli::AnalyticsArgs),
     /// Prove the ledger's invariants on a live database (`ledger check`)
     Ledger(fintrail_ledger::cli::LedgerArgs),
+    /// Run the periodic jobs (KYC expiry, hold expiry, audit checkpoint/verify, ...): run, list
+    Jobs(fintrail_jobs::cli::JobsArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -228,6 +233,14 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Ledger(args) => with_context(&home, url, Signals::Interrupt, |ctx| async move {
             fintrail_ledger::cli::run_ledger(args, &ctx).await
         }),
+        Command::Jobs(args) => {
+            with_context(
+                &home,
+                url,
+                Signals::Interrupt,
+                |ctx| async move { fintrail_jobs::cli::run_jobs(args, &ctx).await },
+            )
+        }
         Command::Cdc(args) => {
             // `cdc run` stops gracefully on a signal (commits and confirms what it has).
             let signals = match args.command {

@@ -1,5 +1,6 @@
 //! `fintrail up`: the main job. Starts the private cluster, migrates, starts what exists of
-//! the platform, prints where everything is, and stops it all on Ctrl-C / SIGTERM.
+//! the platform (API, CDC, the periodic jobs on their schedules), prints where everything is,
+//! and stops it all on Ctrl-C / SIGTERM.
 //!
 //! One `up` per FINTRAIL_HOME: an advisory lock (flock) on `up.lock` is held for the life of
 //! the process; the kernel drops it when the process dies, even by SIGKILL, so a crashed `up`
@@ -31,14 +32,16 @@ pub struct UpArgs {
     /// Do not run the CDC pipeline into FINTRAIL_HOME/analytics.duckdb.
     #[arg(long)]
     no_cdc: bool,
+    /// Do not run the periodic jobs (`fintrail jobs`) on their schedules.
+    #[arg(long)]
+    no_jobs: bool,
 }
 
 use std::os::unix::fs::OpenOptionsExt as _;
 
-pub async fn run(args: UpArgs, home: &Home, url: Option<&str>) -> anyhow::Result<u8> {
-    let mut shutdown = Shutdown::install()?;
-    // Owner-only (0700; see `Home::create`), also when an earlier version left it 0755.
-    home.create()?;
+/// The home's `up.lock` (owner-only), locked and holding our pid; `None` (after saying so) when
+/// another `fintrail up` holds it. The lock dies with the process, so a crash never blocks.
+fn take_up_lock(home: &Home) -> anyhow::Result<Option<fs::File>> {
     let lock_path = home.up_lock();
     let mut lock = fs::OpenOptions::new()
         .mode(fintrail_db::home::owner_only::FILE_MODE)
@@ -57,13 +60,53 @@ pub async fn run(args: UpArgs, home: &Home, url: Option<&str>) -> anyhow::Result
                 home.root().display(),
                 holder.trim()
             );
-            return Ok(1);
+            return Ok(None);
         }
         Err(fs::TryLockError::Error(e)) => return Err(e).context("locking up.lock"),
     }
     lock.set_len(0)?;
     write!(lock, "{}", std::process::id())?;
 
+    Ok(Some(lock))
+}
+
+/// Starts the CDC pipeline into the home's DuckDB file; it stops when `stop` fires, after
+/// committing and confirming what it has.
+fn spawn_cdc(
+    ctx: &fintrail_db::Context,
+    home: &Home,
+    stop: tokio::sync::oneshot::Receiver<()>,
+) -> tokio::task::JoinHandle<anyhow::Result<()>> {
+    let ctx = ctx.clone();
+    say!("cdc:       streaming into {}", home.analytics_db().display());
+    tokio::spawn(async move {
+        let shutdown = async {
+            let _ = stop.await;
+        };
+        fintrail_cdc::run_pipeline(&ctx, shutdown).await
+    })
+}
+
+/// The exit code the pipeline's end implies (0 when it stopped cleanly or never ran).
+fn cdc_exit_code(outcome: Option<Result<anyhow::Result<()>, tokio::task::JoinError>>) -> u8 {
+    match outcome {
+        Some(Ok(Ok(()))) | None => 0,
+        Some(Ok(Err(e))) => {
+            eprintln!("error: the CDC pipeline stopped: {e:#}");
+            1
+        }
+        Some(Err(e)) => {
+            eprintln!("error: the CDC pipeline task failed: {e}");
+            1
+        }
+    }
+}
+
+pub async fn run(args: UpArgs, home: &Home, url: Option<&str>) -> anyhow::Result<u8> {
+    let mut shutdown = Shutdown::install()?;
+    // Owner-only (0700; see `Home::create`), also when an earlier version left it 0755.
+    home.create()?;
+    let Some(lock) = take_up_lock(home)? else { return Ok(1) };
     say!("fintrail up: starting (FINTRAIL_HOME={})", home.root().display());
     let ctx = fintrail_db::prepare(home, url).await?;
     if args.keep_db {
@@ -85,18 +128,14 @@ pub async fn run(args: UpArgs, home: &Home, url: Option<&str>) -> anyhow::Result
     }
     // The pipeline stops when this channel fires; it then commits and confirms what it has.
     let (stop_cdc, cdc_stopped) = tokio::sync::oneshot::channel::<()>();
-    let cdc = if args.no_cdc {
-        None
-    } else {
-        let ctx = ctx.clone();
-        say!("cdc:       streaming into {}", home.analytics_db().display());
-        Some(tokio::spawn(async move {
-            let shutdown = async {
-                let _ = cdc_stopped.await;
-            };
-            fintrail_cdc::run_pipeline(&ctx, shutdown).await
-        }))
-    };
+    let cdc = (!args.no_cdc).then(|| spawn_cdc(&ctx, home, cdc_stopped));
+    // The periodic jobs, on the schedules Cloud Scheduler uses in production (one table:
+    // `fintrail_jobs::JOBS`), with the server's audit writer so the sequencer chains at once.
+    let (stop_jobs, jobs_stopped) = tokio::sync::watch::channel(false);
+    let jobs = (!args.no_jobs).then(|| {
+        say!("jobs:      {} periodic jobs on their schedules (`fintrail jobs list`)", fintrail_jobs::JOBS.len());
+        tokio::spawn(fintrail_jobs::run_locally(ctx.clone(), server.state.audit.clone(), jobs_stopped))
+    });
     say!("fintrail up: running; press Ctrl-C to stop");
 
     // Run until a signal, or until the pipeline fails (it stops with a clear error rather
@@ -114,17 +153,10 @@ pub async fn run(args: UpArgs, home: &Home, url: Option<&str>) -> anyhow::Result
         }
     };
     say!("fintrail up: shutting down");
-    let mut code = 0;
-    match cdc_outcome {
-        Some(Ok(Ok(()))) | None => {}
-        Some(Ok(Err(e))) => {
-            eprintln!("error: the CDC pipeline stopped: {e:#}");
-            code = 1;
-        }
-        Some(Err(e)) => {
-            eprintln!("error: the CDC pipeline task failed: {e}");
-            code = 1;
-        }
+    let code = cdc_exit_code(cdc_outcome);
+    let _ = stop_jobs.send(true);
+    if let Some(jobs) = jobs {
+        let _ = jobs.await;
     }
     server.shutdown().await?;
     say!("api stopped");

@@ -71,11 +71,19 @@ pub enum Permission {
     WalletOwnRead,
     /// Customer: transfer from one's own wallet.
     WalletOwnTransfer,
+    /// System (periodic job, no role holds it): write a signed audit checkpoint.
+    AuditCheckpointWrite,
+    /// System (periodic job, no role holds it): purge audit events through a signed checkpoint.
+    AuditRetentionPurge,
+    /// System (periodic job, no role holds it): drop idempotency keys past their retention.
+    LedgerIdempotencyPurge,
+    /// System (periodic job, no role holds it): read the replication slot's health.
+    CdcHealthRead,
 }
 
 impl Permission {
     /// Every permission, in declaration order (exhaustive tests iterate this).
-    pub const ALL: [Permission; 29] = [
+    pub const ALL: [Permission; 33] = [
         Permission::IdentityCustomerCreate,
         Permission::IdentityCustomerRead,
         Permission::IdentitySelfRead,
@@ -105,6 +113,10 @@ impl Permission {
         Permission::WalletOwnOpen,
         Permission::WalletOwnRead,
         Permission::WalletOwnTransfer,
+        Permission::AuditCheckpointWrite,
+        Permission::AuditRetentionPurge,
+        Permission::LedgerIdempotencyPurge,
+        Permission::CdcHealthRead,
     ];
 
     /// The stable wire / database / log name.
@@ -139,6 +151,10 @@ impl Permission {
             Permission::WalletOwnOpen => "wallet.own.open",
             Permission::WalletOwnRead => "wallet.own.read",
             Permission::WalletOwnTransfer => "wallet.own.transfer",
+            Permission::AuditCheckpointWrite => "audit.checkpoint.write",
+            Permission::AuditRetentionPurge => "audit.retention.purge",
+            Permission::LedgerIdempotencyPurge => "ledger.idempotency.purge",
+            Permission::CdcHealthRead => "cdc.health.read",
         }
     }
 }

@@ -58,11 +58,17 @@ pub enum AuditAction {
     LedgerHoldVoided,
     /// A hold expired (its funds released).
     LedgerHoldExpired,
+    /// A periodic job started (`fintrail jobs`).
+    JobStarted,
+    /// A periodic job finished, with its counts.
+    JobFinished,
+    /// A periodic job failed or found a problem (alertable: audit-verify, cdc-health).
+    JobFailed,
 }
 
 impl AuditAction {
     /// Every action, in a fixed order.
-    pub const ALL: [AuditAction; 22] = [
+    pub const ALL: [AuditAction; 25] = [
         AuditAction::CustomerCreated,
         AuditAction::TokenIssued,
         AuditAction::TokenRevoked,
@@ -85,6 +91,9 @@ impl AuditAction {
         AuditAction::LedgerHoldPosted,
         AuditAction::LedgerHoldVoided,
         AuditAction::LedgerHoldExpired,
+        AuditAction::JobStarted,
+        AuditAction::JobFinished,
+        AuditAction::JobFailed,
     ];
 
     /// The stable name.
@@ -112,6 +121,9 @@ impl AuditAction {
             AuditAction::LedgerHoldPosted => "ledger.hold.posted",
             AuditAction::LedgerHoldVoided => "ledger.hold.voided",
             AuditAction::LedgerHoldExpired => "ledger.hold.expired",
+            AuditAction::JobStarted => "job.started",
+            AuditAction::JobFinished => "job.finished",
+            AuditAction::JobFailed => "job.failed",
         }
     }
 }

@@ -130,7 +130,6 @@ impl Ledger {
                 };
                 tokio::spawn(worker.run(lane, rx.clone()));
             }
-            tokio::spawn(maintenance_task(self.pool.clone(), audit.clone()));
             tx
         })
     }
@@ -616,13 +615,13 @@ pub(crate) fn ledger_event(who: &Who, action: AuditAction, subject: String, afte
 /// `actor` and `request_id`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Who {
-    /// The principal (`Principal::actor()`, or `system:ledger` for maintenance).
+    /// The principal (`Principal::actor()`, or `system:job:<name>` for a periodic job).
     pub actor: String,
     /// The customer acted for, if any (`customer:<id>`).
     pub on_behalf_of: Option<String>,
     /// The permission that allowed it.
     pub permission: Permission,
-    /// The request id (none for maintenance).
+    /// The request id (none for a periodic job).
     pub request_id: Option<String>,
 }
 
@@ -965,36 +964,34 @@ fn decide(
     r.map_err(Error::from)
 }
 
-/// Bounded maintenance, every minute: purge expired idempotency keys and expire overdue holds.
-async fn maintenance_task(pool: deadpool_postgres::Pool, audit: AuditWriter) {
-    loop {
-        tokio::time::sleep(Duration::from_secs(60)).await;
-        match pool.get().await {
-            Ok(mut c) => {
-                let c: &mut tokio_postgres::Client = &mut c;
-                if let Err(e) = purge_idempotency_keys(&*c).await {
-                    tracing::warn!(log_class = "app", error = %e, "idempotency purge failed");
-                }
-                if let Err(e) = crate::holds::expire_overdue(c, &audit).await {
-                    tracing::warn!(log_class = "app", error = %e, "hold expiry failed");
-                }
-            }
-            Err(e) => tracing::warn!(log_class = "app", error = %e, "ledger maintenance: no connection"),
-        }
-    }
-}
-
 /// Most keys deleted per purge run (bounds the transaction).
 pub const PURGE_MAX: i64 = 10_000;
 
-/// Deletes up to [`PURGE_MAX`] expired idempotency keys; returns how many.
-pub async fn purge_idempotency_keys<C: GenericClient + Sync>(c: &C) -> Result<u64, tokio_postgres::Error> {
+/// Deletes up to `max` (at most [`PURGE_MAX`]) expired idempotency keys in one statement;
+/// returns how many. Run by the `idempotency-purge` job (`fintrail-jobs`).
+pub async fn purge_idempotency_keys<C: GenericClient + Sync>(c: &C, max: i64) -> Result<u64, tokio_postgres::Error> {
     c.execute(
         "DELETE FROM fintrail.idempotency_keys WHERE (principal, key) IN \
          (SELECT principal, key FROM fintrail.idempotency_keys WHERE expires_at < now() ORDER BY expires_at LIMIT $1)",
-        &[&PURGE_MAX],
+        &[&max.clamp(0, PURGE_MAX)],
     )
     .await
+}
+
+/// How many idempotency keys are past their retention, counting at most `max` (a dry run of
+/// [`purge_idempotency_keys`]).
+pub async fn count_expired_idempotency_keys<C: GenericClient + Sync>(
+    c: &C,
+    max: i64,
+) -> Result<u64, tokio_postgres::Error> {
+    let n: i64 = c
+        .query_one(
+            "SELECT count(*) FROM (SELECT 1 FROM fintrail.idempotency_keys WHERE expires_at < now() LIMIT $1) d",
+            &[&max.clamp(0, PURGE_MAX)],
+        )
+        .await?
+        .get(0);
+    Ok(n as u64)
 }
 
 #[cfg(test)]

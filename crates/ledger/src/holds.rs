@@ -19,7 +19,7 @@ use crate::views::{HoldView, TransferView};
 pub const HOLD_DEFAULT_SECS: i64 = 3600;
 /// Longest hold lifetime (30 days; the table CHECKs it too).
 pub const HOLD_MAX_SECS: i64 = 30 * 24 * 3600;
-/// Most holds expired per maintenance run (bounds the work).
+/// Most holds expired per call of [`expire_overdue`] (bounds the work).
 pub const EXPIRE_MAX: i64 = 1000;
 
 /// A hold to create, parsed: the amount and currency are valid by construction.
@@ -245,25 +245,25 @@ pub async fn void_hold(
     Ok(Reply::Fresh(view))
 }
 
-/// Expires up to [`EXPIRE_MAX`] overdue pending holds, each in its own short transaction
-/// (wallets locked in id order first, like every other writer); returns how many.
+/// Expires up to `max` (at most [`EXPIRE_MAX`]) overdue pending holds, each in its own short
+/// transaction (wallets locked in id order first, like every other writer) that re-checks,
+/// under the locks, that the hold is still pending and overdue: concurrent callers release
+/// each hold exactly once. Run by the `hold-expiry` job (`fintrail-jobs`) as `who`. Returns
+/// how many it expired.
 pub async fn expire_overdue(
     client: &mut tokio_postgres::Client,
     audit: &AuditWriter,
+    who: &Who,
+    max: i64,
 ) -> std::result::Result<u64, tokio_postgres::Error> {
+    let max = max.clamp(0, EXPIRE_MAX);
     let due = client
         .query(
             "SELECT id, debit_wallet_id, credit_wallet_id FROM fintrail.holds \
-             WHERE status = 'pending' AND expires_at < now() ORDER BY expires_at LIMIT $1",
-            &[&EXPIRE_MAX],
+             WHERE status = 'pending' AND expires_at < now() ORDER BY expires_at, id LIMIT $1",
+            &[&max],
         )
         .await?;
-    let who = Who {
-        actor: "system:ledger".to_owned(),
-        on_behalf_of: None,
-        permission: fintrail_domain::Permission::WalletHoldSettle,
-        request_id: None,
-    };
     let mut n = 0;
     for r in due {
         let (id, d, c): (i64, i64, i64) = (r.get(0), r.get(1), r.get(2));
@@ -273,7 +273,7 @@ pub async fn expire_overdue(
             .execute("UPDATE fintrail.holds SET status = 'expired' WHERE id = $1 AND status = 'pending' AND expires_at < now()", &[&id])
             .await?;
         if changed == 1 {
-            let ev = ledger_event(&who, AuditAction::LedgerHoldExpired, format!("hold:{id}"), json!({ "hold_id": id }));
+            let ev = ledger_event(who, AuditAction::LedgerHoldExpired, format!("hold:{id}"), json!({ "hold_id": id }));
             audit.append_many(&tx, &[ev]).await?;
         }
         tx.commit().await?;
@@ -282,6 +282,21 @@ pub async fn expire_overdue(
         }
         n += changed;
     }
-    debug_assert!(n <= EXPIRE_MAX as u64);
+    debug_assert!(n <= max as u64);
     Ok(n)
+}
+
+/// How many pending holds are overdue, counting at most `max` (a dry run of [`expire_overdue`]).
+pub async fn count_overdue(
+    client: &tokio_postgres::Client,
+    max: i64,
+) -> std::result::Result<u64, tokio_postgres::Error> {
+    let n: i64 = client
+        .query_one(
+            "SELECT count(*) FROM (SELECT 1 FROM fintrail.holds WHERE status = 'pending' AND expires_at < now() LIMIT $1) d",
+            &[&max.clamp(0, EXPIRE_MAX)],
+        )
+        .await?
+        .get(0);
+    Ok(n as u64)
 }

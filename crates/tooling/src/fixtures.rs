@@ -128,3 +128,32 @@ pub async fn funded_wallets(db: &Database, n: usize, amount_minor: i64) -> anyho
 pub fn kyc_initial() -> KycState {
     KycState::INITIAL
 }
+
+/// `n` pending holds of `amount_minor` each, from `debit` to `credit`, created two hours ago
+/// and expired an hour ago: rows dated in the past, so the expiry tests never wait for a clock.
+/// The hold trigger stamps `created_at` with `now()`, so they are written as the superuser with
+/// triggers off (`session_replication_role = replica`), reserving the amount on the debit
+/// wallet by hand exactly as the `holds_reserve` trigger would. Returns the hold ids.
+pub async fn overdue_holds(
+    db: &Database,
+    debit: i64,
+    credit: i64,
+    n: usize,
+    amount_minor: i64,
+) -> anyhow::Result<Vec<i64>> {
+    let mut admin = db.connect(DbRole::Admin).await?;
+    let tx = admin.transaction().await?;
+    tx.batch_execute("SET LOCAL session_replication_role = replica").await?;
+    let rows = tx
+        .query(
+            "INSERT INTO fintrail.holds (debit_wallet_id, credit_wallet_id, amount_minor, currency, actor, created_at, expires_at) \
+             SELECT $1, $2, $3, 'EUR', $4, now() - interval '2 hours', now() - interval '1 hour' FROM generate_series(1, $5) \
+             RETURNING id",
+            &[&debit, &credit, &amount_minor, &ACTOR, &(n as i32)],
+        )
+        .await?;
+    let reserved = amount_minor * n as i64;
+    tx.execute("UPDATE fintrail.wallets SET held_minor = held_minor + $2 WHERE id = $1", &[&debit, &reserved]).await?;
+    tx.commit().await?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}

@@ -1,14 +1,32 @@
+locals {
+  # The periodic jobs of `fintrail jobs` (crates/jobs: `JOBS`), one Cloud Scheduler job each,
+  # calling POST <service_uri>/internal/jobs/<name> with an OIDC token whose audience is the
+  # service URL. jobs.json is checked against the Rust table by the jobs crate's tests, so the
+  # names and schedules here cannot drift from what `fintrail up` runs locally.
+  fintrail_jobs = var.service_uri == null ? {} : {
+    for name, j in jsondecode(file("${path.module}/jobs.json")) : name => {
+      description = j.description
+      schedule    = j.schedule
+      uri         = "${var.service_uri}/internal/jobs/${name}"
+      audience    = var.service_uri
+      http_method = "POST"
+      body        = "{}"
+    }
+  }
+  jobs = merge(local.fintrail_jobs, var.jobs)
+}
+
 module "naming" {
   source = "../../lib/naming"
 
   environment = var.environment
   component   = "scheduler"
-  names       = keys(var.jobs)
+  names       = keys(local.jobs)
 }
 
 # Cloud Scheduler jobs take no labels; the naming prefix identifies them.
 resource "google_cloud_scheduler_job" "this" {
-  for_each = var.jobs
+  for_each = local.jobs
 
   project     = var.project_id
   region      = var.region

@@ -39,6 +39,17 @@ variable "time_zone" {
   default     = "Etc/UTC"
 }
 
+variable "service_uri" {
+  type        = string
+  description = "URL of the fintrail API (Cloud Run); when set, every job of jobs.json is scheduled against it, with this URL as the OIDC audience."
+  default     = null
+
+  validation {
+    condition     = var.service_uri == null || can(regex("^https://[^/]+$", var.service_uri))
+    error_message = "service_uri is an https origin without a trailing slash or path."
+  }
+}
+
 variable "jobs" {
   type = map(object({
     description = string
@@ -48,7 +59,8 @@ variable "jobs" {
     http_method = optional(string, "POST")
     body        = optional(string, "{}")
   }))
-  description = "Map job name -> HTTP job calling a Cloud Run endpoint with an OIDC token for audience."
+  description = "Map job name -> HTTP job calling a Cloud Run endpoint with an OIDC token for audience (added to, and overriding, the jobs of jobs.json)."
+  default     = {}
 
   validation {
     condition     = alltrue([for k, j in var.jobs : can(regex("^[a-z][a-z0-9-]{1,40}$", k)) && startswith(j.uri, "https://")])
