@@ -40,6 +40,13 @@ data "google_project" "this" {
 # The project number is a bootstrap fact (terraform.tfvars), so every member built from it is
 # the same in code review, in `fintrail iam check` and in the plan; the plan says so if the
 # project disagrees.
+check "api_uri" {
+  assert {
+    condition     = contains(module.api.urls, local.api_uri)
+    error_message = "The API's deterministic URL is not ${local.api_uri}: the scheduler's OIDC audience would not match."
+  }
+}
+
 check "project_number" {
   assert {
     condition     = data.google_project.this.number == local.env.project_number
@@ -203,23 +210,10 @@ locals {
     }
   }
 
-  scheduler_jobs = {
-    kyc-expiry = {
-      description = "Expire approved KYC cases whose re-verification is due."
-      schedule    = "0 2 * * *"
-      path        = "/internal/jobs/kyc-expiry"
-    }
-    kyb-rescreening = {
-      description = "Periodic re-screening of organizations."
-      schedule    = "0 3 * * 1"
-      path        = "/internal/jobs/kyb-rescreening"
-    }
-    audit-verify = {
-      description = "Verify the audit hash chain and log the result (log_class audit)."
-      schedule    = "30 4 * * *"
-      path        = "/internal/jobs/audit-verify"
-    }
-  }
+  # The API's deterministic Cloud Run URL, known at plan (the service's own `uri` output is
+  # not: it cannot feed the service's env, nor for_each). It is the OIDC audience the
+  # scheduler's tokens carry and the API checks; the `api_uri` check compares it after apply.
+  api_uri = "https://fintrail-${local.env.environment}-api-${local.env.project_number}.${local.env.region}.run.app"
 }
 
 # ----------------------------------------------------------------------- APIs
@@ -479,7 +473,9 @@ module "api" {
     FINTRAIL_MEDIA_BUCKET  = module.media.name
     FINTRAIL_MEDIA_SIGNER  = module.iam.emails["media-signer"]
     FINTRAIL_JOBS_INVOKER  = module.iam.emails["scheduler"]
-    FINTRAIL_LOG_FORMAT    = "json"
+    # The audience of the scheduler's OIDC tokens (issue #15): this service's own URL.
+    FINTRAIL_JOBS_OIDC_AUDIENCE = local.api_uri
+    FINTRAIL_LOG_FORMAT         = "json"
   }
 
   secret_env = {
@@ -571,14 +567,9 @@ module "scheduler" {
   region                = local.env.region
   service_account_email = module.iam.emails["scheduler"]
 
-  jobs = {
-    for name, j in local.scheduler_jobs : name => {
-      description = j.description
-      schedule    = j.schedule
-      uri         = "${module.api.uri}${j.path}"
-      audience    = module.api.uri
-    }
-  }
+  # One Cloud Scheduler job per `fintrail jobs` job (the module's jobs.json, tested against
+  # crates/jobs JOBS), each POSTing to /internal/jobs/<name> with an OIDC token for this URL.
+  service_uri = local.api_uri
 }
 
 # ------------------------------------------------------------ plan pipeline

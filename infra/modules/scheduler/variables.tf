@@ -41,11 +41,10 @@ variable "time_zone" {
 
 variable "service_uri" {
   type        = string
-  description = "URL of the fintrail API (Cloud Run); when set, every job of jobs.json is scheduled against it, with this URL as the OIDC audience."
-  default     = null
+  description = "URL of the fintrail API (Cloud Run): every job of jobs.json is scheduled against it, with this URL as the OIDC audience. Pass the deterministic URL (known at plan), not the service's output."
 
   validation {
-    condition     = var.service_uri == null || can(regex("^https://[^/]+$", var.service_uri))
+    condition     = can(regex("^https://[^/]+$", var.service_uri))
     error_message = "service_uri is an https origin without a trailing slash or path."
   }
 }

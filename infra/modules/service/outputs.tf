@@ -8,6 +8,11 @@ output "uri" {
   value       = google_cloud_run_v2_service.this.uri
 }
 
+output "urls" {
+  description = "Every HTTPS URL of the service (the deterministic one, https://<name>-<project number>.<region>.run.app, among them)."
+  value       = google_cloud_run_v2_service.this.urls
+}
+
 output "service_account_email" {
   description = "Runtime identity of the service."
   value       = var.service_account_email
