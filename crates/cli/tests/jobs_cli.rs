@@ -35,6 +35,8 @@ impl Env {
         cmd.args(args)
             .env("DATABASE_URL", self.db.url(DbRole::Admin))
             .env("FINTRAIL_APP_PASSWORD", self.db.params(DbRole::App).password.unwrap_or_default())
+            // The audit-checkpoint job writes as the sequencer's role (migration 0034).
+            .env("FINTRAIL_SEQUENCER_PASSWORD", self.db.params(DbRole::Sequencer).password.unwrap_or_default())
             .env("FINTRAIL_HOME", &self.home)
             .env("FINTRAIL_LOG_FORMAT", "json")
             .env("RUST_LOG", "error")
