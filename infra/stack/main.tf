@@ -311,6 +311,10 @@ module "secrets" {
       description = "Password of the fintrail_app database role."
       accessors   = [module.iam.members["api"]]
     }
+    db-sequencer-password = {
+      description = "Password of the fintrail_sequencer database role: the audit sequencer and checkpoint writer inside the API (the app role may not write the chain)."
+      accessors   = [module.iam.members["api"]]
+    }
     db-replicator-password = {
       description = "Password of the fintrail_replicator database role (read by the CDC writer only)."
       accessors   = [local.cdc_writer]
@@ -480,7 +484,9 @@ module "api" {
 
   secret_env = {
     FINTRAIL_DATABASE_PASSWORD = { secret = module.secrets.secret_ids["db-app-password"] }
-    FINTRAIL_TOKEN_PEPPER      = { secret = module.secrets.secret_ids["api-token-pepper"] }
+    # The audit sequencer runs in the API under its own role (migration 0034).
+    FINTRAIL_SEQUENCER_PASSWORD = { secret = module.secrets.secret_ids["db-sequencer-password"] }
+    FINTRAIL_TOKEN_PEPPER       = { secret = module.secrets.secret_ids["api-token-pepper"] }
   }
 }
 
