@@ -103,23 +103,38 @@ pub async fn write(ctx: &Context, dir: &Path) -> anyhow::Result<(Checkpoint, Pat
     Ok((Checkpoint { seq, link, key_id: key.id, signature, source: format!("db:{id}") }, path))
 }
 
+const CHECKPOINT_COLUMNS: &str = "id, seq, link, key_id, signature";
+
+/// A row selected with [`CHECKPOINT_COLUMNS`].
+fn from_row(row: &tokio_postgres::Row) -> anyhow::Result<Checkpoint> {
+    let id: i64 = row.get(0);
+    let link: Vec<u8> = row.get(2);
+    let sig: Vec<u8> = row.get(4);
+    Ok(Checkpoint {
+        seq: row.get(1),
+        link: link.try_into().map_err(|_| anyhow::anyhow!("checkpoint db:{id}: bad link length"))?,
+        key_id: row.get(3),
+        signature: sig.try_into().map_err(|_| anyhow::anyhow!("checkpoint db:{id}: bad signature length"))?,
+        source: format!("db:{id}"),
+    })
+}
+
+/// Checkpoint row `id` of the database, if it exists (one row: not the whole set and the files
+/// that [`load_all`] reads for `verify`).
+pub async fn load_row(client: &tokio_postgres::Client, id: i64) -> anyhow::Result<Option<Checkpoint>> {
+    let row = client
+        .query_opt(&format!("SELECT {CHECKPOINT_COLUMNS} FROM fintrail.audit_checkpoints WHERE id = $1"), &[&id])
+        .await?;
+    row.as_ref().map(from_row).transpose()
+}
+
 /// Every checkpoint in the database and in `dir` (missing directory = none).
 pub async fn load_all(client: &tokio_postgres::Client, dir: &Path) -> anyhow::Result<Vec<Checkpoint>> {
     let mut out = Vec::new();
-    for row in client
-        .query("SELECT id, seq, link, key_id, signature FROM fintrail.audit_checkpoints ORDER BY seq", &[])
-        .await?
+    for row in
+        client.query(&format!("SELECT {CHECKPOINT_COLUMNS} FROM fintrail.audit_checkpoints ORDER BY seq"), &[]).await?
     {
-        let id: i64 = row.get(0);
-        let link: Vec<u8> = row.get(2);
-        let sig: Vec<u8> = row.get(4);
-        out.push(Checkpoint {
-            seq: row.get(1),
-            link: link.try_into().map_err(|_| anyhow::anyhow!("checkpoint db:{id}: bad link length"))?,
-            key_id: row.get(3),
-            signature: sig.try_into().map_err(|_| anyhow::anyhow!("checkpoint db:{id}: bad signature length"))?,
-            source: format!("db:{id}"),
-        });
+        out.push(from_row(&row)?);
     }
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,

@@ -318,13 +318,8 @@ async fn audit_retention(ctx: &Context, opts: &RunOptions) -> anyhow::Result<Wor
         return Ok(Work::default().count("purged", 0u64).count("cutoff", cutoff.to_rfc3339()));
     };
     let id: i64 = row.get(0);
-    // Decoded by fintrail-audit's own reader (the one `verify` uses).
-    let source = format!("db:{id}");
-    let cp = checkpoint::load_all(&client, &checkpoint::checkpoint_dir(&ctx.home))
-        .await?
-        .into_iter()
-        .find(|c| c.source == source)
-        .with_context(|| format!("checkpoint {source} vanished"))?;
+    // Decoded by fintrail-audit's own reader (the one `verify` uses), that row alone.
+    let cp = checkpoint::load_row(&client, id).await?.with_context(|| format!("checkpoint db:{id} vanished"))?;
     // Only through a *signed* checkpoint: a forged row never anchors a purge (issue #16).
     let key = fintrail_db::keys::load(&ctx.home.keys_dir(), fintrail_db::keys::AUDIT_CHECKPOINT_KEY)?
         .context("no audit checkpoint key: cannot check the checkpoint's signature")?;
