@@ -151,3 +151,27 @@ async fn kill_9_mid_job_then_rerun_leaves_ledger_check_and_audit_verify_intact()
     let list = e.ok(&["jobs", "list"]);
     assert!(list.lines().any(|l| l.starts_with("hold-expiry") && l.contains(" ok ")), "{list}");
 }
+
+/// Bad input to `fintrail jobs run` is a usage error (exit 2) that names what is accepted, and
+/// runs nothing: no job run is recorded and no job event is written.
+#[tokio::test]
+async fn bad_job_names_and_limits_are_usage_errors_that_run_nothing() {
+    let e = env("bad-input").await;
+    let unknown = e.cmd(&["jobs", "run", "hold-expiryy"]).output().expect("run");
+    assert_eq!(unknown.status.code(), Some(2), "{unknown:?}");
+    let stderr = String::from_utf8_lossy(&unknown.stderr);
+    assert!(stderr.contains("unknown job") && stderr.contains("hold-expiry"), "names the jobs: {stderr}");
+    for args in [
+        &["jobs", "run"][..],
+        &["jobs", "run", "hold-expiry", "--all-due"][..],
+        &["jobs", "run", "hold-expiry", "--batch-max", "0"][..],
+        &["jobs", "run", "hold-expiry", "--deadline-secs", "99999"][..],
+        &["jobs", "run", "hold-expiry", "--batch-max", "ten"][..],
+    ] {
+        let out = e.cmd(args).output().expect("run");
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {out:?}");
+    }
+    let runs = "SELECT count(*) FROM fintrail.job_runs";
+    assert_eq!(e.count(runs).await, 0, "nothing ran");
+    assert_eq!(e.count("SELECT count(*) FROM fintrail.audit_events WHERE action LIKE 'job.%'").await, 0);
+}
