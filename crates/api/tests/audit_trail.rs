@@ -95,6 +95,9 @@ async fn untouched_trail_verifies_with_checkpoints() {
     let (cp, file) = checkpoint::write(&e.ctx, &checkpoint::checkpoint_dir(&e.ctx.home)).await.expect("checkpoint");
     assert_eq!(cp.seq, 50);
     assert!(file.exists());
+    // Owner-only, like every file fintrail writes under FINTRAIL_HOME (and its folder).
+    assert!(fintrail_db::home::owner_only::is_owner_only(&file).expect("mode"));
+    assert!(fintrail_db::home::owner_only::is_owner_only(file.parent().expect("dir")).expect("mode"));
     emit(&e.db, 10).await;
     assert_eq!(chain(&e.db).await, 10);
     match verify(&e).await {

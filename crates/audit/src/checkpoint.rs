@@ -89,7 +89,6 @@ pub async fn write(ctx: &Context, dir: &Path) -> anyhow::Result<(Checkpoint, Pat
         .await?;
     let id: i64 = row.get(0);
     let created_at: chrono::DateTime<chrono::Utc> = row.get(1);
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let path = dir.join(format!("checkpoint-{seq:020}-{id}.json"));
     let file = CheckpointFile {
         seq,
@@ -98,7 +97,10 @@ pub async fn write(ctx: &Context, dir: &Path) -> anyhow::Result<(Checkpoint, Pat
         signature: hex::encode(signature),
         created_at: created_at.to_rfc3339(),
     };
-    std::fs::write(&path, serde_json::to_vec_pretty(&file)?).with_context(|| format!("writing {}", path.display()))?;
+    // Owner-only and synced: the evidence `verify` checks the database against. The name
+    // carries the row id, so an existing file is another checkpoint's, never overwritten.
+    let written = fintrail_db::home::owner_only::create_file(&path, &serde_json::to_vec_pretty(&file)?)?;
+    anyhow::ensure!(written, "{} exists already: not overwriting a checkpoint file", path.display());
     tracing::info!(log_class = "audit", seq, key_id = %key.id, file = %path.display(), "audit checkpoint written");
     Ok((Checkpoint { seq, link, key_id: key.id, signature, source: format!("db:{id}") }, path))
 }

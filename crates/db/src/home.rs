@@ -112,8 +112,7 @@ pub mod owner_only {
         if let Some(dir) = path.parent() {
             create_dir(dir)?;
         }
-        let opened = std::fs::OpenOptions::new().write(true).create_new(true).mode(FILE_MODE).open(path);
-        let mut f = match opened {
+        let mut f = match open_new(path) {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(false),
             Err(e) => return Err(e).with_context(|| format!("creating {}", path.display())),
@@ -126,12 +125,13 @@ pub mod owner_only {
     /// Opens a new 0600 file for writing (its folder must exist; fails if `path` exists): for
     /// content streamed in, such as media uploads.
     pub fn create_new(path: &Path) -> anyhow::Result<std::fs::File> {
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(FILE_MODE)
-            .open(path)
-            .with_context(|| format!("creating {}", path.display()))
+        open_new(path).with_context(|| format!("creating {}", path.display()))
+    }
+
+    /// The one way a new owner-only file is opened: 0600 from the first byte, never an
+    /// existing file.
+    fn open_new(path: &Path) -> std::io::Result<std::fs::File> {
+        std::fs::OpenOptions::new().write(true).create_new(true).mode(FILE_MODE).open(path)
     }
 
     /// Replaces `path` atomically with `bytes` through a 0600 temporary file beside it (status
