@@ -41,6 +41,9 @@ pub struct Principal {
     pub customer_id: Option<i64>,
     /// The token's label (staff name, "customer").
     pub label: String,
+    /// The bearer this request was made with (set per request by [`authenticate`]), presented
+    /// with the events the request writes so that the database can check their actor.
+    pub credential: Option<fintrail_audit::Credential>,
 }
 
 impl Principal {
@@ -50,6 +53,16 @@ impl Principal {
             Some(c) => format!("customer:{c}"),
             None => format!("staff:{}:{}", self.token_id, self.label),
         }
+    }
+
+    /// An allowed event of this principal, with its credential presented.
+    pub fn event(
+        &self,
+        action: fintrail_domain::audit::AuditAction,
+        subject: impl Into<String>,
+        permission: Option<Permission>,
+    ) -> NewEvent {
+        NewEvent::allowed(self.actor(), action, subject, permission).credential(self.credential.clone())
     }
 }
 
@@ -146,7 +159,7 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
         return refuse_unauthenticated(&state, ip, "missing or malformed bearer token");
     };
     let hash = tokens::hash(token);
-    let principal = match state.tokens.get(&hash) {
+    let mut principal = match state.tokens.get(&hash) {
         Some(p) => p,
         None => match lookup_token(&state, &hash).await {
             Ok(Ok((p, valid_for))) => {
@@ -157,6 +170,7 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
             Err(e) => return e.into_response(),
         },
     };
+    principal.credential = Some(fintrail_audit::Credential::new(token));
     req.extensions_mut().insert(principal);
     next.run(req).await
 }
@@ -180,7 +194,8 @@ async fn lookup_token(
         // A role removed from the Rust table no longer grants anything.
         return Ok(Err("token role no longer exists"));
     };
-    let principal = Principal { token_id: row.get(0), role, customer_id: row.get(2), label: row.get(3) };
+    let principal =
+        Principal { token_id: row.get(0), role, customer_id: row.get(2), label: row.get(3), credential: None };
     let valid_for = std::time::Duration::try_from_secs_f64(row.get::<_, f64>(4)).unwrap_or_default();
     Ok(Ok((principal, valid_for)))
 }
@@ -342,9 +357,7 @@ pub async fn record_denial(
     request_id: &str,
 ) -> Result<(), ApiError> {
     let subject = bounded_subject(subject);
-    let ev = NewEvent::allowed(principal.actor(), AuditAction::AccessDenied, subject, Some(missing))
-        .denied()
-        .request(Some(request_id));
+    let ev = principal.event(AuditAction::AccessDenied, subject, Some(missing)).denied().request(Some(request_id));
     let mut client = state.pool.get().await?;
     let tx = client.transaction().await?;
     state.audit.append_cached(&tx, &ev).await?;
@@ -361,7 +374,13 @@ mod tests {
     use std::time::Duration;
 
     fn principal(token_id: i64) -> Principal {
-        Principal { token_id, role: fintrail_domain::Role::Auditor, customer_id: None, label: "t".into() }
+        Principal {
+            token_id,
+            role: fintrail_domain::Role::Auditor,
+            customer_id: None,
+            label: "t".into(),
+            credential: None,
+        }
     }
 
     #[test]

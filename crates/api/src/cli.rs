@@ -143,7 +143,9 @@ fn operator() -> String {
 
 /// `fintrail token ...`.
 pub async fn run_token(args: TokenArgs, ctx: &Context) -> anyhow::Result<u8> {
-    let mut client = ctx.db.connect(DbRole::App).await?;
+    // An administrative session: an operator is no bearer the database could check, and only
+    // a credentialed actor may issue or revoke through the application role (migration 0037).
+    let mut client = ctx.db.connect(DbRole::Admin).await?;
     let audit = fintrail_audit::AuditWriter::new(true);
     let actor = operator();
     match args.command {
@@ -186,7 +188,7 @@ pub async fn run_token(args: TokenArgs, ctx: &Context) -> anyhow::Result<u8> {
                 customer,
                 &label,
                 ttl_secs,
-                &Issuer { actor: &actor, permission: None, request_id: None },
+                &Issuer { actor: &actor, permission: None, request_id: None, credential: None },
             )
             .await;
             let issued = match issued {
@@ -207,7 +209,8 @@ pub async fn run_token(args: TokenArgs, ctx: &Context) -> anyhow::Result<u8> {
         }
         TokenCommand::Revoke { token_id } => {
             let tx = client.transaction().await?;
-            match revoke(&audit, &tx, token_id, &actor, None, None).await {
+            let by = Issuer { actor: &actor, permission: None, request_id: None, credential: None };
+            match revoke(&audit, &tx, token_id, &by).await {
                 Ok(r) => {
                     tx.commit().await?;
                     println!("token {} revoked at {}", r.token_id, r.revoked_at.to_rfc3339());

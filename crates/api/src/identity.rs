@@ -139,15 +139,12 @@ pub async fn create_customer(
         )
         .await?;
     let c = customer_from_row(&row);
-    let ev = NewEvent::allowed(
-        caller.principal.actor(),
-        AuditAction::CustomerCreated,
-        format!("customer:{}", c.id),
-        Some(caller.permission),
-    )
-    .on_behalf_of(Some(format!("customer:{}", c.id)))
-    .request(Some(&caller.request_id))
-    .change(None, Some(json!({ "customer_id": c.id })));
+    let ev = caller
+        .principal
+        .event(AuditAction::CustomerCreated, format!("customer:{}", c.id), Some(caller.permission))
+        .on_behalf_of(Some(format!("customer:{}", c.id)))
+        .request(Some(&caller.request_id))
+        .change(None, Some(json!({ "customer_id": c.id })));
     state.audit.append_cached(&tx, &ev).await?;
     tx.commit().await?;
     state.audit.committed();
@@ -173,6 +170,8 @@ pub struct Issuer<'a> {
     pub actor: &'a str,
     pub permission: Option<P>,
     pub request_id: Option<&'a str>,
+    /// The request's bearer token when the actor is a person (see `fintrail_audit::Credential`).
+    pub credential: Option<&'a fintrail_audit::Credential>,
 }
 
 /// Insert a token row and its audit event in `tx`; returns (id, token, expires_at).
@@ -185,7 +184,7 @@ pub async fn insert_token<C: tokio_postgres::GenericClient + Sync>(
     ttl_secs: u64,
     by: &Issuer<'_>,
 ) -> Result<IssuedToken, tokio_postgres::Error> {
-    let Issuer { actor, permission, request_id } = *by;
+    let Issuer { actor, permission, request_id, credential } = *by;
     let (token, hash) = tokens::generate();
     let ttl = ttl_secs as f64;
     let row = tx
@@ -197,6 +196,7 @@ pub async fn insert_token<C: tokio_postgres::GenericClient + Sync>(
         .await?;
     let issued = IssuedToken { token_id: row.get(0), token, role: role.as_str().to_owned(), expires_at: row.get(1) };
     let ev = NewEvent::allowed(actor, AuditAction::TokenIssued, format!("token:{}", issued.token_id), permission)
+        .credential(credential.cloned())
         .on_behalf_of(customer_id.map(|c| format!("customer:{c}")))
         .request(request_id)
         .change(
@@ -240,6 +240,7 @@ pub async fn issue_customer_token(
             actor: &caller.principal.actor(),
             permission: Some(caller.permission),
             request_id: Some(&caller.request_id),
+            credential: caller.principal.credential.as_ref(),
         },
     )
     .await?;
@@ -253,10 +254,9 @@ pub(crate) async fn revoke<C: tokio_postgres::GenericClient + Sync>(
     audit: &fintrail_audit::AuditWriter,
     tx: &C,
     token_id: i64,
-    actor: &str,
-    permission: Option<P>,
-    request_id: Option<&str>,
+    by: &Issuer<'_>,
 ) -> ApiResult<RevokedToken> {
+    let Issuer { actor, permission, request_id, credential } = *by;
     let row = tx
         .query_opt(
             "SELECT revoked_at, customer_id, role FROM fintrail.api_tokens WHERE id = $1 FOR UPDATE",
@@ -274,6 +274,7 @@ pub(crate) async fn revoke<C: tokio_postgres::GenericClient + Sync>(
         .await?
         .get(0);
     let ev = NewEvent::allowed(actor, AuditAction::TokenRevoked, format!("token:{token_id}"), permission)
+        .credential(credential.cloned())
         .on_behalf_of(customer_id.map(|c| format!("customer:{c}")))
         .request(request_id)
         .change(Some(json!({ "revoked": false, "role": role })), Some(json!({ "revoked": true })));
@@ -298,9 +299,12 @@ pub async fn revoke_token(
         &state.audit,
         &*tx,
         token_id,
-        &caller.principal.actor(),
-        Some(caller.permission),
-        Some(&caller.request_id),
+        &Issuer {
+            actor: &caller.principal.actor(),
+            permission: Some(caller.permission),
+            request_id: Some(&caller.request_id),
+            credential: caller.principal.credential.as_ref(),
+        },
     )
     .await?;
     tx.commit().await?;
@@ -322,7 +326,9 @@ pub async fn create_token(
     actor: &str,
 ) -> anyhow::Result<IssuedToken> {
     anyhow::ensure!(ttl_secs > 0 && ttl_secs <= tokens::TOKEN_MAX_TTL_SECS, "ttl must be 1 s to 30 days");
-    let mut client = db.connect(fintrail_db::DbRole::App).await?;
+    // An administrative session: the database lets only a credentialed actor issue a token
+    // through the application role (migration 0037); operators and fixtures are not one.
+    let mut client = db.connect(fintrail_db::DbRole::Admin).await?;
     let tx = client.transaction().await?;
     let audit = fintrail_audit::AuditWriter::new(true);
     let issued = insert_token(
@@ -332,7 +338,7 @@ pub async fn create_token(
         customer_id,
         label,
         ttl_secs,
-        &Issuer { actor, permission: None, request_id: None },
+        &Issuer { actor, permission: None, request_id: None, credential: None },
     )
     .await?;
     tx.commit().await?;

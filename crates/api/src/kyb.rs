@@ -17,7 +17,6 @@ use crate::extract::{ApiJson, ApiPath};
 use crate::routes::Registry;
 use crate::state::AppState;
 use crate::transition::transition;
-use fintrail_audit::NewEvent;
 
 pub(crate) fn routes(reg: &mut Registry) {
     reg.add(Method::POST, "/v1/kyb/organizations", P::KybOrgCreate, post(create_organization));
@@ -224,14 +223,11 @@ pub async fn create_organization(
         )
         .await?
         .get(0);
-    let ev = NewEvent::allowed(
-        caller.principal.actor(),
-        AuditAction::OrganizationCreated,
-        format!("organization:{id}"),
-        Some(caller.permission),
-    )
-    .request(Some(&caller.request_id))
-    .change(None, Some(json!({ "state": KybState::INITIAL.as_str() })));
+    let ev = caller
+        .principal
+        .event(AuditAction::OrganizationCreated, format!("organization:{id}"), Some(caller.permission))
+        .request(Some(&caller.request_id))
+        .change(None, Some(json!({ "state": KybState::INITIAL.as_str() })));
     state.audit.append_cached(&tx, &ev).await?;
     tx.commit().await?;
     state.audit.committed();

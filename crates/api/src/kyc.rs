@@ -17,7 +17,6 @@ use crate::extract::{ApiJson, ApiPath};
 use crate::routes::Registry;
 use crate::state::AppState;
 use crate::transition::transition;
-use fintrail_audit::NewEvent;
 
 pub(crate) fn routes(reg: &mut Registry) {
     reg.add(Method::POST, "/v1/me/kyc/cases", P::KycCaseCreate, post(create_own_case));
@@ -194,15 +193,12 @@ pub async fn create_own_case(State(state): State<AppState>, caller: Caller) -> A
         )
         .await?
         .get(0);
-    let ev = NewEvent::allowed(
-        caller.principal.actor(),
-        AuditAction::KycCaseCreated,
-        format!("kyc_case:{id}"),
-        Some(caller.permission),
-    )
-    .on_behalf_of(Some(format!("customer:{customer}")))
-    .request(Some(&caller.request_id))
-    .change(None, Some(json!({ "state": KycState::INITIAL.as_str() })));
+    let ev = caller
+        .principal
+        .event(AuditAction::KycCaseCreated, format!("kyc_case:{id}"), Some(caller.permission))
+        .on_behalf_of(Some(format!("customer:{customer}")))
+        .request(Some(&caller.request_id))
+        .change(None, Some(json!({ "state": KycState::INITIAL.as_str() })));
     state.audit.append_cached(&tx, &ev).await?;
     tx.commit().await?;
     state.audit.committed();

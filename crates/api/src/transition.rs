@@ -69,6 +69,7 @@ pub async fn transition<M: Machine>(
     let actor = caller.principal.actor();
     let transition_id = apply_transition::<M, _>(&*tx, id, from, to, &actor, reason, Some(&caller.request_id)).await?;
     let ev = NewEvent::allowed(actor, M::ACTION, subject, Some(needed))
+        .credential(caller.principal.credential.clone())
         .on_behalf_of(owner.map(|c| format!("customer:{c}")))
         .request(Some(&caller.request_id))
         .change(

@@ -30,7 +30,7 @@ async fn env() -> Env {
 
 fn event(i: i64) -> NewEvent {
     NewEvent::allowed(
-        "staff:1:test",
+        "system:test",
         AuditAction::KycCaseTransitioned,
         format!("kyc_case:{i}"),
         Some(Permission::KycCaseReview),
@@ -286,7 +286,7 @@ async fn the_trail_is_append_only_in_the_database() {
     }
     // The app cannot choose seq, time or txid: the trigger assigns them.
     let seq: i64 = app
-        .query_one("INSERT INTO audit_events (seq, at, actor, action, subject, allowed) VALUES (1, '2000-01-01', 'a', 'x.y', 's', true) RETURNING seq", &[])
+        .query_one("INSERT INTO audit_events (seq, at, actor, action, subject, allowed) VALUES (1, '2000-01-01', 'system:a', 'x.y', 's', true) RETURNING seq", &[])
         .await
         .expect("insert")
         .get(0);

@@ -417,6 +417,7 @@ async fn holds_reserve_post_partially_void_and_expire() {
                 on_behalf_of: None,
                 permission: fintrail_domain::Permission::WalletHoldSettle,
                 request_id: None,
+                credential: None,
             },
             fintrail_ledger::holds::EXPIRE_MAX,
         )

@@ -1,21 +1,57 @@
 //! The ledger's database rules, proven with raw SQL as the application role (and as the owner
 //! where the point is that even the owner cannot rewrite history).
 
-use fintrail_db::testing::fresh_db;
+use fintrail_db::testing::{fresh_db, RECORD_THIS_TRANSACTION};
 use fintrail_db::DbRole;
 use fintrail_domain::KycState;
 use fintrail_tooling::fixtures;
+use tokio_postgres::types::ToSql;
 
 fn sqlstate(e: &tokio_postgres::Error) -> String {
     e.code().map(|c| c.code().to_owned()).unwrap_or_else(|| format!("no sqlstate: {e}"))
 }
 
+/// Runs `sql` in its own transaction, committed together with the audit events the database
+/// requires of it (migration 0036); rolled back when the statement fails.
+async fn coupled(
+    c: &tokio_postgres::Client,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<Option<tokio_postgres::Row>, tokio_postgres::Error> {
+    c.batch_execute("BEGIN").await?;
+    let row = match c.query_opt(sql, params).await {
+        Ok(row) => row,
+        Err(e) => {
+            c.batch_execute("ROLLBACK").await?;
+            return Err(e);
+        }
+    };
+    c.batch_execute(&format!("{RECORD_THIS_TRANSACTION}; COMMIT")).await?;
+    Ok(row)
+}
+
+/// A pending hold of `amount` EUR from `d` to `cr`, with its event; its id.
+async fn hold(c: &tokio_postgres::Client, d: i64, cr: i64, amount: i64) -> i64 {
+    coupled(
+        c,
+        "INSERT INTO fintrail.holds (debit_wallet_id, credit_wallet_id, amount_minor, currency, actor, expires_at) \
+         VALUES ($1, $2, $3, 'EUR', 'test', now() + interval '1 hour') RETURNING id",
+        &[&d, &cr, &amount],
+    )
+    .await
+    .unwrap()
+    .expect("a row")
+    .get(0)
+}
+
 async fn wallet(c: &tokio_postgres::Client, customer: i64, currency: &str) -> i64 {
-    c.query_one(
+    coupled(
+        c,
         "INSERT INTO fintrail.wallets (kind, customer_id, currency) VALUES ('customer', $1, $2) RETURNING id",
         &[&customer, &currency],
     )
     .await
+    .map(|r| r.expect("a row"))
     .expect("wallet opens")
     .get(0)
 }
@@ -38,13 +74,42 @@ async fn transfer(
     amount: i64,
     cur: &str,
 ) -> Result<i64, tokio_postgres::Error> {
-    c.query_one(
-        "INSERT INTO fintrail.transfers (kind, debit_wallet_id, credit_wallet_id, amount_minor, currency, actor) \
-         VALUES ($1, $2, $3, $4, $5, 'test') RETURNING id",
-        &[&kind, &d, &cr, &amount, &cur],
-    )
-    .await
-    .map(|r| r.get(0))
+    transfer_with(c, kind, &[&d, &cr, &amount, &cur], "", "").await
+}
+
+/// Inserts a transfer the way the engine does: its id taken first, its audit event written
+/// before it (the transfers' statement trigger checks, migration 0036), in one transaction.
+/// `extra_col`/`extra_val` add a column (`reverses_transfer_id`, `hold_id`) as `$5`.
+async fn transfer_with(
+    c: &tokio_postgres::Client,
+    kind: &str,
+    params: &[&(dyn ToSql + Sync)],
+    extra_col: &str,
+    extra_val: &str,
+) -> Result<i64, tokio_postgres::Error> {
+    c.batch_execute("BEGIN").await?;
+    let id: i64 = c.query_one("SELECT nextval('fintrail.transfers_id_seq')", &[]).await?.get(0);
+    let (subject, action) = if kind == "hold_post" {
+        ("'hold:' || $5::bigint".to_owned(), "ledger.hold.posted".to_owned())
+    } else {
+        (format!("'transfer:{id}'"), format!("ledger.{kind}.posted"))
+    };
+    let sql = format!(
+        "WITH e AS (INSERT INTO fintrail.audit_events (actor, action, subject, allowed) \
+                    VALUES ('system:test', '{action}', {subject}, true)) \
+         INSERT INTO fintrail.transfers (id, kind, debit_wallet_id, credit_wallet_id, amount_minor, currency, actor{extra_col}) \
+         VALUES ({id}, '{kind}', $1, $2, $3, $4, 'test'{extra_val}) RETURNING id"
+    );
+    match c.query_one(&sql, params).await {
+        Ok(r) => {
+            c.batch_execute("COMMIT").await?;
+            Ok(r.get(0))
+        }
+        Err(e) => {
+            c.batch_execute("ROLLBACK").await?;
+            Err(e)
+        }
+    }
 }
 
 #[tokio::test]
@@ -113,24 +178,18 @@ async fn app_role_cannot_forge_entries_balances_or_history() {
     assert_eq!(sqlstate(&transfer(&app, "transfer", a, b, 0, "EUR").await.unwrap_err()), "23514");
     assert_eq!(sqlstate(&transfer(&app, "transfer", a, b, -5, "EUR").await.unwrap_err()), "23514");
     let t2 = transfer(&app, "transfer", a, b, 400, "EUR").await.unwrap();
-    let rev = "INSERT INTO fintrail.transfers (kind, debit_wallet_id, credit_wallet_id, amount_minor, currency, reverses_transfer_id, actor) \
-               VALUES ('reversal', $1, $2, $3, 'EUR', $4, 'test')";
-    let e = app.execute(rev, &[&b, &a, &399i64, &t2]).await.unwrap_err();
+    let app_ref = &app;
+    let rev = move |amount: i64| async move {
+        transfer_with(app_ref, "reversal", &[&b, &a, &amount, &"EUR", &t2], ", reverses_transfer_id", ", $5").await
+    };
+    let e = rev(399).await.unwrap_err();
     assert_eq!(sqlstate(&e), "FT014", "a reversal mirrors its original: {e}");
-    app.execute(rev, &[&b, &a, &400i64, &t2]).await.unwrap();
-    let e = app.execute(rev, &[&b, &a, &400i64, &t2]).await.unwrap_err();
+    rev(400).await.unwrap();
+    let e = rev(400).await.unwrap_err();
     assert_eq!(sqlstate(&e), "23505", "at most one reversal: {e}");
 
     // A hold reserves funds under the floor; leaving pending releases them; only once.
-    let hold: i64 = app
-        .query_one(
-            "INSERT INTO fintrail.holds (debit_wallet_id, credit_wallet_id, amount_minor, currency, actor, expires_at) \
-             VALUES ($1, $2, 900, 'EUR', 'test', now() + interval '1 hour') RETURNING id",
-            &[&a, &b],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let hold: i64 = hold(&app, a, b, 900).await;
     let held: i64 = app.query_one("SELECT held_minor FROM fintrail.wallets WHERE id = $1", &[&a]).await.unwrap().get(0);
     assert_eq!(held, 900);
     assert_eq!(
@@ -138,7 +197,7 @@ async fn app_role_cannot_forge_entries_balances_or_history() {
         "23514",
         "held funds are not available"
     );
-    app.execute("UPDATE fintrail.holds SET status = 'voided' WHERE id = $1", &[&hold]).await.unwrap();
+    coupled(&app, "UPDATE fintrail.holds SET status = 'voided' WHERE id = $1", &[&hold]).await.unwrap();
     let e = app
         .execute("UPDATE fintrail.holds SET status = 'posted', posted_minor = 1 WHERE id = $1", &[&hold])
         .await
@@ -147,14 +206,7 @@ async fn app_role_cannot_forge_entries_balances_or_history() {
     let held: i64 = app.query_one("SELECT held_minor FROM fintrail.wallets WHERE id = $1", &[&a]).await.unwrap().get(0);
     assert_eq!(held, 0);
     // A hold posting must match a hold posted in the same transaction.
-    let e = app
-        .execute(
-            "INSERT INTO fintrail.transfers (kind, debit_wallet_id, credit_wallet_id, amount_minor, currency, hold_id, actor) \
-             VALUES ('hold_post', $1, $2, 900, 'EUR', $3, 'test')",
-            &[&a, &b, &hold],
-        )
-        .await
-        .unwrap_err();
+    let e = transfer_with(&app, "hold_post", &[&a, &b, &900i64, &"EUR", &hold], ", hold_id", ", $5").await.unwrap_err();
     assert_eq!(sqlstate(&e), "FT015", "{e}");
 
     // Idempotency keys are not deleted before expiry.
@@ -197,7 +249,8 @@ async fn wallets_open_only_for_approved_kyc_or_cleared_organizations() {
         .unwrap_err();
     assert_eq!(sqlstate(&e), "FT010");
     let cleared = fixtures::organization(&db, fintrail_domain::KybState::Cleared).await.unwrap();
-    app.execute(
+    coupled(
+        &app,
         "INSERT INTO fintrail.wallets (kind, organization_id, currency) VALUES ('organization', $1, 'EUR')",
         &[&cleared],
     )
@@ -263,19 +316,13 @@ async fn app_role_cannot_choose_transfer_ids_or_post_a_hold_without_its_transfer
         .expect_err("a future id");
     assert_eq!(sqlstate(&future), "FT021", "{future}");
 
-    let hold: i64 = app
-        .query_one(
-            "INSERT INTO fintrail.holds (debit_wallet_id, credit_wallet_id, amount_minor, currency, actor, expires_at) \
-             VALUES ($1, $2, 300, 'EUR', 'test', now() + interval '1 hour') RETURNING id",
-            &[&a, &b],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let hold: i64 = hold(&app, a, b, 300).await;
     let tx = app.transaction().await.unwrap();
     tx.execute("UPDATE fintrail.holds SET status = 'posted', posted_minor = 300 WHERE id = $1", &[&hold])
         .await
         .unwrap();
+    // With its audit event, so that only the hold rule can refuse the commit.
+    tx.batch_execute(RECORD_THIS_TRANSACTION).await.unwrap();
     let e = tx.commit().await.expect_err("posted without its transfer");
     assert_eq!(sqlstate(&e), "FT022", "{e}");
 
@@ -295,4 +342,57 @@ async fn app_role_cannot_choose_transfer_ids_or_post_a_hold_without_its_transfer
         "{:?}",
         report.violations
     );
+}
+
+/// Issue #16, item 6: one multi-entry statement cannot take a floored wallet below its floor
+/// between two of its entries, even when the statement ends above it; in the other order the
+/// same two transfers post, and every running balance stays at or above the floor.
+#[tokio::test]
+async fn every_entry_respects_the_floor_not_only_the_statement_end() {
+    let db = fresh_db().await;
+    let w = fixtures::funded_wallets(&db, 3, 100).await.unwrap();
+    let (a, b, c) = (w[0], w[1], w[2]);
+    let app = db.connect(DbRole::App).await.unwrap();
+    // Two transfers in one INSERT, each with its event written first (migration 0036).
+    let mut ids = Vec::new();
+    for _ in 0..4 {
+        ids.push(app.query_one("SELECT nextval('fintrail.transfers_id_seq')", &[]).await.unwrap().get::<_, i64>(0));
+    }
+    let pair = |(t1, t2): (i64, i64), first: (i64, i64, i64), second: (i64, i64, i64)| {
+        format!(
+            "BEGIN; \
+             INSERT INTO fintrail.audit_events (actor, action, subject, allowed) \
+                 VALUES ('system:test', 'ledger.transfer.posted', 'transfer:{t1}', true), \
+                        ('system:test', 'ledger.transfer.posted', 'transfer:{t2}', true); \
+             INSERT INTO fintrail.transfers (id, kind, debit_wallet_id, credit_wallet_id, amount_minor, currency, actor) \
+                 VALUES ({t1}, 'transfer', {}, {}, {}, 'EUR', 'test'), ({t2}, 'transfer', {}, {}, {}, 'EUR', 'test'); \
+             COMMIT",
+            first.0, first.1, first.2, second.0, second.1, second.2
+        )
+    };
+    // a: 100 -150 = -50 (below the floor 0), then +100 = 50.
+    let e =
+        app.batch_execute(&pair((ids[0], ids[1]), (a, b, 150), (c, a, 100))).await.expect_err("a dip below the floor");
+    assert_eq!(sqlstate(&e), "23514", "{e}");
+    assert!(format!("{e:?}").contains("below its floor"), "{e:?}");
+    app.batch_execute("ROLLBACK").await.unwrap();
+    let balance = |id: i64| {
+        let app = &app;
+        async move {
+            app.query_one("SELECT balance_minor FROM fintrail.wallets WHERE id = $1", &[&id])
+                .await
+                .unwrap()
+                .get::<_, i64>(0)
+        }
+    };
+    assert_eq!((balance(a).await, balance(b).await, balance(c).await), (100, 100, 100), "nothing moved");
+    // The other order: a: 100 +100 = 200, then -150 = 50.
+    app.batch_execute(&pair((ids[2], ids[3]), (c, a, 100), (a, b, 150))).await.expect("never below the floor");
+    assert_eq!((balance(a).await, balance(b).await, balance(c).await), (50, 250, 0));
+    let low: i64 = app
+        .query_one("SELECT min(balance_after_minor) FROM fintrail.entries WHERE wallet_id = $1", &[&a])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(low >= 0, "every running balance of a stays at or above its floor: {low}");
 }

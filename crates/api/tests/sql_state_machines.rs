@@ -5,7 +5,7 @@
 //! one record cannot both win.
 
 use fintrail_api::machines::{apply_transition, Machine};
-use fintrail_db::testing::fresh_db;
+use fintrail_db::testing::{fresh_db, RECORD_THIS_TRANSACTION};
 use fintrail_db::DbRole;
 use fintrail_domain::{KybState, KycState};
 use std::collections::BTreeSet;
@@ -25,7 +25,15 @@ async fn bodies(c: &tokio_postgres::Transaction<'_>, names: &[String]) -> Vec<(S
     .collect()
 }
 
+/// A record in the initial state, with the audit events the database requires (migration 0036).
 async fn new_record<M: Machine>(c: &Client) -> i64 {
+    c.batch_execute("BEGIN").await.expect("begin");
+    let id = insert_record::<M>(c).await;
+    c.batch_execute(&format!("{RECORD_THIS_TRANSACTION}; COMMIT")).await.expect("commit with its events");
+    id
+}
+
+async fn insert_record<M: Machine>(c: &Client) -> i64 {
     if M::TABLE == "kyc_cases" {
         let cust: i64 = c
             .query_one("INSERT INTO customers (display_name, email) VALUES ('A', 'a@example.com') RETURNING id", &[])
@@ -56,6 +64,7 @@ async fn state_of<M: Machine>(c: &Client, id: i64) -> M {
 async fn try_transition<M: Machine>(c: &mut Client, id: i64, from: M, to: M) -> Result<(), tokio_postgres::Error> {
     let tx = c.transaction().await?;
     apply_transition::<M, _>(&tx, id, from, to, "test:sql", "exhaustive", None).await?;
+    tx.batch_execute(RECORD_THIS_TRANSACTION).await?;
     tx.commit().await
 }
 
@@ -123,6 +132,7 @@ async fn structural_guards<M: Machine>() {
     // No insert in a non-initial state.
     for s in M::ALL.iter().filter(|s| **s != M::INITIAL) {
         let sql = if M::TABLE == "kyc_cases" {
+            c.batch_execute("BEGIN").await.expect("begin");
             let cust: i64 = c
                 .query_one(
                     "INSERT INTO customers (display_name, email) VALUES ('B', 'b@example.com') RETURNING id",
@@ -131,6 +141,7 @@ async fn structural_guards<M: Machine>() {
                 .await
                 .expect("customer")
                 .get(0);
+            c.batch_execute(&format!("{RECORD_THIS_TRANSACTION}; COMMIT")).await.expect("customer with its event");
             c.execute("INSERT INTO kyc_cases (customer_id, state) VALUES ($1, $2)", &[&cust, &s.as_str()]).await
         } else {
             c.execute("INSERT INTO organizations (legal_name, registration_number, country, state) VALUES ('X', 'Y', 'FR', $1)", &[&s.as_str()]).await
@@ -152,7 +163,10 @@ async fn structural_guards<M: Machine>() {
     )
     .await
     .expect("insert accepted until commit");
-    assert!(tx.commit().await.is_err(), "history without its state change is refused at commit");
+    // With its audit event, so that only the history check can refuse it.
+    tx.batch_execute(RECORD_THIS_TRANSACTION).await.expect("events");
+    let e = tx.commit().await.expect_err("history without its state change is refused at commit");
+    assert_ne!(e.code().map(|c| c.code()), Some("FT030"), "refused by the history check, not the coupling: {e}");
     // State change pointing at no / someone else's history row: refused.
     let other = new_record::<M>(&c).await;
     let tx = c.transaction().await.expect("tx");
@@ -169,6 +183,7 @@ async fn structural_guards<M: Machine>() {
     // A history row committed earlier cannot be replayed by a later transaction.
     let tx = c.transaction().await.expect("tx");
     let hid = apply_transition::<M, _>(&tx, other, t.from, t.to, "x", "y", None).await.expect("transition");
+    tx.batch_execute(RECORD_THIS_TRANSACTION).await.expect("events");
     tx.commit().await.expect("commit");
     let back = M::TRANSITIONS.iter().find(|x| x.from == t.to).map(|x| x.to);
     if let Some(next) = back {

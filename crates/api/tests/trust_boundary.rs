@@ -1,7 +1,7 @@
 //! Issue #16, items 2, 5 and 6: what the app credential may no longer choose, each attack
 //! performed with raw SQL as `fintrail_app` against a real database.
 
-use fintrail_db::testing::fresh_db;
+use fintrail_db::testing::{fresh_db, RECORD_THIS_TRANSACTION};
 use fintrail_db::DbRole;
 use fintrail_tooling::fixtures;
 
@@ -42,8 +42,8 @@ async fn the_app_cannot_choose_identities() {
     }
 }
 
-/// Item 2, in part: a token cannot be back-dated nor outlive 30 days. (Minting one at all with
-/// the app credential is the coupling's and the actor check's to refuse: issue #16, open.)
+/// Item 2: a token cannot be back-dated nor outlive 30 days, and none is minted without its
+/// `token.issued` event in the same transaction (the coupling, migration 0036).
 #[tokio::test]
 async fn the_app_cannot_backdate_a_token_or_make_it_live_a_century() {
     let db = fresh_db().await;
@@ -64,12 +64,19 @@ async fn the_app_cannot_backdate_a_token_or_make_it_live_a_century() {
         .await
         .expect_err("a century");
     assert_eq!(sqlstate(&century), "23514", "{century}");
-    // Thirty days is the API's own limit, and passes.
-    app.batch_execute(
-        "INSERT INTO fintrail.api_tokens (token_hash, role, label, expires_at) VALUES (sha256('c'), 'admin', 'm', now() + interval '30 days')",
-    )
-    .await
-    .expect("within the limit");
+    // Thirty days is the API's own limit: without its audit event it is still refused at commit.
+    let minted = "INSERT INTO fintrail.api_tokens (token_hash, role, label, expires_at) VALUES (sha256('c'), 'admin', 'm', now() + interval '30 days')";
+    let silent = app.batch_execute(minted).await.expect_err("a token without its event");
+    assert_eq!(sqlstate(&silent), "FT030", "{silent}");
+    let n: i64 = app.query_one("SELECT count(*) FROM fintrail.api_tokens", &[]).await.unwrap().get(0);
+    assert_eq!(n, 0, "nothing of the refused transaction is kept");
+    // With its event, from an administrative session (the app credential alone may not issue
+    // a token: migration 0037), it passes.
+    let admin = db.connect(DbRole::Admin).await.unwrap();
+    admin
+        .batch_execute(&format!("BEGIN; {minted}; {RECORD_THIS_TRANSACTION}; COMMIT"))
+        .await
+        .expect("within the limit, with its event");
 }
 
 /// Item 6: a case's version and updated_at move only with its state (the trigger sets them).
@@ -98,7 +105,8 @@ async fn a_unique_violation_maps_to_409() {
     let db = fresh_db().await;
     let app = db.connect(DbRole::App).await.unwrap();
     let insert = "INSERT INTO fintrail.api_tokens (token_hash, role, label, expires_at) VALUES (sha256('dup'), 'admin', 'm', now() + interval '1 day')";
-    app.batch_execute(insert).await.expect("first");
+    let admin = db.connect(DbRole::Admin).await.unwrap();
+    admin.batch_execute(&format!("BEGIN; {insert}; {RECORD_THIS_TRANSACTION}; COMMIT")).await.expect("first");
     let e = app.batch_execute(insert).await.expect_err("second");
     assert_eq!(sqlstate(&e), "23505");
     let api = fintrail_api::error::ApiError::from(e);

@@ -65,7 +65,7 @@ pub mod retention;
 pub mod verify;
 pub mod writer;
 
-pub use writer::{AuditWriter, NewEvent};
+pub use writer::{AuditWriter, Credential, NewEvent};
 
 /// SELECT list shared by the sequencer and the verifier: both must read an event exactly the
 /// same way (jsonb as its canonical text), or links would not match.

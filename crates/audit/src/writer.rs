@@ -15,6 +15,29 @@ use serde_json::Value;
 use tokio::sync::Notify;
 use tokio_postgres::GenericClient;
 
+/// The bearer token a request was made with, presented with the events it writes so that the
+/// database can check the actor they name (migration 0037: it hashes it, finds the live token,
+/// and requires the actor to be that token's; the column is cleared before the row is stored).
+/// Never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credential(Arc<str>);
+
+impl Credential {
+    /// The bearer text, as the client sent it (after trimming).
+    pub fn new(bearer: &str) -> Self {
+        Self(Arc::from(bearer))
+    }
+    fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Credential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Credential(<redacted>)")
+    }
+}
+
 /// One event to append. PII is referenced by id in `before` / `after`, never copied.
 #[derive(Debug, Clone)]
 pub struct NewEvent {
@@ -36,6 +59,8 @@ pub struct NewEvent {
     pub before: Option<Value>,
     /// After.
     pub after: Option<Value>,
+    /// The request's bearer token, when the actor is a person (checked, never stored).
+    pub credential: Option<Credential>,
 }
 
 impl NewEvent {
@@ -56,6 +81,7 @@ impl NewEvent {
             request_id: None,
             before: None,
             after: None,
+            credential: None,
         }
     }
     /// Sets `on_behalf_of`.
@@ -74,6 +100,11 @@ impl NewEvent {
         self.after = after;
         self
     }
+    /// Presents the request's bearer token (see [`Credential`]).
+    pub fn credential(mut self, credential: Option<Credential>) -> Self {
+        self.credential = credential;
+        self
+    }
     /// Marks the event as a denial.
     pub fn denied(mut self) -> Self {
         self.allowed = false;
@@ -90,16 +121,16 @@ pub struct AuditWriter {
 }
 
 const INSERT: &str = "INSERT INTO fintrail.audit_events \
-    (actor, on_behalf_of, action, subject, permission, allowed, request_id, before, after) \
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING seq";
+    (actor, on_behalf_of, action, subject, permission, allowed, request_id, before, after, credential) \
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING seq";
 
 /// Appends many events in one statement, in array order (the insert trigger assigns their
 /// sequence numbers in that order). Public so a caller that pipelines its statements can
 /// prepare it ahead (see [`AuditWriter::append_many_prepared`]).
 pub const APPEND_MANY_SQL: &str = "INSERT INTO fintrail.audit_events \
-    (actor, on_behalf_of, action, subject, permission, allowed, request_id, before, after) \
+    (actor, on_behalf_of, action, subject, permission, allowed, request_id, before, after, credential) \
     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bool[], $7::text[], \
-    $8::text[], $9::text[])";
+    $8::text[], $9::text[], $10::text[])";
 
 /// Most events one `append_many` may carry (a batch of the ledger is at most 1 024 postings).
 pub const APPEND_MANY_MAX: usize = 4096;
@@ -175,6 +206,7 @@ impl AuditWriter {
                     &ev.request_id,
                     &before,
                     &after,
+                    &ev.credential.as_ref().map(Credential::as_str),
                 ],
             )
             .await?;
@@ -221,9 +253,22 @@ impl AuditWriter {
         let request_ids: Vec<Option<&str>> = events.iter().map(|e| e.request_id.as_deref()).collect();
         let befores: Vec<Option<String>> = events.iter().map(|e| encode_json(e.before.as_ref())).collect();
         let afters: Vec<Option<String>> = events.iter().map(|e| encode_json(e.after.as_ref())).collect();
+        let credentials: Vec<Option<&str>> =
+            events.iter().map(|e| e.credential.as_ref().map(Credential::as_str)).collect();
         tx.execute(
             stmt,
-            &[&actors, &behalf, &actions, &subjects, &permissions, &allowed, &request_ids, &befores, &afters],
+            &[
+                &actors,
+                &behalf,
+                &actions,
+                &subjects,
+                &permissions,
+                &allowed,
+                &request_ids,
+                &befores,
+                &afters,
+                &credentials,
+            ],
         )
         .await?;
         for e in events {

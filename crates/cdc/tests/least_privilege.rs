@@ -63,6 +63,7 @@ fn text(o: &Output) -> String {
 async fn the_replicator_cannot_select_a_withheld_column_nor_receive_one_over_the_wire() {
     init_tracing();
     let db = fresh_db().await;
+    without_audit_coupling(&db).await;
     let policy = Policy::load(None).unwrap();
     let names = names("attack");
     let report = source::setup(&db, &policy, &names).await.unwrap();
@@ -221,6 +222,7 @@ async fn replicator_can_read(db: &Database, column: &str) -> bool {
 #[tokio::test]
 async fn a_policy_change_re_syncs_grants_and_publication_and_new_columns_are_denied() {
     let db = fresh_db().await;
+    without_audit_coupling(&db).await;
     let names = names("policy_change");
     owner_sql(&db, "CREATE TABLE accounts (id bigint PRIMARY KEY, a text, b text, secret text);").await;
     // A table-level grant left from before this change (or by hand) does not survive setup.
@@ -261,6 +263,7 @@ async fn a_policy_change_re_syncs_grants_and_publication_and_new_columns_are_den
 #[tokio::test]
 async fn physical_replication_is_refused_and_only_a_replication_role_streams() {
     let db = fresh_db().await;
+    without_audit_coupling(&db).await;
     let dir = temp_dir("physical");
     // pg_basebackup / pg_receivewal would copy every file of the cluster: pg_hba rejects any
     // physical replication connection, the replicator's included.
@@ -303,6 +306,7 @@ async fn physical_replication_is_refused_and_only_a_replication_role_streams() {
 #[tokio::test]
 async fn known_limit_the_replication_attribute_still_decodes_every_column_with_test_decoding() {
     let db = fresh_db().await;
+    without_audit_coupling(&db).await;
     let policy = Policy::load(None).unwrap();
     let names = names("limit");
     source::setup(&db, &policy, &names).await.unwrap();

@@ -58,6 +58,7 @@
 //!   never printed.
 
 pub mod cluster;
+pub mod coupling;
 pub mod database;
 pub mod hba;
 pub mod home;

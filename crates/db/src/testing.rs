@@ -127,3 +127,28 @@ async fn fresh_db_inner() -> anyhow::Result<TestDb> {
 pub fn cluster_root() -> PathBuf {
     cluster().home().root().to_path_buf()
 }
+
+/// SQL that appends, in the current transaction, the audit event the database requires
+/// (migration 0036) for every row of a coupled table this transaction inserted or changed,
+/// with actor `system:test`. For tests that write fixtures in raw SQL (as the owner or the
+/// application role): run it last, in the same transaction (a multi-statement simple query is
+/// one transaction). A row is this transaction's when its `xmin` is the current transaction id
+/// (the test clusters are fresh, so the epoch is 0).
+pub const RECORD_THIS_TRANSACTION: &str = "
+INSERT INTO fintrail.audit_events (actor, action, subject, allowed)
+SELECT 'system:test', r.action, r.subject, true FROM (
+    SELECT 'customer.created' AS action, 'customer:' || id AS subject, xmin FROM fintrail.customers
+    UNION ALL SELECT 'kyc.case.created', 'kyc_case:' || id, xmin FROM fintrail.kyc_cases
+    UNION ALL SELECT 'kyc.case.transitioned', 'kyc_case:' || case_id, xmin FROM fintrail.kyc_case_transitions
+    UNION ALL SELECT 'kyb.organization.created', 'organization:' || id, xmin FROM fintrail.organizations
+    UNION ALL SELECT 'kyb.organization.transitioned', 'organization:' || organization_id, xmin
+        FROM fintrail.organization_transitions
+    UNION ALL SELECT CASE WHEN revoked_at IS NULL THEN 'token.issued' ELSE 'token.revoked' END, 'token:' || id, xmin
+        FROM fintrail.api_tokens
+    UNION ALL SELECT 'media.uploaded', 'media:' || id, xmin FROM fintrail.media_objects
+    UNION ALL SELECT 'ledger.wallet.opened', 'wallet:' || id, xmin FROM fintrail.wallets WHERE kind <> 'system'
+    UNION ALL SELECT CASE WHEN status = 'pending' THEN 'ledger.hold.created' ELSE 'ledger.hold.' || status END,
+        'hold:' || id, xmin FROM fintrail.holds
+) r
+WHERE r.xmin::text::bigint = (pg_current_xact_id()::text::numeric % 4294967296)::bigint;
+";

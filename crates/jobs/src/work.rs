@@ -219,6 +219,7 @@ fn job_who(name: JobName) -> fintrail_ledger::Who {
         on_behalf_of: None,
         permission: name.job().permission,
         request_id: None,
+        credential: None,
     }
 }
 

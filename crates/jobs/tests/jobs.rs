@@ -404,6 +404,7 @@ async fn racing_expiry_sweeps_without_the_job_lock_release_each_hold_once() {
         on_behalf_of: None,
         permission: fintrail_domain::Permission::WalletHoldSettle,
         request_id: None,
+        credential: None,
     };
     let sweep = |who: fintrail_ledger::Who| {
         let db = e.db.clone();

@@ -606,6 +606,7 @@ const INSERT_TRANSFERS_SQL: &str =
 /// Appended through the audit writer (`append_many`), the trail's one append path.
 pub(crate) fn ledger_event(who: &Who, action: AuditAction, subject: String, after: serde_json::Value) -> NewEvent {
     NewEvent::allowed(who.actor.as_str(), action, subject, Some(who.permission))
+        .credential(who.credential.clone())
         .on_behalf_of(who.on_behalf_of.clone())
         .request(who.request_id.as_deref().filter(|r| !r.is_empty()))
         .change(None, Some(after))
@@ -623,6 +624,9 @@ pub struct Who {
     pub permission: Permission,
     /// The request id (none for a periodic job).
     pub request_id: Option<String>,
+    /// The request's bearer token, presented with the events so that the database can check
+    /// the actor (none for a periodic job, whose actor names no person).
+    pub credential: Option<fintrail_audit::Credential>,
 }
 
 /// The audit action of a posted transfer.
@@ -819,22 +823,24 @@ impl<C: GenericClient + Sync> BatchIo<'_, C> {
         key_rows: &[(&IdemKey, i32, serde_json::Value, Option<i64>)],
     ) -> Result<Vec<(String, String)>, tokio_postgres::Error> {
         let (tx, st) = (self.tx, self.st);
-        // One round trip; the transfers are sent first, so they exist before the keys reference them.
-        // `join!`, not `try_join!`: when the database refuses the transfers (a trigger's FT0xx), the
-        // statements after them fail with "transaction aborted" in the same read, and `try_join!`
+        // One round trip, in statement order: the audit events first (the transfers' statement
+        // trigger refuses transfers whose events the transaction has not written yet: migration
+        // 0036), then the transfers, then the keys that reference them.
+        // `join!`, not `try_join!`: when the database refuses one statement (a trigger's FT0xx), the
+        // statements after it fail with "transaction aborted" in the same read, and `try_join!`
         // may report either; the error that matters is the first in statement order.
         // In the pipeline, COMMIT follows them: if one of them failed, PostgreSQL answers the COMMIT
         // of the aborted transaction with a rollback, so nothing of the batch is kept.
         let keys_stmt = if self.in_pipeline { &st.keys_strict } else { &st.keys };
-        let (t, k, e, c) = tokio::join!(
+        let (e, t, k, c) = tokio::join!(
+            self.audit.append_many_prepared(tx, &st.events, &decided.events),
             insert_transfers_with(tx, &st.transfers, &decided.rows),
             insert_keys_with(tx, keys_stmt, key_rows, self.in_pipeline),
-            self.audit.append_many_prepared(tx, &st.events, &decided.events),
             pipelined(tx, self.in_pipeline, "COMMIT"),
         );
+        e?;
         t?;
         let conflicts = k?;
-        e?;
         c?;
         Ok(conflicts)
     }

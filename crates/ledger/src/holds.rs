@@ -203,15 +203,16 @@ pub async fn post_hold(
         idempotency_key: Some(idem.key.clone()),
         request_id: who.request_id.clone().unwrap_or_default(),
     };
+    // The event first: the transfers' statement trigger checks it is there (migration 0036).
+    let mut after = engine::transfer_after(&view);
+    after["released_minor"] = json!(hold.amount_minor - amount.minor());
+    let ev = ledger_event(who, engine::action_of(TransferKind::HoldPost), format!("hold:{id}"), after);
+    audit.append_many(&*tx, &[ev]).await?;
     engine::insert_transfers(&*tx, &[row]).await?;
     if !claim_key(&tx, idem, STATUS_CREATED, &view, Some(view.id)).await? {
         tx.rollback().await?;
         return idempotency::replay_or_retry(pool, idem).await;
     }
-    let mut after = engine::transfer_after(&view);
-    after["released_minor"] = json!(hold.amount_minor - amount.minor());
-    let ev = ledger_event(who, engine::action_of(TransferKind::HoldPost), format!("hold:{id}"), after);
-    audit.append_many(&*tx, &[ev]).await?;
     tx.commit().await?;
     audit.committed();
     Ok(Reply::Fresh(view))

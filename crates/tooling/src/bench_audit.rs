@@ -134,6 +134,10 @@ async fn read_floor(db: &fintrail_db::Database) -> anyhow::Result<f64> {
 }
 
 async fn write_throughput(ctx: &Context, audit_on: bool, args: &BenchArgs) -> anyhow::Result<f64> {
+    // The baseline is the platform without its trail: no events, so no coupling either (it would
+    // refuse every transition); this benchmark's own database, the owner's DDL.
+    let admin = ctx.db.connect(DbRole::Admin).await?;
+    fintrail_db::coupling::set_enabled(&admin, audit_on).await?;
     let config = AppConfig {
         audit_enabled: audit_on,
         run_sequencer: audit_on,

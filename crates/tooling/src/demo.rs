@@ -56,7 +56,9 @@ async fn drive<M: Machine>(
 
 /// Seeds the demo data (once) and issues a fresh admin token.
 pub async fn seed_demo(ctx: &Context) -> anyhow::Result<DemoInfo> {
-    let mut client = ctx.db.connect(DbRole::App).await?;
+    // An administrative session: the demo's actor (`system:demo`) issues the admin token, and
+    // the database lets only a credentialed actor do that through the application role.
+    let mut client = ctx.db.connect(DbRole::Admin).await?;
     let audit = AuditWriter::new(true);
     let tx = client.transaction().await?;
     // Serialize concurrent seeders (two `fintrail up` racing) for this transaction.
@@ -141,7 +143,7 @@ pub async fn seed_demo(ctx: &Context) -> anyhow::Result<DemoInfo> {
         None,
         "demo-admin",
         8 * 3600,
-        &Issuer { actor: ACTOR, permission: None, request_id: None },
+        &Issuer { actor: ACTOR, permission: None, request_id: None, credential: None },
     )
     .await?;
     tx.commit().await?;

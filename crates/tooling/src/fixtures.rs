@@ -1,9 +1,13 @@
 //! Ledger fixtures for the benchmark and the integration tests: customers driven to an
 //! approved KYC case through the real state machine (history rows, triggers), cleared
 //! organizations, bearer tokens, wallets and opening deposits — all written through the same
-//! SQL and triggers as the API, as the application role.
+//! SQL and triggers as the API, as the application role. Every change is recorded by an audit
+//! event in its transaction, as the database requires (migration 0036), with the fixtures'
+//! own actor.
 
+use fintrail_audit::{AuditWriter, NewEvent};
 use fintrail_db::{Database, DbRole};
+use fintrail_domain::audit::AuditAction;
 use fintrail_domain::{KybState, KycState, Role, State as _};
 
 use fintrail_api::machines::{apply_transition, Machine};
@@ -14,7 +18,21 @@ async fn drive<M: Machine>(tx: &tokio_postgres::Transaction<'_>, id: i64, target
     let mut at = M::INITIAL;
     for next in M::path_from_initial(target).unwrap_or_default() {
         apply_transition::<M, _>(tx, id, at, next, ACTOR, "fixture", None).await?;
+        record(tx, M::ACTION, [format!("{}:{id}", M::SUBJECT)]).await?;
         at = next;
+    }
+    Ok(())
+}
+
+/// Appends one `action` event per subject, in the caller's transaction.
+async fn record(
+    tx: &tokio_postgres::Transaction<'_>,
+    action: AuditAction,
+    subjects: impl IntoIterator<Item = String>,
+) -> anyhow::Result<()> {
+    let events: Vec<NewEvent> = subjects.into_iter().map(|s| NewEvent::allowed(ACTOR, action, s, None)).collect();
+    for chunk in events.chunks(fintrail_audit::writer::APPEND_MANY_MAX) {
+        AuditWriter::new(true).append_many(tx, chunk).await?;
     }
     Ok(())
 }
@@ -39,6 +57,8 @@ pub async fn approved_customers(db: &Database, n: usize) -> anyhow::Result<Vec<i
             )
             .await?
             .get(0);
+        record(&tx, AuditAction::CustomerCreated, [format!("customer:{id}")]).await?;
+        record(&tx, AuditAction::KycCaseCreated, [format!("kyc_case:{case}")]).await?;
         drive(&tx, case, KycState::Approved).await?;
         ids.push(id);
     }
@@ -61,6 +81,8 @@ pub async fn customer_in_kyc_state(db: &Database, state: KycState) -> anyhow::Re
         .query_one("INSERT INTO fintrail.kyc_cases (customer_id, state) VALUES ($1, 'started') RETURNING id", &[&id])
         .await?
         .get(0);
+    record(&tx, AuditAction::CustomerCreated, [format!("customer:{id}")]).await?;
+    record(&tx, AuditAction::KycCaseCreated, [format!("kyc_case:{case}")]).await?;
     drive(&tx, case, state).await?;
     tx.commit().await?;
     Ok(id)
@@ -78,6 +100,7 @@ pub async fn organization(db: &Database, state: KybState) -> anyhow::Result<i64>
         )
         .await?
         .get(0);
+    record(&tx, AuditAction::OrganizationCreated, [format!("organization:{id}")]).await?;
     drive(&tx, id, state).await?;
     tx.commit().await?;
     Ok(id)
@@ -104,6 +127,7 @@ pub async fn funded_wallets(db: &Database, n: usize, amount_minor: i64) -> anyho
         .await?;
     let mut wallets: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
     wallets.sort_unstable();
+    record(&tx, AuditAction::LedgerWalletOpened, wallets.iter().map(|w| format!("wallet:{w}"))).await?;
     tx.execute(
         "INSERT INTO fintrail.wallets (kind, system_name, currency) VALUES ('system', 'external_funding', 'EUR') \
          ON CONFLICT (system_name, currency) WHERE kind = 'system' DO NOTHING",
@@ -114,10 +138,21 @@ pub async fn funded_wallets(db: &Database, n: usize, amount_minor: i64) -> anyho
         .query_one("SELECT id FROM fintrail.wallets WHERE kind = 'system' AND system_name = 'external_funding' AND currency = 'EUR'", &[])
         .await?
         .get(0);
+    // Ids first, so that each deposit's event can precede it (the transfers' trigger checks).
+    let ids: Vec<i64> = tx
+        .query(
+            "SELECT nextval('fintrail.transfers_id_seq') FROM generate_series(1, $1::int)",
+            &[&(wallets.len() as i32)],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    record(&tx, AuditAction::LedgerDepositPosted, ids.iter().map(|t| format!("transfer:{t}"))).await?;
     tx.execute(
-        "INSERT INTO fintrail.transfers (kind, debit_wallet_id, credit_wallet_id, amount_minor, currency, actor) \
-         SELECT 'deposit', $1, w, $2, 'EUR', $3 FROM unnest($4::bigint[]) AS w",
-        &[&funding, &amount_minor, &ACTOR, &wallets],
+        "INSERT INTO fintrail.transfers (id, kind, debit_wallet_id, credit_wallet_id, amount_minor, currency, actor) \
+         SELECT t, 'deposit', $1, w, $2, 'EUR', $3 FROM unnest($4::bigint[], $5::bigint[]) AS u (w, t)",
+        &[&funding, &amount_minor, &ACTOR, &wallets, &ids],
     )
     .await?;
     tx.commit().await?;

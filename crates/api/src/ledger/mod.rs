@@ -283,6 +283,7 @@ pub(crate) fn who(caller: &Caller) -> Who {
         on_behalf_of: caller.principal.customer_id.map(|c| format!("customer:{c}")),
         permission: caller.permission,
         request_id: Some(caller.request_id.clone()),
+        credential: caller.principal.credential.clone(),
     }
 }
 

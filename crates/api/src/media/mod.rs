@@ -248,7 +248,7 @@ async fn save_row(state: &AppState, caller: &Caller, stored: Stored<'_>) -> ApiR
         )
         .await?;
     let id: i64 = row.get(0);
-    let ev = NewEvent::allowed(caller.principal.actor(), AuditAction::MediaUploaded, format!("media:{id}"), Some(caller.permission))
+    let ev = caller.principal.event(AuditAction::MediaUploaded, format!("media:{id}"), Some(caller.permission))
         .on_behalf_of(Some(format!("customer:{customer}")))
         .request(Some(&caller.request_id))
         .change(None, Some(json!({ "media_id": id, "kyc_case_id": case_id, "kind": kind.as_str(), "size_bytes": size, "sha256": hex::encode(digest) })));
@@ -292,15 +292,12 @@ pub async fn signed_url(
         .get(0);
     let q = state.signer.sign("GET", media_id, caller.principal.token_id, now_unix(), ttl);
     let expires_at = DateTime::from_timestamp(q.expires, 0).unwrap_or_default();
-    let ev = NewEvent::allowed(
-        caller.principal.actor(),
-        AuditAction::SignedUrlIssued,
-        format!("media:{media_id}"),
-        Some(caller.permission),
-    )
-    .on_behalf_of(Some(format!("customer:{customer}")))
-    .request(Some(&caller.request_id))
-    .change(None, Some(json!({ "method": "GET", "expires_at": expires_at, "key_id": q.key_id })));
+    let ev = caller
+        .principal
+        .event(AuditAction::SignedUrlIssued, format!("media:{media_id}"), Some(caller.permission))
+        .on_behalf_of(Some(format!("customer:{customer}")))
+        .request(Some(&caller.request_id))
+        .change(None, Some(json!({ "method": "GET", "expires_at": expires_at, "key_id": q.key_id })));
     state.audit.append_cached(&tx, &ev).await?;
     tx.commit().await?;
     state.audit.committed();

@@ -26,6 +26,14 @@ pub fn temp_dir(tag: &str) -> PathBuf {
     d
 }
 
+/// Turns the audit coupling (migration 0036) off in this test's database: these tests write
+/// fixture rows in raw SQL to test what replication carries, not the trail (the coupling has
+/// its own tests in `crates/api/tests/audit_coupling.rs`).
+pub async fn without_audit_coupling(db: &Database) {
+    let c = db.connect(DbRole::Admin).await.unwrap();
+    fintrail_db::coupling::set_enabled(&c, false).await.unwrap();
+}
+
 /// Runs DDL/DML as the schema owner.
 pub async fn owner_sql(db: &Database, sql: &str) {
     let c = db.connect(DbRole::Admin).await.unwrap();
