@@ -85,7 +85,7 @@ async fn killed_at_random_moments_the_sink_still_equals_the_source() {
     create_tables(&db).await;
     let seed = fintrail_testseed::seed!();
     let stop = Arc::new(AtomicBool::new(false));
-    let writer = spawn_writer(&db, seed.derive(0), stop.clone());
+    let writer = spawn_writer(&db, seed.derive(0), DUCKDB_LOAD, stop.clone());
 
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed.derive(1));
     let status_path = dir.join("status.json");
@@ -168,9 +168,25 @@ async fn create_tables(db: &Database) {
     .await;
 }
 
+/// How hard the writer writes.
+#[derive(Clone, Copy)]
+struct Load {
+    /// Pause after each transaction.
+    pause_ms: u64,
+    /// Every this many transactions, one updates `big_rows` rows of crash_a.
+    big_every: u64,
+    big_rows: u64,
+}
+
+/// DuckDB takes what the source can write.
+const DUCKDB_LOAD: Load = Load { pause_ms: 2, big_every: 40, big_rows: 3000 };
+/// The emulator converts insertAll rows in Python (a few thousand rows/s on a loaded 2-core
+/// machine; BigQuery takes far more): a lighter writer, the same kinds of transactions.
+const BIGQUERY_LOAD: Load = Load { pause_ms: 20, big_every: 100, big_rows: 300 };
+
 /// A writer: small transactions of inserts, updates, deletes; now and then a large one. Returns
 /// how many transactions it made once `stop` is set.
-fn spawn_writer(db: &Database, writer_seed: u64, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<u64> {
+fn spawn_writer(db: &Database, writer_seed: u64, load: Load, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<u64> {
     let db = db.clone();
     tokio::spawn(async move {
         let c = db.connect(DbRole::Admin).await.unwrap();
@@ -179,9 +195,9 @@ fn spawn_writer(db: &Database, writer_seed: u64, stop: Arc<AtomicBool>) -> tokio
         let mut n = 0u64;
         while !stop.load(Ordering::Relaxed) {
             n += 1;
-            let sql = if n.is_multiple_of(40) {
+            let sql = if n.is_multiple_of(load.big_every) {
                 let lo = rng.gen_range(1..25_000);
-                format!("UPDATE crash_a SET v = v + 1 WHERE id BETWEEN {lo} AND {}", lo + 3000)
+                format!("UPDATE crash_a SET v = v + 1 WHERE id BETWEEN {lo} AND {}", lo + load.big_rows)
             } else {
                 let a = rng.gen_range(1..40_000);
                 let b = rng.gen_range(1..4_000);
@@ -197,7 +213,7 @@ fn spawn_writer(db: &Database, writer_seed: u64, stop: Arc<AtomicBool>) -> tokio
                 )
             };
             c.batch_execute(&sql).await.unwrap();
-            tokio::time::sleep(Duration::from_millis(2)).await;
+            tokio::time::sleep(Duration::from_millis(load.pause_ms)).await;
         }
         n
     })
@@ -271,7 +287,7 @@ async fn sigkilled_at_random_moments_the_bigquery_sink_still_equals_the_source()
     create_tables(&db).await;
     let seed = fintrail_testseed::seed!();
     let stop = Arc::new(AtomicBool::new(false));
-    let writer = spawn_writer(&db, seed.derive(0), stop.clone());
+    let writer = spawn_writer(&db, seed.derive(0), BIGQUERY_LOAD, stop.clone());
 
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed.derive(1));
     let status_path = dir.join("status.json");

@@ -46,11 +46,13 @@ use crate::model::{Cell, SinkType, TableShape};
 pub const STATE_TABLE: &str = "_fintrail_cdc_state";
 /// Stage tables are named this plus the table's name.
 pub const STAGE_PREFIX: &str = "_fintrail_stage_";
-/// Rows per `insertAll` request (BigQuery recommends 500) and a bound on its size (10 MB max).
-pub const INSERT_ROWS_MAX: usize = 500;
-const INSERT_BYTES_MAX: usize = 4 << 20;
-/// Stage rows older than this are deleted (never part of a commit still to come).
+/// Rows per `insertAll` request (BigQuery takes up to 50 000) and a bound on its size (10 MB max).
+pub const INSERT_ROWS_MAX: usize = 5_000;
+const INSERT_BYTES_MAX: usize = 8 << 20;
+/// Stage rows older than this are deleted (never part of a commit still to come), at start and
+/// then every `STAGE_CLEANUP_EVERY` per table.
 const STAGE_RETENTION_HOURS: u32 = 6;
+const STAGE_CLEANUP_EVERY: Duration = Duration::from_secs(3600);
 const PUBLIC_ENDPOINT: &str = "https://bigquery.googleapis.com";
 const DEFAULT_METADATA_HOST: &str = "metadata.google.internal";
 
@@ -491,8 +493,8 @@ pub struct BigQuerySink {
     /// No state: a new snapshot starts, so what the tables hold is from an earlier life.
     fresh: bool,
     txn: Option<Txn>,
-    /// Tables already ensured by this process (stage cleanup runs once per table).
-    cleaned: BTreeSet<String>,
+    /// When each table's stage was last cleaned by this process.
+    cleaned: HashMap<String, Instant>,
     /// Table shapes as last ensured (the commit's MERGE lists their columns).
     shapes: HashMap<String, TableShape>,
 }
@@ -504,7 +506,7 @@ impl BigQuerySink {
             generation: None,
             fresh: false,
             txn: None,
-            cleaned: BTreeSet::new(),
+            cleaned: HashMap::new(),
             shapes: HashMap::new(),
         }
     }
@@ -587,6 +589,22 @@ impl BigQuerySink {
             }
         }
         Ok(())
+    }
+
+    /// Deletes stage rows too old to belong to a commit still to come (best effort: BigQuery
+    /// refuses DML on rows still in the streaming buffer; they go next time).
+    fn clean_stage(&mut self, table: &str) {
+        if self.cleaned.get(table).is_some_and(|t| t.elapsed() < STAGE_CLEANUP_EVERY) {
+            return;
+        }
+        self.cleaned.insert(table.to_owned(), Instant::now());
+        let s = self.cfg().table_ref(&format!("{STAGE_PREFIX}{table}"));
+        let sql = format!(
+            "DELETE FROM {s} WHERE {STAGED_AT} < TIMESTAMP_SUB(CURRENT_TIMESTAMP(), INTERVAL {STAGE_RETENTION_HOURS} HOUR)"
+        );
+        if let Err(e) = self.client.query(&sql) {
+            tracing::warn!(table, error = %e, "old stage rows not deleted (retried later)");
+        }
     }
 
     /// Stage the net rows of one part; returns its step.
@@ -810,15 +828,7 @@ impl Sink for BigQuerySink {
             // A new snapshot: rows from before a reset must not survive it.
             self.client.query(&format!("DELETE FROM {} WHERE TRUE", self.cfg().table_ref(&shape.name)))?;
         }
-        if self.cleaned.insert(shape.name.clone()) {
-            let s = self.cfg().table_ref(&format!("{STAGE_PREFIX}{}", shape.name));
-            let sql = format!(
-                "DELETE FROM {s} WHERE {STAGED_AT} < TIMESTAMP_SUB(CURRENT_TIMESTAMP(), INTERVAL {STAGE_RETENTION_HOURS} HOUR)"
-            );
-            if let Err(e) = self.client.query(&sql) {
-                tracing::warn!(table = %shape.name, error = %e, "old stage rows not deleted (retried at the next start)");
-            }
-        }
+        self.clean_stage(&shape.name);
         self.shapes.insert(shape.name.clone(), shape.clone());
         Ok(())
     }
@@ -878,6 +888,17 @@ impl Sink for BigQuerySink {
         self.run_commit(&txn, generation, &state_json)?;
         self.generation = Some(generation + 1);
         self.fresh = false;
+        let tables: BTreeSet<String> = txn
+            .steps
+            .iter()
+            .filter_map(|s| match s {
+                Step::Merge { shape, .. } => Some(shape.name.clone()),
+                Step::Truncate { .. } => None,
+            })
+            .collect();
+        for t in tables {
+            self.clean_stage(&t);
+        }
         Ok(())
     }
 

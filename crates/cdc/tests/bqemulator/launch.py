@@ -11,7 +11,11 @@ Three adjustments, each to bqemulator's own process, none to what it answers:
    isolation; a concurrent transaction on the same tables aborts). The sink's exactly-once
    commit relies on that, and the crash tests start a new writer while the killed one's job may
    still run on the server, so query jobs run one at a time here.
-3. No orphan. The emulator exits when the process that started it is gone (a test killed by
+3. No time-travel copies. bqemulator copies the whole table after every write (insertAll, DML)
+   to serve `FOR SYSTEM_TIME AS OF`, and keeps the copies for 7 days: each write then costs
+   the table's size, and memory grows with every commit. fintrail never reads the past, so
+   writes only announce the change (what the copy was for besides).
+4. No orphan. The emulator exits when the process that started it is gone (a test killed by
    SIGKILL never runs its cleanup).
 
 Also: the query cache is off, and DuckDB's avro extension is not tried (offline).
@@ -29,6 +33,16 @@ os.environ.setdefault("BQEMU_QUERY_CACHE_TTL_SECONDS", "0")
 from bqemulator.storage import engine  # noqa: E402
 
 engine.DuckDBEngine._load_spatial = lambda self: None
+
+from bqemulator.domain.events import TableDataChanged  # noqa: E402
+from bqemulator.versioning.snapshots import SnapshotManager  # noqa: E402
+
+
+def _announce_change_only(self, project_id, dataset_id, table_id):
+    self._events.publish(TableDataChanged(project_id, dataset_id, table_id))
+
+
+SnapshotManager.record_change = _announce_change_only
 
 import bqemulator.api.routes.jobs as jobs_routes  # noqa: E402
 
