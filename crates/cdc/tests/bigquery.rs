@@ -193,3 +193,10 @@ fn the_bigquery_sink_merges_exactly_once_against_the_emulator() {
     fresh.ensure_table(&without_doc, &allow).unwrap();
     assert_eq!(bq_i64(&cfg, &format!("SELECT COUNT(*) FROM {}", cfg.table_ref("accounts"))), 0);
 }
+
+#[test]
+#[should_panic(expected = "bqemulator is not installed")]
+fn a_missing_emulator_fails_and_says_to_run_dev_setup() {
+    // The message goes on: "... is missing): run ./dev setup".
+    let _ = Emulator::start_from(std::path::Path::new("/nonexistent/bqemulator"));
+}

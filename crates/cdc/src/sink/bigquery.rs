@@ -997,6 +997,55 @@ mod tests {
         );
     }
 
+    /// On Cloud Run the token comes from the metadata server (a stand-in on a local port here:
+    /// the real one exists only inside Google Cloud), asked with `Metadata-Flavor: Google`,
+    /// then kept until a minute before it expires.
+    #[test]
+    fn the_access_token_comes_from_the_metadata_server_and_is_kept() {
+        use std::io::{BufRead as _, BufReader, Write as _};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let host = listener.local_addr().unwrap().to_string();
+        let server = std::thread::spawn(move || {
+            let (stream, _) = listener.accept().unwrap();
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut head = Vec::new();
+            loop {
+                let mut line = String::new();
+                reader.read_line(&mut line).unwrap();
+                if line.trim().is_empty() {
+                    break;
+                }
+                head.push(line.trim().to_owned());
+            }
+            let body = r#"{"access_token":"ya29.token","expires_in":3599,"token_type":"Bearer"}"#;
+            write!(&stream, "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len())
+                .unwrap();
+            head
+        });
+        let cfg = Config {
+            project: "p".into(),
+            dataset: "d".into(),
+            endpoint: PUBLIC_ENDPOINT.into(),
+            auth: Auth::Metadata { host },
+        };
+        let mut client = Client::new(cfg);
+        assert_eq!(client.bearer().unwrap().as_deref(), Some("ya29.token"));
+        let head = server.join().unwrap();
+        assert!(head[0].starts_with("GET /computeMetadata/v1/instance/service-accounts/default/token "), "{head:?}");
+        assert!(head.iter().any(|h| h.eq_ignore_ascii_case("metadata-flavor: Google")), "{head:?}");
+        // Kept: the server is gone, the token is still there.
+        assert_eq!(client.bearer().unwrap().as_deref(), Some("ya29.token"));
+        // No metadata server at all (not on Cloud Run): a clear error.
+        let cfg = Config {
+            project: "p".into(),
+            dataset: "d".into(),
+            endpoint: PUBLIC_ENDPOINT.into(),
+            auth: Auth::Metadata { host: "127.0.0.1:1".into() },
+        };
+        let e = format!("{:#}", Client::new(cfg).bearer().unwrap_err());
+        assert!(e.contains("metadata server"), "{e}");
+    }
+
     #[test]
     fn text_literals_survive_any_character() {
         assert_eq!(text_literal("a'\\"), "SAFE_CONVERT_BYTES_TO_STRING(FROM_HEX('61275c'))");

@@ -28,7 +28,12 @@ fn install_dir() -> PathBuf {
 impl Emulator {
     /// Starts bqemulator and waits until its REST API listens.
     pub fn start() -> Emulator {
-        let python = install_dir().join("venv/bin/python");
+        Self::start_from(&install_dir())
+    }
+
+    /// `start`, with bqemulator installed in `dir` (`venv/` inside).
+    pub fn start_from(dir: &std::path::Path) -> Emulator {
+        let python = dir.join("venv/bin/python");
         assert!(python.exists(), "bqemulator is not installed ({} is missing): run ./dev setup", python.display());
         let launcher = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/bqemulator/launch.py");
         let mut child = Command::new(&python)
