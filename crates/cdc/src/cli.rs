@@ -8,7 +8,9 @@ use fintrail_db::{Context, DbRole};
 
 use crate::pipeline::{self, Options};
 use crate::policy::{Policy, Pseudonymizer};
+use crate::sink::bigquery::{self, BigQuerySink};
 use crate::sink::duck::DuckSink;
+use crate::sink::Sink;
 use crate::source::{self, Names};
 use crate::status::{Status, STATUS_FILE};
 
@@ -20,13 +22,15 @@ pub struct CdcArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum CdcCommand {
-    /// Run the pipeline (snapshot, then streaming) into the DuckDB file until Ctrl-C / SIGTERM.
+    /// Run the pipeline (snapshot, then streaming) into the sink (the DuckDB file, or BigQuery)
+    /// until Ctrl-C / SIGTERM.
     Run(RunArgs),
     /// Show slot lag (bytes, seconds), retained WAL, rows/s, withheld columns and the last error.
     Status(StatusArgs),
     /// Create or update the publication and the replicator's grants from the policy.
     Setup(PolicyArgs),
-    /// Drop the replication slot and delete the DuckDB file (the next run re-snapshots).
+    /// Drop the replication slot and the sink's state: the DuckDB file, or BigQuery's state row
+    /// (the next run re-snapshots).
     Reset(ResetArgs),
     /// Check the replication policy file and print what it lets out.
     Policy(PolicyArgs),
@@ -39,13 +43,27 @@ pub struct PolicyArgs {
     pub policy: Option<PathBuf>,
 }
 
+/// Where `cdc run` writes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+pub enum SinkKind {
+    /// The DuckDB file (embedded default).
+    #[default]
+    Duckdb,
+    /// BigQuery: FINTRAIL_BIGQUERY_PROJECT, FINTRAIL_BIGQUERY_DATASET (and
+    /// FINTRAIL_BIGQUERY_ENDPOINT for an emulator).
+    Bigquery,
+}
+
 #[derive(Debug, Args, Clone)]
 pub struct RunArgs {
     #[command(flatten)]
     pub policy: PolicyArgs,
+    /// The sink.
+    #[arg(long, value_enum, env = "FINTRAIL_CDC_SINK", default_value_t = SinkKind::Duckdb)]
+    pub sink: SinkKind,
     /// The DuckDB file (default: FINTRAIL_HOME/analytics.duckdb).
-    #[arg(long)]
-    pub sink: Option<PathBuf>,
+    #[arg(long, value_name = "PATH")]
+    pub duckdb_file: Option<PathBuf>,
     /// Throttle the initial snapshot (rows per second; 0 = unlimited).
     #[arg(long)]
     pub snapshot_rows_per_sec: Option<u64>,
@@ -69,11 +87,15 @@ pub struct StatusArgs {
 
 #[derive(Debug, Args, Clone)]
 pub struct ResetArgs {
-    /// Required: the analytics file is deleted.
+    /// Required: the analytics file (or BigQuery's state row) is deleted.
     #[arg(long)]
     pub yes: bool,
-    #[arg(long)]
-    pub sink: Option<PathBuf>,
+    /// The sink.
+    #[arg(long, value_enum, env = "FINTRAIL_CDC_SINK", default_value_t = SinkKind::Duckdb)]
+    pub sink: SinkKind,
+    /// The DuckDB file (default: FINTRAIL_HOME/analytics.duckdb).
+    #[arg(long, value_name = "PATH")]
+    pub duckdb_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -95,8 +117,8 @@ pub struct QueryArgs {
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
     /// The DuckDB file (default: FINTRAIL_HOME/analytics.duckdb).
-    #[arg(long)]
-    pub sink: Option<PathBuf>,
+    #[arg(long, value_name = "PATH", alias = "sink")]
+    pub duckdb_file: Option<PathBuf>,
     /// At most this many rows are printed.
     #[arg(long, default_value_t = 10_000)]
     pub limit: usize,
@@ -133,8 +155,16 @@ pub async fn run_cdc(args: CdcArgs, ctx: &Context) -> anyhow::Result<u8> {
                 heartbeat_interval: std::time::Duration::from_secs(a.heartbeat_secs.max(1)),
                 ..Default::default()
             };
-            let path = a.sink.unwrap_or_else(|| ctx.home.analytics_db());
-            run_with(ctx, &policy, &path, opts, shutdown).await?;
+            match a.sink {
+                SinkKind::Duckdb => {
+                    let path = a.duckdb_file.unwrap_or_else(|| ctx.home.analytics_db());
+                    run_with(ctx, &policy, &path, opts, shutdown).await?;
+                }
+                SinkKind::Bigquery => {
+                    let mut sink = BigQuerySink::from_env()?;
+                    run_into(ctx, &policy, &mut sink, opts, shutdown).await?;
+                }
+            }
             Ok(0)
         }
         CdcCommand::Status(a) => status(ctx, a.format).await,
@@ -175,8 +205,16 @@ pub async fn run_cdc(args: CdcArgs, ctx: &Context) -> anyhow::Result<u8> {
                 eprintln!("cdc reset drops the slot {} and deletes the analytics file: pass --yes", source::SLOT);
                 return Ok(2);
             }
+            if a.sink == SinkKind::Bigquery {
+                let mut client = bigquery::Client::new(bigquery::Config::from_env()?);
+                source::drop_slot(&ctx.db, &Names::default()).await?;
+                tokio::task::spawn_blocking(move || bigquery::reset(&mut client)).await??;
+                let _ = std::fs::remove_file(status_path(ctx));
+                println!("dropped slot {} and the BigQuery sink's state (the next run re-snapshots)", source::SLOT);
+                return Ok(0);
+            }
             source::drop_slot(&ctx.db, &Names::default()).await?;
-            let path = a.sink.unwrap_or_else(|| ctx.home.analytics_db());
+            let path = a.duckdb_file.unwrap_or_else(|| ctx.home.analytics_db());
             for p in [path.clone(), path.with_extension("duckdb.wal")] {
                 if p.exists() {
                     std::fs::remove_file(&p)?;
@@ -204,12 +242,23 @@ pub async fn run_with(
     mut opts: Options,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
-    let ps = Pseudonymizer::from_env_or_home(ctx.home.root())?;
     let mut sink = DuckSink::open(path)?;
+    opts.views = views();
+    run_into(ctx, policy, &mut sink, opts, shutdown).await
+}
+
+/// The pipeline into `sink` (DuckDB or BigQuery), until `shutdown`.
+pub async fn run_into(
+    ctx: &Context,
+    policy: &Policy,
+    sink: &mut dyn Sink,
+    mut opts: Options,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
+    let ps = Pseudonymizer::from_env_or_home(ctx.home.root())?;
     opts.progress = std::io::stderr().is_terminal();
     opts.status_path = Some(status_path(ctx));
-    opts.views = views();
-    pipeline::run(&ctx.db, policy, &ps, &mut sink, &opts, shutdown).await?;
+    pipeline::run(&ctx.db, policy, &ps, sink, &opts, shutdown).await?;
     Ok(())
 }
 
@@ -307,7 +356,7 @@ async fn status(ctx: &Context, format: Format) -> anyhow::Result<u8> {
 pub async fn run_analytics(args: AnalyticsArgs, home: &fintrail_db::Home) -> anyhow::Result<u8> {
     match args.command {
         AnalyticsCommand::Query(q) => {
-            let path = q.sink.clone().unwrap_or_else(|| home.analytics_db());
+            let path = q.duckdb_file.clone().unwrap_or_else(|| home.analytics_db());
             let out = tokio::task::spawn_blocking(move || query(&path, &q.sql, q.limit)).await??;
             match q.format {
                 Format::Json => println!("{}", serde_json::to_string_pretty(&out.to_json())?),
@@ -427,6 +476,25 @@ mod tests {
         assert!(query(&path, "SELEC nonsense", 10).is_err());
         assert!(query(&dir.join("missing.duckdb"), "SELECT 1", 10).is_err());
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn run_chooses_its_sink_by_name() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cmd {
+            #[command(subcommand)]
+            cdc: CdcCommand,
+        }
+        let parse = |args: &[&str]| Cmd::try_parse_from(std::iter::once("cdc").chain(args.iter().copied()));
+        let CdcCommand::Run(a) = parse(&["run", "--sink", "bigquery"]).unwrap().cdc else { panic!() };
+        assert_eq!(a.sink, SinkKind::Bigquery);
+        let CdcCommand::Run(a) = parse(&["run", "--duckdb-file", "x.duckdb"]).unwrap().cdc else { panic!() };
+        assert_eq!(a.duckdb_file, Some(PathBuf::from("x.duckdb")));
+        let e = parse(&["run", "--sink", "x.duckdb"]).err().unwrap().to_string();
+        assert!(e.contains("possible values: duckdb, bigquery"), "{e}");
+        let CdcCommand::Reset(r) = parse(&["reset", "--yes", "--sink", "bigquery"]).unwrap().cdc else { panic!() };
+        assert_eq!(r.sink, SinkKind::Bigquery);
     }
 
     #[test]

@@ -30,11 +30,13 @@
 //!   the stream replays as upserts and converges.
 //! - `sink` (`Sink` trait; `sink::duck`, `sink::bigquery`): DuckDB keeps current-state tables and
 //!   an append-only history (`_lsn`, `_seq`, `_op`, `_commit_ts`); `commit(state)` writes data and
-//!   the LSN in **one DuckDB transaction**. BigQuery has no multi-table transaction: rows first,
-//!   the LSN last; a replay re-sends identical rows with identical `_CHANGE_SEQUENCE_NUMBER`s
-//!   (fixed-width hex, so BigQuery's order = source order), applied idempotently. A change that
-//!   cannot be applied (unchanged TOAST value for an unknown row, a type change) stops the
-//!   pipeline: never silent loss.
+//!   the LSN in **one DuckDB transaction**. BigQuery (REST over ureq): the net rows are staged with
+//!   `insertAll` under a random batch id, then **one multi-statement transaction** (`jobs.query`)
+//!   checks the state row's generation, MERGEs each part by key and writes the state row (LSN,
+//!   generation + 1): a kill anywhere re-applies without duplicates, and a stale writer (a
+//!   restarted one while the killed one's job still runs) is refused. A change that cannot be
+//!   applied (unchanged TOAST value for an unknown row, a type change) stops the pipeline:
+//!   never silent loss.
 //! - `pipeline`: the stream loop, a state-machine struct (`on_begin`, `on_change`, `on_commit`,
 //!   `flush`, `shutdown`). A sink transaction holds whole source transactions, or parts of one
 //!   large one (bounded batches, committed at its source commit): memory is bounded. The LSN is
@@ -86,25 +88,32 @@
 //! Commands: `cdc run | status | setup | reset --yes | policy`; `analytics query "SQL"` (read-only;
 //! DuckDB allows one writer process per file, so it fails clearly while a pipeline holds it).
 //!
-//! BigQuery for real: implement `BigQueryWriter` with the Storage Write API (`AppendRows` on the
-//! `_default` stream) and a DDL/DML job runner (`CREATE TABLE ... PRIMARY KEY (...) NOT ENFORCED
-//! OPTIONS (max_staleness = ...)`, `TRUNCATE TABLE`), authenticate as the CDC service account
-//! (infra's `bigquery` module grants `bigquery.tables.updateData` on the dataset only), and pass
-//! `BigQuerySink::new(writer)` to the pipeline. `FakeBigQuery` implements the documented apply
-//! semantics for tests. An unchanged-TOAST update needs `REPLICA IDENTITY FULL` there.
+//! BigQuery: `cdc run --sink bigquery` (or `FINTRAIL_CDC_SINK=bigquery`, as the dev environment's
+//! Cloud Run service sets it) writes into `FINTRAIL_BIGQUERY_PROJECT`.`FINTRAIL_BIGQUERY_DATASET`
+//! as the service account whose token the metadata server hands out (`GCE_METADATA_HOST`
+//! overrides its host); `FINTRAIL_BIGQUERY_ENDPOINT` points it at an emulator (no credentials).
+//! It needs `bigquery.jobs.create` on the project and, on the dataset, tables.create / get /
+//! getData / update / updateData (infra's `bq_replica_write` role). `cdc reset --sink bigquery` deletes
+//! its state row; the next run empties the tables and re-snapshots. Staging and prod replicate
+//! with Datastream instead (`cdc_mode`).
 //!
 //! # Dependencies
 //! `fintrail-db` (cluster, credentials per role, home, harness), `fintrail-domain` (`DbRole`);
 //! `pgwire-replication` 0.5 (transport, `scram`, no TLS), `tokio-postgres`, `duckdb` linked to the
 //! official prebuilt `libduckdb.so` (`DUCKDB_LIB_DIR`; feature `bundled` compiles it), `hmac` +
-//! `sha2`, `toml`, `indicatif`. Nothing but the binary depends on this crate.
+//! `sha2`, `toml`, `indicatif`, `ureq` (rustls; BigQuery's REST API). Nothing but the binary
+//! depends on this crate.
 //!
 //! # Tests
-//! Unit: decoder (proptests), policy, sink, chunk plans, views, BigQuery rows and fake.
+//! Unit: decoder (proptests), policy, sink, chunk plans, views, BigQuery configuration and token.
+//! `bigquery.rs`: the BigQuery sink against bqemulator (installed by `./dev setup`, started and
+//! killed by each test through `tests/bqemulator/launch.py`): types, TOAST, key changes, replay,
+//! a stale writer refused, added and withheld columns, reset.
 //! `streaming.rs`: the real cluster end to end. `real_schema.rs`: the checked-in policy and views
 //! against the real migrations (every policy column exists; a misspelt one is reported).
 //! `crash.rs`: ~22 kills during snapshot and streaming under a concurrent writer, then counts,
-//! checksums, no duplicates, withheld column absent. `least_privilege.rs`: the attacks with
+//! checksums, no duplicates, withheld column absent; on DuckDB (task aborted) and on BigQuery
+//! (a child process killed with SIGKILL). `least_privilege.rs`: the attacks with
 //! the replicator credential (withheld columns refused by SQL; a raw `pg_recvlogical` pgoutput
 //! stream never holds a withheld value, against a control publication that does), a policy
 //! change re-syncing grants and column lists, pg_hba refusing physical replication, and the

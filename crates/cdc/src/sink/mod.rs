@@ -1,9 +1,9 @@
 //! Sinks behind one trait: [`duck`] (the DuckDB file, the default) and [`bigquery`]
-//! (production; a transport trait and a fake today). The invariant every sink keeps: the
-//! data of a source transaction and the position (LSN) it brings the sink to become durable
-//! together, or not at all (`commit` writes both in one sink transaction, or, in BigQuery,
-//! idempotently: data first, state last). The pipeline confirms an LSN to PostgreSQL only
-//! after `commit` returned.
+//! (production: BigQuery's REST API). The invariant every sink keeps: the data of a source
+//! transaction and the position (LSN) it brings the sink to become durable together, or not at
+//! all (DuckDB: one DuckDB transaction; BigQuery: rows staged first, then one multi-statement
+//! transaction merges them and writes the state row). The pipeline confirms an LSN to
+//! PostgreSQL only after `commit` returned.
 //!
 //! Also here, shared by the sinks: [`NetBatch`], the net effect of a batch per key.
 
