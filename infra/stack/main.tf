@@ -66,7 +66,7 @@ locals {
     {
       api          = { display_name = "fintrail API", description = "Runs fintrail serve on Cloud Run." }
       superset     = { display_name = "fintrail Superset", description = "Runs Apache Superset; reads the analytics views only." }
-      media-signer = { display_name = "fintrail media signer", description = "Signs V4 URLs for the media bucket; holds object create/get on that bucket only. Never attached to a workload." }
+      media-signer = { display_name = "fintrail media signer", description = "Signs V4 URLs for the media bucket; holds object create/get/delete and set-retention on that bucket only. Never attached to a workload." }
       scheduler    = { display_name = "fintrail scheduler", description = "OIDC identity of the Cloud Scheduler jobs; holds no role." }
       plan         = { display_name = "fintrail plan (read-only)", description = "Runs tofu plan on pull requests (Cloud Build, GitHub Actions): read-only." }
     },
@@ -112,6 +112,11 @@ locals {
       title       = "fintrail media create"
       description = "Create media objects (through signed PUT URLs)."
       permissions = ["storage.objects.create"]
+    }
+    media_object_delete = {
+      title       = "fintrail media delete"
+      description = "Delete a media object whose database row was refused (upload compensation, through signed DELETE URLs); retained objects stay protected by Object Retention Lock."
+      permissions = ["storage.objects.delete"]
     }
     media_object_set_retention = {
       title       = "fintrail media retention"
@@ -410,6 +415,7 @@ module "media" {
   iam = {
     (module.iam.custom_role_names["media_object_create"])        = [module.iam.members["media-signer"]]
     (module.iam.custom_role_names["media_object_get"])           = [module.iam.members["media-signer"]]
+    (module.iam.custom_role_names["media_object_delete"])        = [module.iam.members["media-signer"]]
     (module.iam.custom_role_names["media_object_set_retention"]) = [module.iam.members["media-signer"]]
   }
 }
@@ -473,10 +479,10 @@ module "api" {
     FINTRAIL_DATABASE_HOST = module.cloud_sql.private_ip_address
     FINTRAIL_DATABASE_NAME = "fintrail"
     FINTRAIL_DATABASE_USER = "fintrail_app"
-    FINTRAIL_MEDIA_BACKEND = "gcs"
-    FINTRAIL_MEDIA_BUCKET  = module.media.name
-    FINTRAIL_MEDIA_SIGNER  = module.iam.emails["media-signer"]
-    FINTRAIL_JOBS_INVOKER  = module.iam.emails["scheduler"]
+    # Media in GCS (a bucket set selects it), URLs signed by the signer's signBlob.
+    FINTRAIL_MEDIA_BUCKET = module.media.name
+    FINTRAIL_MEDIA_SIGNER = module.iam.emails["media-signer"]
+    FINTRAIL_JOBS_INVOKER = module.iam.emails["scheduler"]
     # The audience of the scheduler's OIDC tokens (issue #15): this service's own URL.
     FINTRAIL_JOBS_OIDC_AUDIENCE = local.api_uri
     FINTRAIL_LOG_FORMAT         = "json"

@@ -8,6 +8,7 @@ use fintrail_db::{Context, DbRole};
 use fintrail_domain::Role;
 
 use crate::identity::{insert_token, revoke, Issuer};
+use crate::media::store::MediaConfig;
 use crate::state::AppConfig;
 use fintrail_audit::checkpoint;
 use fintrail_audit::verify::Outcome;
@@ -84,11 +85,14 @@ pub enum TokenCommand {
     },
 }
 
-/// `fintrail serve`: runs until Ctrl-C / SIGTERM.
+/// `fintrail serve`: runs until Ctrl-C / SIGTERM. Media go to GCS when
+/// `FINTRAIL_MEDIA_BUCKET` is set ([`MediaConfig::from_env`]; a malformed or incomplete
+/// setting stops it before it listens).
 pub async fn run_serve(args: ServeArgs, ctx: &Context) -> anyhow::Result<u8> {
     let config = AppConfig {
         pool_size: args.pool_size,
         checkpoint_interval_secs: args.checkpoint_interval_secs,
+        media: MediaConfig::from_env()?,
         ..AppConfig::default()
     };
     let handle = crate::server::start_with(ctx, args.listen, config).await?;

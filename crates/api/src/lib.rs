@@ -15,7 +15,7 @@
 //! # Invariants enforced here
 //! - **One permission per endpoint**: `routes::Registry::add(method, path, permission, route)` is
 //!   the only way to add a protected route. Public by design: `GET /healthz`, `GET /openapi.json`,
-//!   `GET /v1/media/download` (authorized by its HMAC signature, which only `kyc.media.read` can
+//!   `GET /v1/media/download` (authorized by our HMAC signature, which only `kyc.media.read` can
 //!   obtain and which names the issuing token; the URL dies with that token; redemptions are
 //!   audited, refusals rate-limited per address and aggregated, one event per window), and
 //!   `POST /internal/jobs/{name}` (`internal_jobs`: Cloud Scheduler's Google-signed OIDC token,
@@ -33,13 +33,15 @@
 //! - **Tokens**: SHA-256 of 256-bit random tokens is stored, never the token. Resolved tokens are
 //!   cached in-process ≤ 2 s and never past expiry; revoking through this server drops the entry
 //!   at once, elsewhere within 2 s.
-//! - **Media**: local store under `FINTRAIL_HOME/media` (staging + rename, our keys, no path
-//!   traversal) behind `MediaStore`; uploads ≤ 10 MiB, exact content types, streamed with SHA-256,
-//!   only while the case is `started` or `needs_resubmission`. Signed URLs: HMAC-SHA256 over
-//!   (method, object, expiry, key id, issuing token), default 15 min, cap 7 days, verified in
-//!   constant time; downloads send `no-store`, `nosniff`, `attachment`. Production signs GCS V4
-//!   URLs (`GOOG4-HMAC-SHA256`), tested against AWS's published SigV4 example; the GCS upload
-//!   itself is not implemented (the trait is the seam).
+//! - **Media**: one `MediaStore` interface: local files under `FINTRAIL_HOME/media` (staging +
+//!   rename, our keys, no path traversal) by default, a GCS bucket when `FINTRAIL_MEDIA_BUCKET`
+//!   is set (`media::gcs`: XML API over ureq, V4 URLs signed keylessly by the media signer's IAM
+//!   `signBlob`, never handed out). Uploads ≤ 10 MiB, exact content types, streamed to a staging
+//!   file with SHA-256, only while the case is `started` or `needs_resubmission`; the object is
+//!   stored before its row and removed again if the row is refused; a store that is down answers
+//!   503. Signed URLs (both stores): ours, HMAC-SHA256 over (method, object, expiry, key id,
+//!   issuing token), default 15 min, cap 7 days, verified in constant time, then the object is
+//!   streamed; downloads send `no-store`, `nosniff`, `attachment`.
 //! - **HTTP status contract**: 400 malformed JSON/path/query/`Idempotency-Key`; 413 (64 KiB JSON
 //!   body); 415; 422 only for what the OpenAPI schema states; 404 unknown or other customers' ids;
 //!   409 for every ledger rule with its own `code`. A rule JSON Schema cannot state must not be a
@@ -55,15 +57,18 @@
 //! domain, db, audit, ledger (with its `openapi` feature: its views describe themselves); axum 0.8 (http1/json/query/tokio),
 //! hyper 1 / hyper-util / tower-service / http-body (the accept loop and the body timeout; all
 //! already under axum), deadpool-postgres 0.14, utoipa 5,
-//! sha2/hmac/subtle, base64, rand, chrono (the one time crate), tokio-util, futures-util. No HTTP
-//! client (that is `fintrail-tooling`).
+//! sha2/hmac/subtle, base64, rand, chrono (the one time crate), tokio-util, futures-util, ureq
+//! with rustls (GCS media and IAM Credentials only; already in the binary through
+//! fintrail-jobs), thiserror. Feature `testing`: the fake blob signer and the fake-gcs-server
+//! harness (`media::testing`, ring), for tests only.
 //!
 //! # Tests
 //! Real cluster, real HTTP on 127.0.0.1:0: every (from, to) pair of KYC/KYB through raw SQL with
 //! the app's credentials and through the API (the accepted set equals the Rust table); the
 //! authorization matrix (every endpoint × every role); cross-customer access → 404 + audited
 //! denial; middleware order; bad input; OpenAPI covers every endpoint; media limits and signed
-//! URLs; ledger HTTP contract. schemathesis (`schemathesis.sh`, `--checks all`, run by `./dev test`).
+//! URLs on both stores (GCS on the `fake-gcs-server` emulator the tests start, installed by
+//! `./dev setup`); ledger HTTP contract. schemathesis (`schemathesis.sh`, `--checks all`, run by `./dev test`).
 
 pub mod audit_api;
 pub mod auth;

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use fintrail_db::{Context, DbRole};
 
 use crate::media::signing::UrlSigner;
-use crate::media::store::{LocalStore, MediaStore};
+use crate::media::store::{MediaConfig, MediaStore};
 use fintrail_audit::AuditWriter;
 
 /// Tunables of one server instance.
@@ -27,6 +27,9 @@ pub struct AppConfig {
     pub refusal_window_secs: u64,
     /// Header-read, body-read and request timeouts ([`crate::limits`]).
     pub limits: crate::limits::Limits,
+    /// Where media bytes live: local files (default) or GCS (`fintrail serve` reads it from
+    /// the environment, [`MediaConfig::from_env`]).
+    pub media: MediaConfig,
 }
 
 impl Default for AppConfig {
@@ -39,6 +42,7 @@ impl Default for AppConfig {
             checkpoint_interval_secs: 300,
             refusal_window_secs: 60,
             limits: crate::limits::Limits::default(),
+            media: MediaConfig::Local,
         }
     }
 }
@@ -79,8 +83,9 @@ impl std::ops::Deref for AppState {
 }
 
 impl AppState {
-    /// Builds the state: a connection pool as the app role, the local media store under
-    /// `home.media_dir()` and the URL signing key under `home.keys_dir()`.
+    /// Builds the state: a connection pool as the app role, the media store of
+    /// `config.media` (its local parts under `home.media_dir()`) and the URL signing key under
+    /// `home.keys_dir()`.
     pub fn new(ctx: &Context, config: AppConfig) -> anyhow::Result<Self> {
         let mut pg = ctx.db.config(DbRole::App)?;
         // Bounded statements and transactions for every pooled connection (issue 16, item 16).
@@ -102,7 +107,8 @@ impl AppState {
             .runtime(deadpool_postgres::Runtime::Tokio1)
             .build()?;
         let key = fintrail_db::keys::load_or_create(&ctx.home.keys_dir(), fintrail_db::keys::MEDIA_URL_KEY)?;
-        let media: Arc<dyn MediaStore> = Arc::new(LocalStore::new(ctx.home.media_dir())?);
+        let media: Arc<dyn MediaStore> = config.media.build(ctx.home.media_dir())?;
+        tracing::info!(log_class = "app", media = %config.media.describe(), "media store");
         Ok(AppState(Arc::new(Inner {
             ledger: fintrail_ledger::Ledger::new(pool.clone()),
             pool,

@@ -2,10 +2,17 @@
 //! hashed); staff obtain signed URLs; the download endpoint is authorized by the signature
 //! alone (it was minted under `kyc.media.read`, names the token that minted it and dies with
 //! that token).
+//!
+//! The bytes live in a [`store::MediaStore`]: local files (embedded default) or GCS
+//! ([`gcs`], production). Downloads go through this API on both: our signed URL is checked,
+//! the issuing token looked up and the redemption audited before a byte is read from the
+//! store, then the object is streamed (see [`gcs`] for why not a redirect to GCS).
 
 pub mod gcs;
 pub mod signing;
 pub mod store;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 use axum::body::Body;
 use std::net::SocketAddr;
@@ -124,7 +131,8 @@ fn now_unix() -> i64 {
     params(("case_id" = i64, Path, description = "Case id"), UploadQuery),
     request_body(content(("image/jpeg"), ("image/png"), ("application/pdf")), description = "The file"),
     responses((status = 201, body = MediaObject), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
-        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 422, body = ErrorBody)))]
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 422, body = ErrorBody),
+        (status = 503, description = "The media store (GCS) is unavailable; nothing was stored", body = ErrorBody)))]
 pub async fn upload(
     State(state): State<AppState>,
     caller: Caller,
@@ -183,16 +191,26 @@ pub async fn upload(
         let _ = tokio::fs::remove_file(&staged).await;
         return Err(ApiError::unprocessable("empty upload"));
     }
+    // The object first, then its row: no row ever names a missing object. A store that is
+    // down answers 503 here and nothing is registered (the commit removes the staging file).
     let key = store::new_key();
-    if let Err(e) = state.media.commit(&staged, &key).await {
-        let _ = tokio::fs::remove_file(&staged).await;
-        return Err(ApiError::internal(e));
+    if let Err(e) = state.media.commit(&staged, &key, &content_type).await {
+        // An upload whose answer was lost (a timeout) may still have landed: remove it.
+        match state.media.remove(&key).await {
+            Ok(()) | Err(store::StoreError::NotFound) => {}
+            Err(r) => {
+                tracing::warn!(log_class = "app", error = %r, storage_key = %key, "a failed upload may have left an object without a row")
+            }
+        }
+        return Err(e.into());
     }
     let stored = Stored { customer, case_id, kind, content_type: &content_type, size, digest: &digest, key: &key };
     let saved = save_row(&state, &caller, stored).await;
     if saved.is_err() {
         // Nothing half-written: the row was not committed, so the bytes go too.
-        let _ = state.media.remove(&key).await;
+        if let Err(e) = state.media.remove(&key).await {
+            tracing::error!(log_class = "app", error = %e, storage_key = %key, "media object left without a row: remove it");
+        }
     }
     Ok((StatusCode::CREATED, Json(saved?)))
 }
@@ -317,7 +335,8 @@ pub async fn signed_url(
     description = "Authorized by the signature, which only `kyc.media.read` can obtain. Refuses tampered, expired and other-object signatures, and URLs whose issuing token was revoked or expired; `Cache-Control: no-store`. Refusals are rate-limited per client address (429 with `Retry-After`).",
     params(SignedQuery),
     responses((status = 200, description = "The file", content_type = "application/octet-stream"), (status = 400, body = ErrorBody),
-        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 429, body = ErrorBody)))]
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 429, body = ErrorBody),
+        (status = 503, description = "The media store (GCS) is unavailable", body = ErrorBody)))]
 pub async fn download(
     State(state): State<AppState>,
     request_id: Option<axum::Extension<RequestId>>,
@@ -360,7 +379,15 @@ pub async fn download(
     let content_type: String = row.get(1);
     let key: String = row.get(2);
     let size: i64 = row.get(3);
-    let file = state.media.open(&key).await.map_err(ApiError::internal)?;
+    let file = match state.media.open(&key).await {
+        Ok(f) => f,
+        Err(store::StoreError::NotFound) => {
+            // A row whose object is gone: an integrity failure, not the caller's.
+            tracing::error!(log_class = "app", media_id = q.object, storage_key = %key, "media row without its object");
+            return Err(ApiError::not_found("media object"));
+        }
+        Err(e) => return Err(e.into()),
+    };
     let ev =
         NewEvent::allowed(actor, AuditAction::SignedUrlRedeemed, format!("media:{}", q.object), Some(P::KycMediaRead))
             .on_behalf_of(Some(format!("customer:{customer}")))
