@@ -57,6 +57,7 @@
 //! - Unit tests: owner-only files and folders, keys created owner-only and stable, passwords
 //!   never printed.
 
+pub mod certs;
 pub mod cluster;
 pub mod database;
 pub mod hba;
@@ -64,12 +65,14 @@ pub mod home;
 pub mod keys;
 pub mod migrate;
 pub mod secrets;
+pub mod tls;
 #[cfg(feature = "testing")]
 pub mod testing;
 
 pub use database::{ConnParams, Database, Kind, DEFAULT_DBNAME};
 pub use fintrail_domain::db_role::DbRole;
 pub use home::Home;
+pub use tls::{SslMode, Tls};
 
 use anyhow::Context as _;
 
