@@ -72,7 +72,11 @@ pub fn generate(names: &[&str]) -> anyhow::Result<Generated> {
     set_validity(&mut server, from, until);
     let server_cert = server.signed_by(&server_key, &issuer).context("signing the server certificate")?;
 
-    Ok(Generated { ca_cert_pem: ca_cert.pem(), server_cert_pem: server_cert.pem(), server_key_pem: server_key.serialize_pem() })
+    Ok(Generated {
+        ca_cert_pem: ca_cert.pem(),
+        server_cert_pem: server_cert.pem(),
+        server_key_pem: server_key.serialize_pem(),
+    })
 }
 
 /// Whether the first certificate in `pem` expires within `days` (or has expired).

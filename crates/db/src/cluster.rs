@@ -362,7 +362,10 @@ impl Cluster {
         let due = if !(cert.is_file() && key.is_file() && ca.is_file()) {
             true
         } else {
-            match fs::read(&cert).map_err(anyhow::Error::from).and_then(|pem| certs::expires_within(&pem, certs::RENEW_BEFORE_DAYS)) {
+            match fs::read(&cert)
+                .map_err(anyhow::Error::from)
+                .and_then(|pem| certs::expires_within(&pem, certs::RENEW_BEFORE_DAYS))
+            {
                 Ok(due) => due,
                 Err(e) => {
                     tracing::warn!(log_class = "app", error = %format!("{e:#}"), "unreadable server certificate: generating a new one");

@@ -90,7 +90,14 @@ impl Database {
             let password = if role.can_login() { Some(secrets::get_or_create(&dir, role.sql_name())?) } else { None };
             users.insert(role, (role.sql_name().to_string(), password));
         }
-        Ok(Self { kind: Kind::Private, host: "127.0.0.1".into(), port, dbname: dbname.into(), users: Arc::new(users), tls })
+        Ok(Self {
+            kind: Kind::Private,
+            host: "127.0.0.1".into(),
+            port,
+            dbname: dbname.into(),
+            users: Arc::new(users),
+            tls,
+        })
     }
 
     /// An external server (Cloud SQL in production): `url` is the admin's URL

@@ -73,7 +73,8 @@ async fn every_harness_connection_is_tls_verified_against_the_clusters_own_ca() 
     // The pool and the other roles take the same path.
     for role in [DbRole::App, DbRole::Replicator, DbRole::Sequencer] {
         let c = db.connect(role).await.unwrap();
-        let ssl: bool = c.query_one("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()", &[]).await.unwrap().get(0);
+        let ssl: bool =
+            c.query_one("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()", &[]).await.unwrap().get(0);
         assert!(ssl, "{role}");
     }
     // Owner-only files: the CA certificate (and its folder), the server's certificate and key.
@@ -199,7 +200,8 @@ async fn a_cluster_from_before_tls_is_upgraded_at_its_next_start_stopped_or_runn
     assert_eq!(mode(&data.join(cluster::SERVER_KEY)), 0o600);
     let db = cluster.database("postgres").unwrap();
     assert_eq!(session_tls(&db).await, (true, Some("TLSv1.3".to_string())));
-    let kept: i32 = db.connect(DbRole::Admin).await.unwrap().query_one("SELECT answer FROM kept", &[]).await.unwrap().get(0);
+    let kept: i32 =
+        db.connect(DbRole::Admin).await.unwrap().query_one("SELECT answer FROM kept", &[]).await.unwrap().get(0);
     assert_eq!(kept, 42, "nothing lost");
 
     // 2. Running without TLS (a `fintrail up --keep-db` from before): start generates, reloads

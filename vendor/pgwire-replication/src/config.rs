@@ -496,7 +496,7 @@ impl Default for ReplicationConfig {
             host: "127.0.0.1".into(),
             port: 5432,
             user: "postgres".into(),
-            password: "postgres".into(),
+            password: "postgres".into(), // pragma: allowlist secret
             database: "postgres".into(),
             tls: TlsConfig::default(),
             slot: "slot".into(),

@@ -1125,7 +1125,7 @@ mod tests {
     #[test]
     #[cfg(feature = "md5")]
     fn postgres_md5_known_value() {
-        // Test vector: user="md5_user", password="md5_pass", salt=[0x01, 0x02, 0x03, 0x04]
+        // Test vector: user="md5_user", password="md5_pass", salt=[0x01, 0x02, 0x03, 0x04] // pragma: allowlist secret
         // Can verify with: SELECT 'md5' || md5(md5('md5_passmd5_user') || E'\\x01020304');
         let hash = postgres_md5("md5_pass", "md5_user", &[0x01, 0x02, 0x03, 0x04]);
         assert!(hash.starts_with("md5"));
