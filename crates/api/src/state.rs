@@ -90,9 +90,11 @@ impl AppState {
         let mut pg = ctx.db.config(DbRole::App)?;
         // Bounded statements and transactions for every pooled connection (issue 16, item 16).
         pg.options(config.limits.pg_options());
+        // TLS as the database says (`verify-full` by default, issue #14): one rustls
+        // configuration for the pool; a pooled connection pays its handshake once.
         let mgr = deadpool_postgres::Manager::from_config(
             pg,
-            tokio_postgres::NoTls,
+            ctx.db.tls().connector(),
             deadpool_postgres::ManagerConfig { recycling_method: deadpool_postgres::RecyclingMethod::Fast },
         );
         let pool = deadpool_postgres::Pool::builder(mgr)

@@ -187,6 +187,7 @@ async fn pg_recvlogical(ctx: &Context, names: &Names, end: u64) -> anyhow::Resul
         .args(["-o", "proto_version=1", "-o", &format!("publication_names={}", names.publication)])
         .arg(format!("--endpos={}", crate::pgoutput::lsn_to_string(end)))
         .env("PGPASSWORD", p.password.clone().unwrap_or_default())
+        .envs(p.libpq_tls_env())
         .stdin(Stdio::null())
         .output()
         .await?;
@@ -234,6 +235,7 @@ async fn pgbench(ctx: &Context, args: &BenchArgs, init: bool) -> anyhow::Result<
     cmd.args(["-h", &p.host, "-p", &p.port.to_string(), "-U", &p.user])
         .env("PGPASSWORD", p.password.clone().unwrap_or_default())
         .env("PGOPTIONS", "-c search_path=fintrail")
+        .envs(p.libpq_tls_env())
         .stdin(Stdio::null());
     if init {
         cmd.args(["-i", "-q", "-s", &args.scale.to_string(), &p.dbname]);

@@ -76,10 +76,13 @@
 //! anyway); `max_replication_slots` at exactly the slots in use turns "create another" into
 //! "drop ours first" (loud), but the test cluster needs many slots; revoking EXECUTE on the SQL
 //! decoding functions needs a superuser and leaves the replication protocol open. So the
-//! replicator credential is held like the owner's: only the CDC service has it. TLS for the
-//! replication connection comes with issue #14: `source::replication_config` passes
-//! `TlsConfig::disabled()` today and the replicator has a pg_hba line of its own to turn into
-//! `hostssl`.
+//! replicator credential is held like the owner's: only the CDC service has it.
+//!
+//! TLS (issue #14): the replication connection (pgwire-replication, rustls on ring) and the SQL
+//! ones (`fintrail_db::Database`) use the database's TLS: `verify-full` against the private
+//! cluster's CA, or `FINTRAIL_DB_SSLMODE` / `FINTRAIL_DB_SSLROOTCERT` for an external server
+//! (`source::replication_tls`). The private cluster's pg_hba accepts TLS only. pgwire-replication
+//! installs rustls's ring provider as the process default and builds its config from it.
 //!
 //! Sessions pin `TimeZone=UTC`, ISO styles, `extra_float_digits=3` (canonical text). Heartbeats:
 //! `pg_logical_emit_message`, EXECUTE is PUBLIC, so the replicator needs no extra privilege.

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use fintrail_db::{Database, DbRole};
+use fintrail_db::{Database, DbRole, SslMode};
 use pgwire_replication::{Lsn, ReplicationClient, ReplicationConfig, TlsConfig};
 
 use crate::model::{SinkColumn, SinkType, TableShape};
@@ -405,6 +405,20 @@ fn setup_sql(
     Ok(sql)
 }
 
+/// The replication transport's TLS: the database's mode and CA file (issue #14).
+/// `verify-full` names the host to verify explicitly: pgwire-replication otherwise refuses an
+/// IP address under verify-full, and the private cluster is reached at 127.0.0.1, which its
+/// certificate names (rustls checks an IP against the certificate's IP addresses).
+pub fn replication_tls(db: &Database) -> TlsConfig {
+    let tls = db.tls();
+    let ca = tls.root_cert().map(|p| p.to_path_buf());
+    match tls.mode() {
+        SslMode::VerifyFull => TlsConfig::verify_full(ca).with_sni_hostname(db.host()),
+        SslMode::VerifyCa => TlsConfig::verify_ca(ca),
+        SslMode::Disable => TlsConfig::disabled(),
+    }
+}
+
 /// The replication transport configuration for the replicator role.
 pub fn replication_config(db: &Database, names: &Names, start_lsn: u64) -> ReplicationConfig {
     let p = db.params(DbRole::Replicator);
@@ -417,7 +431,7 @@ pub fn replication_config(db: &Database, names: &Names, start_lsn: u64) -> Repli
         names.publication.clone(),
     )
     .with_port(p.port)
-    .with_tls(TlsConfig::disabled())
+    .with_tls(replication_tls(db))
     .with_start_lsn(Lsn(start_lsn))
     .with_ack_lsn(Lsn(start_lsn))
     // Feedback every second: the slot advances promptly (WAL is not retained).

@@ -41,6 +41,7 @@ fn pg_tool(db: &Database, role: DbRole, tool: &str, args: &[&str]) -> Output {
         .args(args)
         .env("PGPASSWORD", p.password.clone().unwrap_or_default())
         .env("PGCONNECT_TIMEOUT", "10")
+        .envs(p.libpq_tls_env())
         .stdin(Stdio::null())
         .output()
         .unwrap()

@@ -128,4 +128,5 @@ pub fn print_cluster(cluster: &Cluster, db: &fintrail_db::Database) {
         home.secrets_dir().display()
     );
     println!("  admin url: {}", db.display_url(DbRole::Admin));
+    println!("  tls:       {} (pg_hba: TLS only)", db.tls().describe());
 }

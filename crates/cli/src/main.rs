@@ -4,7 +4,8 @@
 //!
 //! # What it owns
 //! - **Parsing** (clap): global `--home` / `FINTRAIL_HOME` (default `./.fintrail`),
-//!   `--database-url` / `DATABASE_URL` (an external server instead of the private cluster),
+//!   `--database-url` / `DATABASE_URL` (an external server instead of the private cluster; TLS
+//!   from `FINTRAIL_DB_SSLMODE` / `FINTRAIL_DB_SSLROOTCERT`, `verify-full` by default, docs/tls.md),
 //!   `--log-format` / `FINTRAIL_LOG_FORMAT`; the subcommands `up`, `db`, `serve`, `token`,
 //!   `audit`, `ledger`, `jobs`, `cdc`, `analytics`, `iam`, `trace`, `bench`. The contract scripts rely on
 //!   (names, exit codes, output) is `../shared/design/CLI.md`.
@@ -66,7 +67,8 @@ struct Cli {
     /// Where the private cluster, media, keys and the DuckDB file live.
     #[arg(long, global = true, env = "FINTRAIL_HOME", default_value = ".fintrail", value_name = "DIR")]
     home: std::path::PathBuf,
-    /// Use this external PostgreSQL (admin URL) instead of the private cluster.
+    /// Use this external PostgreSQL (admin URL) instead of the private cluster. TLS:
+    /// FINTRAIL_DB_SSLMODE (verify-full by default) and FINTRAIL_DB_SSLROOTCERT (CA file).
     #[arg(long, global = true, env = "DATABASE_URL", value_name = "URL", hide_env_values = true)]
     database_url: Option<String>,
     /// Log format on stderr: text on a terminal, JSON otherwise (auto).

@@ -112,7 +112,7 @@ pub async fn run(args: UpArgs, home: &Home, url: Option<&str>) -> anyhow::Result
     if args.keep_db {
         ctx.keep_cluster();
     }
-    say!("database ready: {}", ctx.db.display_url(DbRole::App));
+    say!("database ready: {} (TLS {})", ctx.db.display_url(DbRole::App), ctx.db.tls().describe());
     if url.is_none() {
         let cluster = Cluster::new(home.clone())?;
         crate::db_cmd::print_cluster(&cluster, &ctx.db);

@@ -33,7 +33,7 @@ impl Env {
     fn cmd(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_fintrail"));
         cmd.args(args)
-            .env("DATABASE_URL", self.db.url(DbRole::Admin))
+            .envs(self.db.child_env(DbRole::Admin))
             .env("FINTRAIL_APP_PASSWORD", self.db.params(DbRole::App).password.unwrap_or_default())
             // The audit-checkpoint job writes as the sequencer's role (migration 0034).
             .env("FINTRAIL_SEQUENCER_PASSWORD", self.db.params(DbRole::Sequencer).password.unwrap_or_default())

@@ -186,10 +186,16 @@ struct Server {
     child: tokio::process::Child,
 }
 
-async fn start_server(url: &str, app_password: &str, home: &std::path::Path, addr: SocketAddr) -> Server {
+/// `db_env`: `DATABASE_URL` and the TLS settings (`Database::child_env`).
+async fn start_server(
+    db_env: &[(&'static str, String)],
+    app_password: &str,
+    home: &std::path::Path,
+    addr: SocketAddr,
+) -> Server {
     let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_fintrail"))
         .args(["serve", "--listen", &addr.to_string(), "--checkpoint-interval-secs", "0"])
-        .env("DATABASE_URL", url)
+        .envs(db_env.iter().cloned())
         .env("FINTRAIL_APP_PASSWORD", app_password)
         .env("FINTRAIL_HOME", home)
         .env("FINTRAIL_LOG_FORMAT", "json")
@@ -232,7 +238,7 @@ async fn sigkilled_server_never_loses_or_duplicates_money() {
     let wallets = fintrail_tooling::fixtures::funded_wallets(&db, WALLETS, funding_minor).await.unwrap();
     let dry = fintrail_tooling::fixtures::funded_wallets(&db, 1, DRY_FUNDING_MINOR).await.unwrap()[0];
     let token = fintrail_tooling::fixtures::token(&db, fintrail_domain::Role::Admin, None).await.unwrap();
-    let url = db.url(DbRole::Admin);
+    let db_env = db.child_env(DbRole::Admin);
     let app_password = db.params(DbRole::App).password.unwrap_or_default();
     let home = std::env::temp_dir().join(format!("fintrail-ledger-stress-{}", std::process::id()));
     let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
@@ -252,7 +258,7 @@ async fn sigkilled_server_never_loses_or_duplicates_money() {
         }
     };
     for (crash, (kill_after_ms, clients)) in plan.cycles.iter().enumerate() {
-        let mut server = start_server(&url, &app_password, &home, addr).await;
+        let mut server = start_server(&db_env, &app_password, &home, addr).await;
         // Clients run until the kill (the last cycle runs to completion without a kill).
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let mut tasks = Vec::new();

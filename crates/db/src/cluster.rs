@@ -1,6 +1,18 @@
 //! The private PostgreSQL cluster: `initdb` / `pg_ctl` from the machine's PostgreSQL 15+
 //! binaries, under `FINTRAIL_HOME/pg`, listening on 127.0.0.1 only, `wal_level=logical`.
 //!
+//! TLS is on (issue #14), and `pg_hba` accepts nothing else (`hba`). Every `start` re-asserts it,
+//! so a cluster initialized before TLS is upgraded at its next start, running or not, its data
+//! untouched:
+//! - certificates (`certs`): the CA certificate at `FINTRAIL_HOME/tls/ca.crt` (what fintrail's
+//!   clients trust), the server's `server.crt` and `server.key` in the data folder (PostgreSQL
+//!   requires the key to be 0600 and owned by the server's OS user). All owner-only, written
+//!   through `home::owner_only`; generated when one is missing or the server certificate has
+//!   fewer than `certs::RENEW_BEFORE_DAYS` left.
+//! - `postgresql.conf`: a block of its own (`ssl = on`, the two files, TLS 1.3 at least).
+//! - A running cluster is reloaded (`ssl` is a reloadable setting) and `start` returns only once
+//!   it answers TLS, so the caller's first connection finds it.
+//!
 //! Why we shell out to `initdb`/`pg_ctl` instead of embedding a server crate: the machine's
 //! own, distribution-patched binaries are the ones operators know, and no download is needed.
 //! PostgreSQL refuses to run as root, so when we are root its binaries run as an unprivileged
@@ -22,6 +34,12 @@ use crate::{home::Home, secrets};
 pub const PG_MAJOR_MIN: u32 = 15;
 /// How long `pg_ctl` may wait for a start or stop before we call it failed.
 const PG_CTL_TIMEOUT_S: u32 = 60;
+/// The server's certificate and key, in the data folder (relative paths in `postgresql.conf`
+/// are relative to it).
+pub const SERVER_CERT: &str = "server.crt";
+pub const SERVER_KEY: &str = "server.key";
+const TLS_CONF_BEGIN: &str = "# --- fintrail TLS (issue #14; re-asserted by `fintrail db start`) ---";
+const TLS_CONF_END: &str = "# --- end of fintrail TLS ---";
 
 /// Where the PostgreSQL server binaries are.
 #[derive(Debug, Clone)]
@@ -298,12 +316,17 @@ impl Cluster {
         if !self.is_initialized() {
             self.init(opts)?;
         }
+        let tls_changed = self.ensure_tls()?;
         let hba_changed = self.ensure_hba()?;
-        if let Status::Running { .. } = self.status()? {
-            if hba_changed {
+        if let Status::Running { port, .. } = self.status()? {
+            if hba_changed || tls_changed {
                 let mut cmd = self.pg_command("pg_ctl");
                 cmd.arg("reload").arg("-D").arg(self.home.pg_data());
                 self.run(cmd, "pg_ctl reload")?;
+            }
+            if tls_changed {
+                // A reload is a signal: wait until the server answers TLS (the new certificate).
+                self.wait_for_tls(port)?;
             }
             return Ok(Started::AlreadyRunning);
         }
@@ -327,6 +350,95 @@ impl Cluster {
         }
         tracing::info!(log_class = "app", port = self.port()?, "private PostgreSQL started");
         Ok(Started::Started)
+    }
+
+    /// Makes TLS what the cluster runs with (see the module docs): certificates present and
+    /// not due for renewal, the server's key 0600 and owned by the server's OS user, the TLS
+    /// block in `postgresql.conf`. Returns whether anything changed.
+    fn ensure_tls(&self) -> anyhow::Result<bool> {
+        use crate::{certs, home::owner_only};
+        let data = self.home.pg_data();
+        let (cert, key, ca) = (data.join(SERVER_CERT), data.join(SERVER_KEY), self.home.tls_ca_cert());
+        let due = if !(cert.is_file() && key.is_file() && ca.is_file()) {
+            true
+        } else {
+            match fs::read(&cert)
+                .map_err(anyhow::Error::from)
+                .and_then(|pem| certs::expires_within(&pem, certs::RENEW_BEFORE_DAYS))
+            {
+                Ok(due) => due,
+                Err(e) => {
+                    tracing::warn!(log_class = "app", error = %format!("{e:#}"), "unreadable server certificate: generating a new one");
+                    true
+                }
+            }
+        };
+        let mut changed = false;
+        if due {
+            let g = certs::generate(&certs::SERVER_NAMES)?;
+            owner_only::replace_file(&key, g.server_key_pem.as_bytes())?;
+            owner_only::replace_file(&cert, g.server_cert_pem.as_bytes())?;
+            owner_only::create_dir(&self.home.tls_dir())?;
+            owner_only::replace_file(&ca, g.ca_cert_pem.as_bytes())?;
+            tracing::info!(log_class = "app", ca = %ca.display(), "generated the private cluster's TLS CA and server certificate");
+            changed = true;
+        }
+        // PostgreSQL refuses to start with a key that others may read, or that its OS user
+        // cannot: asserted at every start, also for files found in place.
+        owner_only::restrict(&key)?;
+        if let Some(user) = self.run_as {
+            for f in [&key, &cert] {
+                std::os::unix::fs::chown(f, Some(user.uid), Some(user.gid))
+                    .with_context(|| format!("giving {} to the PostgreSQL OS user", f.display()))?;
+            }
+        }
+        Ok(self.ensure_tls_conf()? || changed)
+    }
+
+    /// Puts the TLS block at the end of `postgresql.conf` (the last setting wins), replacing
+    /// an earlier version of it; returns whether the file changed.
+    fn ensure_tls_conf(&self) -> anyhow::Result<bool> {
+        let path = self.home.pg_data().join("postgresql.conf");
+        let have = fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        let block = format!(
+            "{TLS_CONF_BEGIN}\n\
+             ssl = on\n\
+             ssl_cert_file = '{SERVER_CERT}'\n\
+             ssl_key_file = '{SERVER_KEY}'\n\
+             ssl_min_protocol_version = 'TLSv1.3'\n\
+             {TLS_CONF_END}\n"
+        );
+        if have.ends_with(&block) {
+            return Ok(false);
+        }
+        let mut want = match (have.find(TLS_CONF_BEGIN), have.find(TLS_CONF_END)) {
+            (Some(b), Some(e)) if b < e => {
+                let after = (e + TLS_CONF_END.len() + 1).min(have.len());
+                format!("{}{}", &have[..b], &have[after..])
+            }
+            _ => have,
+        };
+        if !want.ends_with('\n') {
+            want.push('\n');
+        }
+        want.push_str(&block);
+        // Written in place: the file keeps its owner (the PostgreSQL OS user) and mode.
+        fs::write(&path, want).with_context(|| format!("writing {}", path.display()))?;
+        Ok(true)
+    }
+
+    /// Polls until the server on `port` answers TLS (after a reload), for up to 30 s.
+    fn wait_for_tls(&self, port: u16) -> anyhow::Result<()> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            if offers_tls(port).unwrap_or(false) {
+                return Ok(());
+            }
+            if std::time::Instant::now() > deadline {
+                bail!("the private PostgreSQL did not turn TLS on after a reload\n{}", self.log_tail());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
     }
 
     /// Writes `pg_hba.conf` (see `hba`) when it differs; returns whether it did. Writing over
@@ -369,7 +481,7 @@ impl Cluster {
     }
 
     /// Connection parameters of the cluster's database `dbname` (127.0.0.1, our port,
-    /// passwords from `FINTRAIL_HOME/secrets`).
+    /// passwords from `FINTRAIL_HOME/secrets`, `verify-full` against the cluster's CA).
     pub fn database(&self, dbname: &str) -> anyhow::Result<crate::Database> {
         crate::Database::private(&self.home, self.port()?, dbname)
     }
@@ -377,6 +489,20 @@ impl Cluster {
 
 fn read_postmaster_pid(data: &Path) -> Option<u32> {
     fs::read_to_string(data.join("postmaster.pid")).ok()?.lines().next()?.trim().parse().ok()
+}
+
+/// Whether the server on 127.0.0.1:`port` accepts TLS: PostgreSQL's SSLRequest, answered
+/// `S` (yes) or `N` (no). Closes the connection right after, nothing else sent.
+pub fn offers_tls(port: u16) -> std::io::Result<bool> {
+    use std::io::{Read as _, Write as _};
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let mut s = std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(5))?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
+    // Length 8, then the SSLRequest code 80877103.
+    s.write_all(&[0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f])?;
+    let mut answer = [0u8; 1];
+    s.read_exact(&mut answer)?;
+    Ok(answer[0] == b'S')
 }
 
 /// A port that is free right now on 127.0.0.1 (the kernel picks it). A race with another

@@ -1,18 +1,25 @@
-//! Where to connect, and as whom. One `Database` names one PostgreSQL database and the
-//! credentials of each fintrail role on it.
+//! Where to connect, and as whom. One `Database` names one PostgreSQL database, the
+//! credentials of each fintrail role on it, and the TLS every connection to it uses
+//! (`tls`: `verify-full` against the private cluster's own CA, or `FINTRAIL_DB_SSLMODE` /
+//! `FINTRAIL_DB_SSLROOTCERT` for an external server).
 
-use std::{collections::HashMap, fmt, str::FromStr, sync::Arc};
+use std::{collections::HashMap, fmt, path::PathBuf, str::FromStr, sync::Arc};
 
 use anyhow::Context as _;
 use fintrail_domain::db_role::DbRole;
 
-use crate::{home::Home, secrets};
+use crate::{
+    home::Home,
+    secrets,
+    tls::{SslMode, Tls},
+};
 
 /// The database fintrail uses on the private cluster.
 pub const DEFAULT_DBNAME: &str = "fintrail";
 
 /// Plain connection parameters, for clients other than tokio-postgres (pgbench,
-/// pg_recvlogical, the replication transport).
+/// pg_recvlogical, the replication transport): they must apply `sslmode` and `sslrootcert`
+/// themselves (PostgreSQL's tools: [`ConnParams::libpq_tls_env`]).
 #[derive(Clone, PartialEq, Eq)]
 pub struct ConnParams {
     pub host: String,
@@ -20,6 +27,16 @@ pub struct ConnParams {
     pub user: String,
     pub password: Option<String>,
     pub dbname: String,
+    pub sslmode: SslMode,
+    /// The CA file to trust (`None`: the public roots, or no TLS).
+    pub sslrootcert: Option<PathBuf>,
+}
+
+impl ConnParams {
+    /// `PGSSLMODE` / `PGSSLROOTCERT` for a libpq tool (pgbench, pg_recvlogical, ...).
+    pub fn libpq_tls_env(&self) -> Vec<(&'static str, String)> {
+        crate::tls::libpq_env(self.sslmode, self.sslrootcert.as_deref())
+    }
 }
 
 impl fmt::Debug for ConnParams {
@@ -31,6 +48,7 @@ impl fmt::Debug for ConnParams {
             .field("user", &self.user)
             .field("password", &self.password.as_ref().map(|_| "***"))
             .field("dbname", &self.dbname)
+            .field("sslmode", &self.sslmode)
             .finish()
     }
 }
@@ -50,32 +68,45 @@ pub struct Database {
     port: u16,
     dbname: String,
     users: Arc<HashMap<DbRole, (String, Option<String>)>>,
+    tls: Tls,
 }
 
 impl fmt::Debug for Database {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Database({:?} {}:{}/{})", self.kind, self.host, self.port, self.dbname)
+        write!(f, "Database({:?} {}:{}/{} tls {})", self.kind, self.host, self.port, self.dbname, self.tls.mode())
     }
 }
 
 impl Database {
     /// A database on the private cluster; passwords come from `FINTRAIL_HOME/secrets`
-    /// (created there if missing, set on the roles by `prepare`).
+    /// (created there if missing, set on the roles by `prepare`); TLS is `verify-full` against
+    /// the cluster's CA (`FINTRAIL_HOME/tls/ca.crt`, written by `Cluster::start`), by the
+    /// address 127.0.0.1, which the server certificate names.
     pub fn private(home: &Home, port: u16, dbname: &str) -> anyhow::Result<Self> {
+        let tls = Tls::private(&home.tls_ca_cert())?;
         let dir = home.secrets_dir();
         let mut users = HashMap::new();
         for role in DbRole::ALL {
             let password = if role.can_login() { Some(secrets::get_or_create(&dir, role.sql_name())?) } else { None };
             users.insert(role, (role.sql_name().to_string(), password));
         }
-        Ok(Self { kind: Kind::Private, host: "127.0.0.1".into(), port, dbname: dbname.into(), users: Arc::new(users) })
+        Ok(Self {
+            kind: Kind::Private,
+            host: "127.0.0.1".into(),
+            port,
+            dbname: dbname.into(),
+            users: Arc::new(users),
+            tls,
+        })
     }
 
     /// An external server (Cloud SQL in production): `url` is the admin's URL
     /// (`postgres://user:password@host:port/db`); the other roles' passwords come from // pragma: allowlist secret
     /// `FINTRAIL_APP_PASSWORD`, `FINTRAIL_REPLICATOR_PASSWORD` and `FINTRAIL_SEQUENCER_PASSWORD`
-    /// (Secret Manager in GCP).
+    /// (Secret Manager in GCP). TLS: `FINTRAIL_DB_SSLMODE` / `FINTRAIL_DB_SSLROOTCERT`
+    /// (`verify-full` by default), never the URL's own `sslmode`: one place for it.
     pub fn external(url: &str) -> anyhow::Result<Self> {
+        refuse_tls_in_url(url)?;
         let config = tokio_postgres::Config::from_str(url).context("parsing --database-url / DATABASE_URL")?;
         let host = match config.get_hosts().first() {
             Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
@@ -98,7 +129,7 @@ impl Database {
             DbRole::Sequencer,
             (DbRole::Sequencer.sql_name().into(), std::env::var("FINTRAIL_SEQUENCER_PASSWORD").ok()),
         );
-        Ok(Self { kind: Kind::External, host, port, dbname, users: Arc::new(users) })
+        Ok(Self { kind: Kind::External, host, port, dbname, users: Arc::new(users), tls: Tls::from_env()? })
     }
 
     /// The production wiring of one service (Cloud Run, see `infra/envs/*/main.tf`):
@@ -106,6 +137,7 @@ impl Database {
     /// (`fintrail`), `FINTRAIL_DATABASE_USER` (one of the fintrail roles) and
     /// `FINTRAIL_DATABASE_PASSWORD` (from Secret Manager). Each service gets only its own role's
     /// credentials; asking for another role's connection is then an error, not a fallback.
+    /// TLS: `FINTRAIL_DB_SSLMODE` / `FINTRAIL_DB_SSLROOTCERT` (`verify-full` by default).
     /// Returns `None` when `FINTRAIL_DATABASE_HOST` is unset.
     pub fn from_service_env() -> anyhow::Result<Option<Self>> {
         let Ok(host) = std::env::var("FINTRAIL_DATABASE_HOST") else { return Ok(None) };
@@ -130,7 +162,8 @@ impl Database {
                 users.insert(DbRole::Sequencer, (DbRole::Sequencer.sql_name().into(), Some(p)));
             }
         }
-        Ok(Some(Self { kind: Kind::External, host, port, dbname, users: Arc::new(users) }))
+        let tls = Tls::from_env()?;
+        Ok(Some(Self { kind: Kind::External, host, port, dbname, users: Arc::new(users), tls }))
     }
 
     /// Whether this configuration holds credentials for `role`.
@@ -141,6 +174,16 @@ impl Database {
     /// The same server and credentials, another database name.
     pub fn with_dbname(&self, dbname: &str) -> Self {
         Self { dbname: dbname.into(), ..self.clone() }
+    }
+
+    /// The same server and credentials, other TLS settings (tests: a wrong CA, `disable`).
+    pub fn with_tls(&self, tls: Tls) -> Self {
+        Self { tls, ..self.clone() }
+    }
+
+    /// The TLS every connection to this database uses.
+    pub fn tls(&self) -> &Tls {
+        &self.tls
     }
 
     pub fn kind(&self) -> Kind {
@@ -162,10 +205,19 @@ impl Database {
         // A service configured with one role's credentials (production) gets a login that fails
         // with a clear authentication error for any other role, never another role's password.
         let (user, password) = self.users.get(&role).cloned().unwrap_or_else(|| (role.sql_name().to_string(), None));
-        ConnParams { host: self.host.clone(), port: self.port, user, password, dbname: self.dbname.clone() }
+        ConnParams {
+            host: self.host.clone(),
+            port: self.port,
+            user,
+            password,
+            dbname: self.dbname.clone(),
+            sslmode: self.tls.mode(),
+            sslrootcert: self.tls.root_cert().map(|p| p.to_path_buf()),
+        }
     }
 
-    /// A tokio-postgres configuration for `role`.
+    /// A tokio-postgres configuration for `role`, TLS required unless `disable` (connect it
+    /// with [`Database::connect_config`] or [`Tls::connector`]).
     pub fn config(&self, role: DbRole) -> anyhow::Result<tokio_postgres::Config> {
         let p = self.params(role);
         let mut config = tokio_postgres::Config::new();
@@ -175,10 +227,12 @@ impl Database {
         if let Some(pw) = &p.password {
             config.password(pw);
         }
+        self.tls.apply(&mut config);
         Ok(config)
     }
 
     /// A `postgres://` URL for `role`, password included: for child processes only, never logs.
+    /// A child `fintrail` also needs [`Database::child_env`] (the TLS settings).
     pub fn url(&self, role: DbRole) -> String {
         let p = self.params(role);
         let auth = match &p.password {
@@ -186,6 +240,14 @@ impl Database {
             None => pct(&p.user),
         };
         format!("postgres://{auth}@{}:{}/{}", p.host, p.port, pct(&p.dbname))
+    }
+
+    /// What a child `fintrail` process needs to reach this database as `role`: `DATABASE_URL`
+    /// and the TLS settings (`FINTRAIL_DB_SSLMODE`, `FINTRAIL_DB_SSLROOTCERT`).
+    pub fn child_env(&self, role: DbRole) -> Vec<(&'static str, String)> {
+        let mut env = vec![("DATABASE_URL", self.url(role))];
+        env.extend(self.tls.fintrail_env());
+        env
     }
 
     /// The URL without the password, for messages.
@@ -196,11 +258,34 @@ impl Database {
 
     /// Connects as `role`; the connection task runs on the current tokio runtime.
     pub async fn connect(&self, role: DbRole) -> anyhow::Result<tokio_postgres::Client> {
-        let config = self.config(role)?;
-        let (client, connection) = config
-            .connect(tokio_postgres::NoTls)
-            .await
-            .with_context(|| format!("connecting to {}", self.display_url(role)))?;
+        self.connect_config(&self.config(role)?).await
+    }
+
+    /// Connects with `config` (one of [`Database::config`]'s, adjusted) over this database's
+    /// TLS. A failure caused by TLS says which check failed (the CA, the host name, a server
+    /// without TLS).
+    pub async fn connect_config(&self, config: &tokio_postgres::Config) -> anyhow::Result<tokio_postgres::Client> {
+        let host = match config.get_hosts().first() {
+            Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+            _ => self.host.clone(),
+        };
+        let target = format!(
+            "postgres://{}@{host}:{}/{} (TLS {})",
+            config.get_user().unwrap_or("?"),
+            config.get_ports().first().copied().unwrap_or(self.port),
+            config.get_dbname().unwrap_or("?"),
+            self.tls.mode()
+        );
+        let (client, connection) = match config.connect(self.tls.connector()).await {
+            Ok(c) => c,
+            Err(e) => {
+                let err = match self.tls.explain(&e, &host) {
+                    Some(why) => anyhow::Error::new(e).context(why),
+                    None => anyhow::Error::new(e),
+                };
+                return Err(err.context(format!("connecting to {target}")));
+            }
+        };
         tokio::spawn(async move {
             if let Err(e) = connection.await {
                 tracing::debug!(log_class = "app", error = %e, "database connection closed");
@@ -208,6 +293,23 @@ impl Database {
         });
         Ok(client)
     }
+}
+
+/// TLS settings in the URL would be a second place for them, silently ignored or half applied
+/// (tokio-postgres knows no `verify-full`): refused, naming the variables to use.
+fn refuse_tls_in_url(url: &str) -> anyhow::Result<()> {
+    let Some((_, query)) = url.split_once('?') else { return Ok(()) };
+    for pair in query.split('&') {
+        let key = pair.split('=').next().unwrap_or_default();
+        if key.starts_with("ssl") {
+            anyhow::bail!(
+                "--database-url / DATABASE_URL: `{key}` is not taken from the URL; set {} / {} instead",
+                crate::tls::SSLMODE_ENV,
+                crate::tls::SSLROOTCERT_ENV
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Percent-encodes a URL component (passwords are hex, but names may not be).
@@ -238,6 +340,19 @@ mod tests {
         assert!(!db.display_url(DbRole::Admin).contains("s3cr"));
         assert_eq!(db.url(DbRole::Admin), "postgres://admin:s3cr%40t@db.internal:6543/prod"); // pragma: allowlist secret
         assert_eq!(db.params(DbRole::App).user, "fintrail_app");
+    }
+
+    #[test]
+    fn tls_settings_in_the_url_are_refused_clearly() {
+        for url in ["postgres://a:b@h/d?sslmode=require", "postgres://a:b@h/d?connect_timeout=3&sslrootcert=/x.pem"] {
+            let err = Database::external(url).map(|_| ()).unwrap_err();
+            assert!(format!("{err:#}").contains("FINTRAIL_DB_SSLMODE"), "{err:#}");
+        }
+        let db = Database::external("postgres://a:b@h/d").expect("valid url");
+        assert_eq!(db.tls().mode(), SslMode::VerifyFull, "verify-full unless told otherwise");
+        assert_eq!(db.params(DbRole::Admin).libpq_tls_env()[0], ("PGSSLMODE", "verify-full".to_string()));
+        let config = db.config(DbRole::Admin).expect("config");
+        assert_eq!(config.get_ssl_mode(), tokio_postgres::config::SslMode::Require);
     }
 
     #[test]

@@ -64,6 +64,15 @@ impl Home {
     pub fn secrets_dir(&self) -> PathBuf {
         self.root.join("secrets")
     }
+    /// The private cluster's CA certificate (`tls/ca.crt`), which fintrail's clients trust
+    /// (issue #14). The server's certificate and key sit in the data folder, owned by the
+    /// PostgreSQL OS user (see `cluster`).
+    pub fn tls_dir(&self) -> PathBuf {
+        self.root.join("tls")
+    }
+    pub fn tls_ca_cert(&self) -> PathBuf {
+        self.tls_dir().join("ca.crt")
+    }
     /// Signing keys (media URLs, audit checkpoints, pseudonymization).
     pub fn keys_dir(&self) -> PathBuf {
         self.root.join("keys")

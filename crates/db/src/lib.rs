@@ -2,17 +2,33 @@
 //! per least-privilege role, signing keys, migrations, and the test harness.
 //!
 //! Depends only on `fintrail-domain` (for `DbRole`). Everything that talks to PostgreSQL goes
-//! through a `Database`, which knows the credentials of each role.
+//! through a `Database`, which knows the credentials of each role and the TLS of the server.
+//!
+//! # TLS (issue #14, `docs/tls.md`)
+//! Every connection is TLS, verified: `verify-full` by default. The private cluster accepts
+//! nothing else (pg_hba `hostssl` only) and is verified against its own CA; an external server
+//! takes `FINTRAIL_DB_SSLMODE` (`verify-full` | `verify-ca` | `disable`, the last explicit and
+//! logged as a warning) and `FINTRAIL_DB_SSLROOTCERT` (the CA bundle, Cloud SQL's server CA).
+//! The test harness runs on the same cluster code, so every test of every crate connects this way.
 //!
 //! # What it owns
 //! - `cluster`: a private PostgreSQL cluster started from the machine's binaries under
 //!   `FINTRAIL_HOME/pg`: never as root (runs as `FINTRAIL_PG_USER` when we are root), listening on
 //!   127.0.0.1 only on a free port, scram-sha-256 passwords, `wal_level=logical`. Start is
 //!   idempotent; a stale `postmaster.pid` left by a crash is removed (`remove_stale_pid_file`).
-//! - `hba`: the cluster's `pg_hba.conf`, written at init and re-asserted at each start: no
-//!   physical replication for anyone, 127.0.0.1 and scram only, a line of its own for the
-//!   replicator (where `hostssl` goes once TLS lands, issue #14). `log_replication_commands`
-//!   is on, so every slot created and its plugin is in the server log.
+//!   TLS on (`ssl = on`, TLS 1.3 at least), re-asserted at each start: a cluster from before
+//!   TLS is upgraded at its next start, stopped or running, its data kept.
+//! - `certs`: the cluster's CA (its key never written) and server certificate (`localhost`,
+//!   `127.0.0.1`, `::1`), generated with rcgen; renewed by `start` when fewer than 30 days are
+//!   left. The CA certificate is `FINTRAIL_HOME/tls/ca.crt`; the server's certificate and key
+//!   (0600, owned by the server's OS user) sit in the data folder.
+//! - `hba`: the cluster's `pg_hba.conf`, written at init and re-asserted at each start: TLS only
+//!   (`hostnossl ... reject` first, every accepting line `hostssl`), no physical replication for
+//!   anyone, 127.0.0.1 and scram only, a line of its own for the replicator.
+//!   `log_replication_commands` is on, so every slot created and its plugin is in the server log.
+//! - `tls`: `SslMode` and `Tls` (one rustls configuration per `Database`, on ring, shared by
+//!   every connection; the environment of child processes, libpq's and fintrail's; failed
+//!   handshakes explained: the CA, the host name, a server without TLS).
 //! - `home`: the `FINTRAIL_HOME` layout (`pg/`, `secrets/`, `keys/`, media, `analytics.duckdb`,
 //!   `up.lock`, ...) and `home::owner_only`, the one helper for files and folders no other OS user
 //!   may read (0600 files written once and synced, 0700 folders). Every crate uses it.
@@ -23,8 +39,9 @@
 //!   keys created owner-only on first use; a key id is the first 8 bytes of SHA-256(key), hex.
 //! - `secrets`: generated role passwords under `secrets/` (owner-only).
 //! - `database`: `Database` / `ConnParams`, connection parameters per `DbRole` for the private
-//!   cluster, an external URL (`DATABASE_URL`) or a production service environment. Passwords
-//!   never appear in `Debug` or `display_url`.
+//!   cluster, an external URL (`DATABASE_URL`) or a production service environment, each with
+//!   its `Tls` (TLS settings in the URL are refused: one place for them). Passwords never appear
+//!   in `Debug` or `display_url`.
 //! - `migrate`: our own runner (each migration runs as a chosen role, which off-the-shelf runners
 //!   do not model): in order, once, as the owner (the bootstrap as the admin); checksums in
 //!   `fintrail_meta.schema_migrations` refuse an edited applied migration; an advisory lock
@@ -42,8 +59,10 @@
 //!   `fintrail_owner` hold for the app role and the owner alike.
 //!
 //! # Dependencies
-//! `tokio-postgres` (connections), `tokio`, `rand` (passwords, keys), `sha2` + `hex` (key ids,
-//! migration checksums), `anyhow`, `thiserror`, `tracing`.
+//! `tokio-postgres` (connections), `rustls` (ring provider, named explicitly in every config) with
+//! `tokio-postgres-rustls` and `webpki-roots` (TLS), `rcgen` + `x509-cert` (the cluster's
+//! certificates), `tokio`, `rand` (passwords, keys), `sha2` + `hex` (key ids, migration
+//! checksums), `anyhow`, `thiserror`, `tracing`.
 //!
 //! # Tests
 //! - `tests/harness.rs`: each test database is its own; parallel tests do not see each other;
@@ -54,9 +73,17 @@
 //! - `tests/privileges.rs`: the app cannot ALTER/TRUNCATE/DROP/disable triggers on any table nor
 //!   touch what it was not granted; no login role owns tables or bypasses RLS; the replicator
 //!   reads only what it was granted; unknown passwords are refused.
+//! - `tests/tls.rs` (real clusters, real handshakes): every harness connection is TLS 1.3 and
+//!   its files owner-only; a plain client (tokio-postgres without TLS: the one in the tree) is refused by pg_hba; a
+//!   wrong CA and a wrong host name are refused with errors naming them (`verify-ca` accepts the
+//!   name); a server without TLS is refused unless `disable` is set; a pre-TLS cluster is
+//!   upgraded at its next start, stopped or running.
+//! - `tests/hba.rs`: physical replication refused (over TLS); a loosened pg_hba restored.
 //! - Unit tests: owner-only files and folders, keys created owner-only and stable, passwords
-//!   never printed.
+//!   never printed, sslmode parsing, CA files (unreadable, empty, not certificates), TLS in a
+//!   URL refused.
 
+pub mod certs;
 pub mod cluster;
 pub mod coupling;
 pub mod database;
@@ -67,10 +94,12 @@ pub mod migrate;
 pub mod secrets;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod tls;
 
 pub use database::{ConnParams, Database, Kind, DEFAULT_DBNAME};
 pub use fintrail_domain::db_role::DbRole;
 pub use home::Home;
+pub use tls::{SslMode, Tls};
 
 use anyhow::Context as _;
 

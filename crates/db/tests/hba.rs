@@ -34,6 +34,9 @@ fn physical_replication_answer(cluster: &Cluster, user: &str) -> String {
         .args(["-h", "127.0.0.1", "-p", &cluster.port().expect("port").to_string(), "-U", user])
         .args(["--no-loop", "--no-password", "--endpos=0/1", "-D", dir.to_str().expect("utf-8 path")])
         .env("PGCONNECT_TIMEOUT", "10")
+        // TLS as fintrail connects (pg_hba refuses plain connections before anything else).
+        .env("PGSSLMODE", "verify-full")
+        .env("PGSSLROOTCERT", cluster.home().tls_ca_cert())
         .stdin(Stdio::null())
         .output()
         .expect("pg_receivewal runs");

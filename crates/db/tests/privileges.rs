@@ -175,6 +175,7 @@ async fn unknown_passwords_are_refused() {
     let db = fresh_db().await;
     let mut config = db.config(DbRole::App).expect("config");
     config.password("wrong");
-    let err = config.connect(tokio_postgres::NoTls).await.map(|_| ()).expect_err("wrong password refused");
-    assert_eq!(err.code().map(|c| c.code()), Some("28P01"), "{err}");
+    let err = db.connect_config(&config).await.map(|_| ()).expect_err("wrong password refused");
+    let code = err.downcast_ref::<tokio_postgres::Error>().and_then(|e| e.code()).map(|c| c.code().to_owned());
+    assert_eq!(code.as_deref(), Some("28P01"), "{err:#}");
 }

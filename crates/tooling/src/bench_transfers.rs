@@ -98,7 +98,8 @@ async fn pgbench(ctx: &Context, args: &[String]) -> anyhow::Result<String> {
         .env("PGHOST", &p.host)
         .env("PGPORT", p.port.to_string())
         .env("PGUSER", &p.user)
-        .env("PGDATABASE", PGBENCH_DB);
+        .env("PGDATABASE", PGBENCH_DB)
+        .envs(p.libpq_tls_env());
     if let Some(pw) = &p.password {
         cmd.env("PGPASSWORD", pw);
     }
