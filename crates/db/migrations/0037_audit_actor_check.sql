@@ -23,9 +23,20 @@
 
 ALTER TABLE fintrail.audit_events ADD COLUMN credential text CHECK (credential IS NULL);
 
+-- The actor a credential proves, or NULL: the live token whose hash it is, as the API names
+-- its holder (`Principal::actor`). One place to answer it, so that later kinds of credential
+-- (the console's sessions, 0042) extend this function and not the trigger.
+CREATE FUNCTION fintrail.credential_holder(p_credential text) RETURNS text LANGUAGE sql STABLE AS $fn$
+    SELECT CASE WHEN k.customer_id IS NOT NULL THEN 'customer:' || k.customer_id
+                ELSE 'staff:' || k.id || ':' || k.label END
+      FROM fintrail.api_tokens k
+     WHERE k.token_hash = sha256(convert_to(p_credential, 'UTF8'))
+       AND k.expires_at > now() AND coalesce(k.revoked_at >= now(), true)
+$fn$;
+GRANT EXECUTE ON FUNCTION fintrail.credential_holder(text) TO fintrail_app;
+
 CREATE FUNCTION fintrail.audit_events_actor_check() RETURNS trigger LANGUAGE plpgsql AS $fn$
 DECLARE
-    t record;
     holder text;
 BEGIN
     IF session_user::text <> 'fintrail_app' THEN
@@ -37,15 +48,11 @@ BEGIN
             RAISE EXCEPTION 'audit_events: actor % needs the bearer token of its request', NEW.actor
                 USING ERRCODE = 'FT031';
         END IF;
-        SELECT k.id, k.customer_id, k.label, k.expires_at, k.revoked_at INTO t
-        FROM fintrail.api_tokens k WHERE k.token_hash = sha256(convert_to(NEW.credential, 'UTF8'));
-        IF NOT FOUND OR t.expires_at <= now() OR t.revoked_at < now() THEN
+        holder := fintrail.credential_holder(NEW.credential);
+        IF holder IS NULL THEN
             RAISE EXCEPTION 'audit_events: actor %: the presented token is unknown, expired or revoked', NEW.actor
                 USING ERRCODE = 'FT031';
         END IF;
-        -- The token's actor, exactly as the API names it (`Principal::actor`).
-        holder := CASE WHEN t.customer_id IS NOT NULL THEN 'customer:' || t.customer_id
-                       ELSE 'staff:' || t.id || ':' || t.label END;
         IF NEW.actor IS DISTINCT FROM holder THEN
             RAISE EXCEPTION 'audit_events: actor % is not the holder of the presented token', NEW.actor
                 USING ERRCODE = 'FT031';
