@@ -128,7 +128,10 @@ async fn case_page(console: &Console, viewer: &Viewer, id: i64, done: Option<&st
             @if let Some(d) = done { p.notice.ok role="status" { "Recorded: the case is now " (d.as_str().replace('_', " ")) "." } }
             dl.facts {
                 dt { "State" } dd { (state_badge(state.as_str())) }
-                dt { "Customer" } dd { "customer:" (c.get::<_, i64>(0)) }
+                dt { "Customer" } dd {
+                    @if viewer.may(P::IdentityCustomerRead) { a href={ "/console/customers/" (c.get::<_, i64>(0)) } { "customer:" (c.get::<_, i64>(0)) } }
+                    @else { "customer:" (c.get::<_, i64>(0)) }
+                }
                 dt { "Version" } dd { (c.get::<_, i32>(2)) }
                 dt { "Opened" } dd { (time(&c.get::<_, DateTime<Utc>>(3))) }
                 dt { "Last change" } dd { (time(&c.get::<_, DateTime<Utc>>(4))) }

@@ -47,10 +47,11 @@ pub fn redirect_to(to: String) -> Response {
 }
 
 /// The navigation: only what the viewer's role may open.
-const NAV: [(&str, &str, P); 3] = [
+const NAV: [(&str, &str, P); 4] = [
     ("/console/kyc", "KYC queue", P::KycCaseRead),
     ("/console/kyb", "KYB queue", P::KybOrgRead),
     ("/console/audit", "Audit trail", P::AuditRead),
+    ("/console/jobs", "Jobs", P::AuditRead),
 ];
 
 /// A whole page.

@@ -25,7 +25,11 @@
 //!   action and time, keyset on `seq` over the indexes of migration 0042; `GET
 //!   /console/audit/events/{seq}`: one event with before / after and its chain link; `GET
 //!   /console/audit/integrity`: chain head, unlinked events, the `audit-verify` job's last
-//!   runs and the signed checkpoints.
+//!   runs and the signed checkpoints. `GET /console/jobs` (`audit.read`): the periodic jobs'
+//!   latest run each and the latest runs (`job_runs`).
+//! - `GET /console/customers/{id}` (`identity.customer.read`): profile and KYC cases;
+//!   `.../wallets` (`wallet.read`): balances and holds; `GET /console/wallets/{id}`
+//!   (`ledger.read`): the statement. Bounded lists (newest 50).
 //!
 //! # Sessions ([`session`])
 //! The login form takes a staff bearer token, resolves it through the API's authentication
@@ -62,8 +66,10 @@
 
 pub mod audit_view;
 pub mod case;
+pub mod customer;
 pub mod host;
 pub mod html;
+pub mod jobs_view;
 pub mod org;
 pub mod queue;
 pub mod registry;
@@ -110,6 +116,10 @@ pub fn router<S: Clone + Send + Sync + 'static>(host: Arc<dyn Host>) -> (Router<
     pages.add(Method::GET, "/console/audit", P::AuditRead, get(audit_view::list));
     pages.add(Method::GET, "/console/audit/events/{seq}", P::AuditRead, get(audit_view::event));
     pages.add(Method::GET, "/console/audit/integrity", P::AuditRead, get(audit_view::integrity));
+    pages.add(Method::GET, "/console/jobs", P::AuditRead, get(jobs_view::list));
+    pages.add(Method::GET, "/console/customers/{id}", P::IdentityCustomerRead, get(customer::show));
+    pages.add(Method::GET, "/console/customers/{id}/wallets", P::WalletRead, get(customer::wallets));
+    pages.add(Method::GET, "/console/wallets/{id}", P::LedgerRead, get(customer::statement));
     let (protected, list) = pages.finish();
     let public = Router::new()
         .route("/console", get(session::home))

@@ -99,8 +99,41 @@ async fn shot(c: &Client, name: &str) {
     println!("screenshot: {}", path.display());
 }
 
-async fn h1(c: &Client) -> String {
-    c.find(Locator::Css("main h1")).await.expect("h1").text().await.expect("text")
+/// The page's `<h1>` once it reads `want` (a navigation may still be under way: polled for at
+/// most 10 s); the last text seen otherwise, for the assertion to show.
+async fn h1_is(c: &Client, want: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        if let Ok(e) = c.find(Locator::Css("main h1")).await {
+            if let Ok(t) = e.text().await {
+                if t == want {
+                    return t;
+                }
+                last = t;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    last
+}
+
+/// The text of `css` once it contains `want` (polled for at most 10 s); the last seen otherwise.
+async fn text_of(c: &Client, css: &str, want: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        if let Ok(e) = c.find(Locator::Css(css)).await {
+            if let Ok(t) = e.text().await {
+                if t.contains(want) {
+                    return t;
+                }
+                last = t;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    last
 }
 
 async fn login(c: &Client, app: &App, token: &str) {
@@ -152,7 +185,7 @@ async fn review_approve_audit_logout_and_refusals_in_chromium() {
     shot(&c, "01-login").await;
     login(&c, &app, &analyst.token).await;
     wait_for(&c, |u| u.ends_with("/console/kyc")).await;
-    assert_eq!(h1(&c).await, "KYC review queue");
+    assert_eq!(h1_is(&c, "KYC review queue").await, "KYC review queue");
     shot(&c, "02-queue").await;
 
     // Open the case: its documents are shown through signed URLs.
@@ -162,7 +195,7 @@ async fn review_approve_audit_logout_and_refusals_in_chromium() {
         .click()
         .await
         .expect("open");
-    assert_eq!(h1(&c).await, format!("KYC case {case_id}"));
+    assert_eq!(h1_is(&c, &format!("KYC case {case_id}")).await, format!("KYC case {case_id}"));
     let loaded = c
         .execute(
             "return Array.from(document.querySelectorAll('figure img')).map(i => i.complete ? i.naturalWidth : -1)",
@@ -177,7 +210,7 @@ async fn review_approve_audit_logout_and_refusals_in_chromium() {
     // Start the review, then approve, each with a reason.
     c.find(Locator::Id("reason-in_review")).await.expect("reason").send_keys("documents legible").await.expect("type");
     c.find(Locator::Css("button[value=in_review]")).await.expect("button").click().await.expect("start review");
-    let notice = c.find(Locator::Css("p.notice.ok")).await.expect("notice").text().await.expect("text");
+    let notice = text_of(&c, "p.notice.ok", "in review").await;
     assert!(notice.contains("in review"), "{notice}");
     c.find(Locator::Id("reason-approved"))
         .await
@@ -187,7 +220,7 @@ async fn review_approve_audit_logout_and_refusals_in_chromium() {
         .expect("type");
     shot(&c, "04-approving").await;
     c.find(Locator::Css("button[value=approved]")).await.expect("button").click().await.expect("approve");
-    let notice = c.find(Locator::Css("p.notice.ok")).await.expect("notice").text().await.expect("text");
+    let notice = text_of(&c, "p.notice.ok", "approved").await;
     assert!(notice.contains("approved"), "{notice}");
     shot(&c, "05-approved").await;
     assert_eq!(app.case_state(case_id).await, "approved");
@@ -198,9 +231,9 @@ async fn review_approve_audit_logout_and_refusals_in_chromium() {
 
     // Log out: back to the form, and the session is gone.
     c.find(Locator::Css("header form button")).await.expect("logout").click().await.expect("log out");
-    assert_eq!(h1(&c).await, "Log in");
+    assert_eq!(h1_is(&c, "Log in").await, "Log in");
     c.goto(&format!("{}/console/kyc", app.base)).await.expect("queue");
-    assert_eq!(h1(&c).await, "Log in", "no session after logout");
+    assert_eq!(h1_is(&c, "Log in").await, "Log in", "no session after logout");
     shot(&c, "06-logged-out").await;
 
     // The approval in the audit viewer: actor, permission, request id.
@@ -216,7 +249,7 @@ async fn review_approve_audit_logout_and_refusals_in_chromium() {
     // The auditor reads the trail: filter by the case, find the approval.
     login(&c, &app, &auditor.token).await;
     c.find(Locator::LinkText("Audit trail")).await.expect("nav").click().await.expect("audit");
-    assert_eq!(h1(&c).await, "Audit trail");
+    assert_eq!(h1_is(&c, "Audit trail").await, "Audit trail");
     c.find(Locator::Id("subject"))
         .await
         .expect("subject")
@@ -224,6 +257,7 @@ async fn review_approve_audit_logout_and_refusals_in_chromium() {
         .await
         .expect("type");
     c.find(Locator::Css("form.filters button")).await.expect("filter").click().await.expect("filter");
+    wait_for(&c, |u| u.contains("subject=kyc_case")).await;
     let actor = format!("staff:{}:{}", analyst.id, analyst.label);
     let rows = c.find_all(Locator::Css("table.audit tbody tr")).await.expect("rows");
     let mut found = None;
@@ -250,7 +284,7 @@ async fn review_approve_audit_logout_and_refusals_in_chromium() {
         .click()
         .await
         .expect("detail");
-    let after = c.find(Locator::Css("#after + pre")).await.expect("after").text().await.expect("text");
+    let after = text_of(&c, "#after + pre", "approved").await;
     assert!(after.contains("\"state\": \"approved\""), "{after}");
     shot(&c, "08-audit-event").await;
 
@@ -261,7 +295,7 @@ async fn review_approve_audit_logout_and_refusals_in_chromium() {
     assert!(c.find_all(Locator::Css("button[value=in_review]")).await.expect("buttons").is_empty());
     shot(&c, "09-auditor-sees-no-button").await;
     forge(&c, &format!("/console/kyc/{other_case}/transitions"), true).await;
-    assert_eq!(h1(&c).await, "Forbidden");
+    assert_eq!(h1_is(&c, "Forbidden").await, "Forbidden");
     shot(&c, "10-forged-post-403").await;
     let denied: i64 = db
         .query_one(
@@ -278,19 +312,19 @@ async fn review_approve_audit_logout_and_refusals_in_chromium() {
     assert_eq!(denied, 1);
     c.goto(&format!("{}/console/kyc/{other_case}", app.base)).await.expect("case");
     forge(&c, &format!("/console/kyc/{other_case}/transitions"), false).await;
-    assert_eq!(h1(&c).await, "Forbidden");
-    let msg = c.find(Locator::Css("p.notice.error")).await.expect("message").text().await.expect("text");
+    assert_eq!(h1_is(&c, "Forbidden").await, "Forbidden");
+    let msg = text_of(&c, "p.notice.error", "CSRF").await;
     assert!(msg.contains("CSRF"), "{msg}");
     shot(&c, "11-post-without-csrf-403").await;
     assert_eq!(app.case_state(other_case).await, "documents_submitted");
 
     // The auditor's token is revoked (by an admin, through the API): the next click is the login form.
     c.goto(&format!("{}/console/audit", app.base)).await.expect("audit");
-    assert_eq!(h1(&c).await, "Audit trail");
+    assert_eq!(h1_is(&c, "Audit trail").await, "Audit trail");
     let (s, v) = app.api(reqwest::Method::POST, &format!("/v1/tokens/{}/revoke", auditor.id), &admin.token, None).await;
     assert_eq!(s, 200, "{v}");
     c.find(Locator::LinkText("KYC queue")).await.expect("nav link").click().await.expect("click");
-    assert_eq!(h1(&c).await, "Log in", "a revoked token's session is dead on the next click");
+    assert_eq!(h1_is(&c, "Log in").await, "Log in", "a revoked token's session is dead on the next click");
     shot(&c, "12-revoked-session-dead").await;
     c.close().await.expect("close browser");
 }
@@ -305,7 +339,12 @@ fn axe_source() -> String {
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.deps/axe-core/axe.min.js"));
     let bytes = std::fs::read(&path)
         .unwrap_or_else(|e| panic!("{}: {e} (`./dev setup` fetches axe-core, pinned, from npm)", path.display()));
-    assert_eq!(hex::encode(sha2::Sha256::digest(&bytes)), AXE_JS_SHA256, "{} is not the pinned axe-core", path.display());
+    assert_eq!(
+        hex::encode(sha2::Sha256::digest(&bytes)),
+        AXE_JS_SHA256,
+        "{} is not the pinned axe-core",
+        path.display()
+    );
     String::from_utf8(bytes).expect("axe is text")
 }
 
@@ -315,12 +354,15 @@ async fn axe(c: &Client, axe_js: &str, page: &str) -> Vec<String> {
     let script = format!(
         "const done = arguments[arguments.length - 1];\n{axe_js}\n\
          axe.run(document, {{ runOnly: {{ type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa', 'best-practice'] }} }})\
-         .then(r => done(r.violations.map(v => ({{ id: v.id, impact: v.impact, help: v.help, nodes: v.nodes.map(n => n.target.join(' ')) }}))))\
-         .catch(e => done([{{ id: 'axe-error', impact: 'critical', help: String(e), nodes: [] }}]));"
+         .then(r => done({{ passes: r.passes.length, violations: r.violations.map(v => ({{ id: v.id, impact: v.impact, help: v.help, nodes: v.nodes.map(n => n.target.join(' ')) }})) }}))\
+         .catch(e => done({{ passes: 0, violations: [{{ id: 'axe-error', impact: 'critical', help: String(e), nodes: [] }}] }}));"
     );
     let out = c.execute_async(&script, vec![]).await.expect("axe runs");
+    let passes = out["passes"].as_u64().unwrap_or(0);
+    println!("axe: {page}: {passes} rules passed, {} violated", out["violations"].as_array().map_or(0, Vec::len));
+    assert!(passes >= 10, "{page}: axe did not run its rules ({out})");
     let mut serious = Vec::new();
-    for v in out.as_array().expect("violations") {
+    for v in out["violations"].as_array().expect("violations") {
         let line = format!("{page}: {} ({}) {} {}", v["id"], v["impact"], v["help"], v["nodes"]);
         println!("axe: {line}");
         if matches!(v["impact"].as_str(), Some("serious" | "critical")) {
@@ -339,7 +381,10 @@ async fn tab_to(c: &Client, css: &str) {
     let tab = fantoccini::key::Key::Tab.to_string();
     for _ in 0..60 {
         let hit = c
-            .execute("return document.activeElement && document.activeElement.matches(arguments[0]);", vec![serde_json::json!(css)])
+            .execute(
+                "return document.activeElement && document.activeElement.matches(arguments[0]);",
+                vec![serde_json::json!(css)],
+            )
             .await
             .expect("focus check");
         if hit.as_bool() == Some(true) {
@@ -368,7 +413,11 @@ async fn every_page_passes_axe_and_a_review_works_by_keyboard_alone() {
     assert_eq!(s, 201, "{org}");
     let org = org["id"].as_i64().expect("org id");
     for to in ["screening", "potential_match"] {
-        let (s, v) = post(format!("/v1/kyb/organizations/{org}/screening"), serde_json::json!({"to": to, "reason": "screening run"})).await;
+        let (s, v) = post(
+            format!("/v1/kyb/organizations/{org}/screening"),
+            serde_json::json!({"to": to, "reason": "screening run"}),
+        )
+        .await;
         assert_eq!(s, 200, "{v}");
     }
     let axe_js = axe_source();
@@ -381,17 +430,17 @@ async fn every_page_passes_axe_and_a_review_works_by_keyboard_alone() {
     let enter = fantoccini::key::Key::Enter.to_string();
     press(&c, &format!("{}{enter}", admin.token)).await;
     wait_for(&c, |u| u.ends_with("/console/kyc")).await;
-    assert_eq!(h1(&c).await, "KYC review queue");
+    assert_eq!(h1_is(&c, "KYC review queue").await, "KYC review queue");
     // The skip link comes first; the case link is reachable; Enter opens it.
     tab_to(&c, "a.skip").await;
     tab_to(&c, &format!("a[href='/console/kyc/{case_id}']")).await;
     press(&c, &enter).await;
-    assert_eq!(h1(&c).await, format!("KYC case {case_id}"));
+    assert_eq!(h1_is(&c, &format!("KYC case {case_id}")).await, format!("KYC case {case_id}"));
     tab_to(&c, "#reason-in_review").await;
     press(&c, "legible documents, starting").await;
     tab_to(&c, "button[value=in_review]").await;
     press(&c, &enter).await;
-    let notice = c.find(Locator::Css("p.notice.ok")).await.expect("notice").text().await.expect("text");
+    let notice = text_of(&c, "p.notice.ok", "in review").await;
     assert!(notice.contains("in review"), "{notice}");
     assert_eq!(app.case_state(case_id).await, "in_review");
     shot(&c, "20-keyboard-review").await;
@@ -407,6 +456,9 @@ async fn every_page_passes_axe_and_a_review_works_by_keyboard_alone() {
         ("audit", "/console/audit".to_owned()),
         ("audit-event", format!("/console/audit/events/{seq}")),
         ("integrity", "/console/audit/integrity".to_owned()),
+        ("jobs", "/console/jobs".to_owned()),
+        ("customer", "/console/customers/1".to_owned()),
+        ("wallets", "/console/customers/1/wallets".to_owned()),
         ("not-found", "/console/kyc/999999".to_owned()),
     ] {
         c.goto(&format!("{}{path}", app.base)).await.expect("page");
@@ -416,7 +468,7 @@ async fn every_page_passes_axe_and_a_review_works_by_keyboard_alone() {
     // Log out by keyboard.
     tab_to(&c, "header form button").await;
     press(&c, &enter).await;
-    assert_eq!(h1(&c).await, "Log in");
+    assert_eq!(h1_is(&c, "Log in").await, "Log in");
     assert!(serious.is_empty(), "serious accessibility violations:\n{}", serious.join("\n"));
     c.close().await.expect("close browser");
 }

@@ -279,7 +279,7 @@ async fn revoking_the_token_ends_its_sessions_on_the_next_request_and_logout_end
 async fn every_page_requires_exactly_its_one_permission_for_every_staff_role() {
     let app = spawn().await;
     let (_, pages) = fintrail_api::console::router(app.handle.state.clone());
-    assert!(pages.len() >= 11);
+    assert!(pages.len() >= 15);
     let admin = app.staff(Role::Admin).await;
     let case_id = app.submitted_case(&admin.token).await;
     let c = app.db.connect(DbRole::App).await.expect("app");
@@ -294,7 +294,8 @@ async fn every_page_requires_exactly_its_one_permission_for_every_staff_role() {
                 .replace("/console/kyc/{id}", &format!("/console/kyc/{case_id}"))
                 .replace("/console/kyb/{id}", &format!("/console/kyb/{org}"))
                 .replace("/console/media/{id}", &format!("/console/media/{media}"))
-                .replace("{seq}", "1");
+                .replace("{seq}", "1")
+                .replace("{id}", "1");
             let status = if p.method == reqwest::Method::GET {
                 app.page(&session.cookie, &path).await.0
             } else {
@@ -373,4 +374,33 @@ async fn queues_and_the_trail_page_by_keyset_with_bounded_sizes() {
     assert_eq!(s, 200);
     assert!(html.contains("Hash chain") && html.contains("Signed checkpoints"));
     assert!(csrf_in(&html).is_some());
+}
+
+#[tokio::test]
+async fn a_customer_their_wallets_and_a_statement_each_under_its_own_permission() {
+    let app = spawn().await;
+    let wallets = fintrail_tooling::fixtures::funded_wallets(&app.db, 1, 12_345).await.expect("funded wallet");
+    let wallet = wallets[0];
+    let c = app.db.connect(DbRole::App).await.expect("app");
+    let customer: i64 =
+        c.query_one("SELECT customer_id FROM fintrail.wallets WHERE id = $1", &[&wallet]).await.expect("w").get(0);
+    let auditor = app.staff(Role::Auditor).await;
+    let s = app.login(&auditor.token).await;
+    let (st, html) = app.page(&s.cookie, &format!("/console/customers/{customer}")).await;
+    assert_eq!(st, 200);
+    assert!(html.contains("Ledger customer 0") && html.contains("approved"), "profile and its KYC case");
+    assert!(html.contains(&format!("/console/customers/{customer}/wallets")), "the auditor may read wallets: linked");
+    let (st, html) = app.page(&s.cookie, &format!("/console/customers/{customer}/wallets")).await;
+    assert_eq!(st, 200);
+    assert!(html.contains("123.45 EUR") && html.contains(&format!("/console/wallets/{wallet}")));
+    let (st, html) = app.page(&s.cookie, &format!("/console/wallets/{wallet}")).await;
+    assert_eq!(st, 200);
+    assert!(html.contains("deposit") && html.contains("123.45 EUR"), "the statement's deposit line");
+    // The analyst reads customers but not wallets: no link, and the page is refused.
+    let analyst = app.staff(Role::KycAnalyst).await;
+    let s = app.login(&analyst.token).await;
+    let (_, html) = app.page(&s.cookie, &format!("/console/customers/{customer}")).await;
+    assert!(!html.contains("/wallets"), "no link to a page the role may not open");
+    assert_eq!(app.page(&s.cookie, &format!("/console/customers/{customer}/wallets")).await.0, 403);
+    assert_eq!(app.page(&s.cookie, "/console/customers/999999").await.0, 404);
 }
