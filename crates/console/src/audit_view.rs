@@ -2,8 +2,11 @@
 //! event with its before / after and chain link; the trail's integrity (chain head, unlinked
 //! events, the `audit-verify` job's runs, signed checkpoints, retention anchors).
 //!
-//! Every list is a keyset page on `seq` (`seq < cursor ORDER BY seq DESC LIMIT n`), each
-//! filter an index of migration 0042: a page costs its rows, not the trail's length.
+//! Every list is a keyset page, each filter an index of migration 0042, so a page costs its
+//! rows, not the trail's length: on `seq` (`seq < cursor ORDER BY seq DESC LIMIT n`), or, when
+//! a time window is given, on `(at, seq)` (newest first in time, exactly the events of the
+//! window, through the `(at, seq)` index: a window far in the past is not found by walking
+//! back from the newest event).
 
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
@@ -39,6 +42,8 @@ pub struct AuditQuery {
     pub size: Option<i64>,
     /// Keyset cursor: events with a smaller `seq`.
     pub before: Option<i64>,
+    /// With a time window, the cursor's `at` (µs since the epoch) beside `before`.
+    pub before_at: Option<i64>,
 }
 
 /// A validated filter.
@@ -58,6 +63,15 @@ pub struct Filter {
     pub size: i64,
     /// Cursor.
     pub before: Option<i64>,
+    /// The cursor's time (time-ordered pages only).
+    pub before_at: Option<DateTime<Utc>>,
+}
+
+impl Filter {
+    /// Pages are ordered by `(at, seq)` when a time window is given, by `seq` otherwise.
+    pub fn by_time(&self) -> bool {
+        self.from.is_some() || self.to.is_some()
+    }
 }
 
 fn when(s: &str) -> Option<DateTime<Utc>> {
@@ -100,6 +114,10 @@ pub fn parse(q: &AuditQuery) -> Result<Filter, HostError> {
     if q.before.is_some_and(|b| b < 1) {
         return Err(bad("bad cursor"));
     }
+    let before_at = match q.before_at {
+        None => None,
+        Some(us) => Some(DateTime::<Utc>::from_timestamp_micros(us).ok_or_else(|| bad("bad cursor"))?),
+    };
     Ok(Filter {
         actor: text(&q.actor, "actor")?,
         subject: text(&q.subject, "subject")?,
@@ -108,6 +126,13 @@ pub fn parse(q: &AuditQuery) -> Result<Filter, HostError> {
         to: time(&q.to)?,
         size,
         before: q.before,
+        before_at,
+    })
+    .and_then(|f| {
+        if f.by_time() && f.before.is_some() != f.before_at.is_some() {
+            return Err(bad("a time-ordered page's cursor has before and before_at"));
+        }
+        Ok(f)
     })
 }
 
@@ -134,22 +159,29 @@ pub fn page_sql(f: &Filter) -> (String, Vec<Box<dyn ToSql + Sync + Send>>) {
     if let Some(t) = f.to {
         add("at < ?", Box::new(t));
     }
-    if let Some(b) = f.before {
+    if f.by_time() {
+        if let (Some(b), Some(t)) = (f.before, f.before_at) {
+            params.push(Box::new(t));
+            params.push(Box::new(b));
+            clauses.push(format!("(at, seq) < (${}, ${})", params.len() - 1, params.len()));
+        }
+    } else if let Some(b) = f.before {
         add("seq < ?", Box::new(b));
     }
     params.push(Box::new(f.size + 1));
     let limit = params.len();
+    let order = if f.by_time() { "at DESC, seq DESC" } else { "seq DESC" };
     let filter = if clauses.is_empty() { String::new() } else { format!(" WHERE {}", clauses.join(" AND ")) };
     (
         format!(
             "SELECT seq, at, actor, action, subject, permission, allowed, request_id, on_behalf_of \
-             FROM fintrail.audit_events{filter} ORDER BY seq DESC LIMIT ${limit}"
+             FROM fintrail.audit_events{filter} ORDER BY {order} LIMIT ${limit}"
         ),
         params,
     )
 }
 
-fn next_link(f: &Filter, before: i64) -> String {
+fn next_link(f: &Filter, before: i64, before_at: &DateTime<Utc>) -> String {
     let mut q: Vec<(&str, String)> = Vec::new();
     if let Some(a) = &f.actor {
         q.push(("actor", a.clone()));
@@ -168,6 +200,9 @@ fn next_link(f: &Filter, before: i64) -> String {
     }
     q.push(("size", f.size.to_string()));
     q.push(("before", before.to_string()));
+    if f.by_time() {
+        q.push(("before_at", before_at.timestamp_micros().to_string()));
+    }
     format!("/console/audit?{}", serde_urlencoded::to_string(&q).unwrap_or_default())
 }
 
@@ -214,7 +249,7 @@ async fn list_page(console: &Console, viewer: &Viewer, q: &AuditQuery) -> Result
     drop(client);
     let more = rows.len() as i64 > f.size;
     rows.truncate(f.size as usize);
-    let next = more.then(|| rows.last().map(|r| next_link(&f, r.get(0)))).flatten();
+    let next = more.then(|| rows.last().map(|r| next_link(&f, r.get(0), &r.get(1)))).flatten();
     Ok(page(
         "Audit trail",
         Some(viewer),
@@ -224,7 +259,7 @@ async fn list_page(console: &Console, viewer: &Viewer, q: &AuditQuery) -> Result
             @if rows.is_empty() { p.empty { "No event matches." } }
             @else {
                 table.audit {
-                    caption { "Events, newest first" }
+                    caption { @if f.by_time() { "Events in the window, newest first" } @else { "Events, newest first" } }
                     thead { tr {
                         th scope="col" { "Seq" } th scope="col" { "When" } th scope="col" { "Actor" } th scope="col" { "Action" }
                         th scope="col" { "Subject" } th scope="col" { "Permission" } th scope="col" { "Outcome" } th scope="col" { "Request id" }
@@ -440,11 +475,18 @@ mod tests {
             to: Some("2026-01-03T00:00:00Z".into()),
             size: Some(100),
             before: Some(9),
+            before_at: Some(1_767_225_600_000_000),
         };
         let f = parse(&q).expect("valid");
         let (sql, params) = page_sql(&f);
-        assert_eq!(params.len(), 7);
-        assert!(sql.contains("actor = $1 AND subject = $2 AND action = $3 AND at >= $4 AND at < $5 AND seq < $6"));
+        assert_eq!(params.len(), 8);
+        assert!(sql
+            .contains("actor = $1 AND subject = $2 AND action = $3 AND at >= $4 AND at < $5 AND (at, seq) < ($6, $7)"));
+        assert!(sql.ends_with("ORDER BY at DESC, seq DESC LIMIT $8"), "a time window pages by (at, seq): {sql}");
+        let untimed = parse(&AuditQuery { before: Some(9), ..Default::default() }).expect("valid");
+        assert!(page_sql(&untimed).0.contains("WHERE seq < $1 ORDER BY seq DESC LIMIT $2"));
+        let half = AuditQuery { from: Some("2026-01-02T03:04".into()), before: Some(9), ..Default::default() };
+        assert_eq!(parse(&half).map_err(|e| e.status), Err(400), "a time-ordered cursor needs both parts");
         for bad in [
             AuditQuery { action: Some("kyc.nuke".into()), ..Default::default() },
             AuditQuery { size: Some(10_000), ..Default::default() },

@@ -348,12 +348,7 @@ async fn queues_and_the_trail_page_by_keyset_with_bounded_sizes() {
         for part in html.split("href=\"/console/kyc/").skip(1) {
             seen.push(part.split('"').next().expect("id").parse::<i64>().expect("number"));
         }
-        next = html
-            .split("rel=\"next\"")
-            .next()
-            .filter(|_| html.contains("rel=\"next\""))
-            .and_then(|before| before.rsplit("href=\"").next())
-            .map(|h| h.split('"').next().expect("href").replace("&amp;", "&"));
+        next = next_href(&html);
     }
     assert_eq!(seen, ids, "oldest first, each once, across pages");
     for bad in [
@@ -370,6 +365,22 @@ async fn queues_and_the_trail_page_by_keyset_with_bounded_sizes() {
     let (s, html) = app.page(&session.cookie, &format!("/console/audit?subject=kyc_case:{}&size=10", ids[0])).await;
     assert_eq!(s, 200);
     assert!(html.contains("kyc.case.transitioned") && html.contains("kyc.case.created"));
+    // A time window pages on (at, seq): every event of the last hour, each once, across pages.
+    let from = (chrono::Utc::now() - chrono::Duration::hours(1)).format("%Y-%m-%dT%H:%M").to_string();
+    let mut seqs = Vec::new();
+    let mut next = Some(format!("/console/audit?from={from}&size=10"));
+    while let Some(path) = next.take() {
+        let (s, html) = app.page(&session.cookie, &path).await;
+        assert_eq!(s, 200, "{path}: {html}");
+        for part in html.split("href=\"/console/audit/events/").skip(1) {
+            seqs.push(part.split('"').next().expect("seq").parse::<i64>().expect("number"));
+        }
+        next = next_href(&html);
+    }
+    let c = app.db.connect(DbRole::App).await.expect("app");
+    let total: i64 = c.query_one("SELECT count(*) FROM fintrail.audit_events", &[]).await.expect("count").get(0);
+    let unique: std::collections::BTreeSet<i64> = seqs.iter().copied().collect();
+    assert!(total > 50 && seqs.len() as i64 == total && unique.len() == seqs.len(), "{} of {total}", seqs.len());
     let (s, html) = app.page(&session.cookie, "/console/audit/integrity").await;
     assert_eq!(s, 200);
     assert!(html.contains("Hash chain") && html.contains("Signed checkpoints"));
@@ -403,4 +414,13 @@ async fn a_customer_their_wallets_and_a_statement_each_under_its_own_permission(
     assert!(!html.contains("/wallets"), "no link to a page the role may not open");
     assert_eq!(app.page(&s.cookie, &format!("/console/customers/{customer}/wallets")).await.0, 403);
     assert_eq!(app.page(&s.cookie, "/console/customers/999999").await.0, 404);
+}
+
+/// The `rel="next"` link of a page, if any.
+fn next_href(html: &str) -> Option<String> {
+    html.contains("rel=\"next\"").then(|| {
+        let before = html.split("rel=\"next\"").next().expect("split");
+        let href = before.rsplit("href=\"").next().expect("href");
+        href.split('"').next().expect("end").replace("&amp;", "&")
+    })
 }
