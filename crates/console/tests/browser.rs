@@ -5,6 +5,7 @@
 
 mod common;
 
+use std::os::unix::process::CommandExt as _;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -14,7 +15,8 @@ use fantoccini::{Client, ClientBuilder, Locator};
 use fintrail_db::DbRole;
 use fintrail_domain::Role;
 
-/// chromedriver on a free loopback port; killed (by its pid) when dropped.
+/// chromedriver on a free loopback port, in a process group of its own; when dropped (test
+/// passed or panicked), the group is ended by its id: chromedriver and the Chromium it started.
 struct Driver {
     child: Child,
     url: String,
@@ -23,6 +25,8 @@ struct Driver {
 
 impl Drop for Driver {
     fn drop(&mut self) {
+        // The group's id is chromedriver's pid: only what this test started.
+        let _ = Command::new("kill").arg("--").arg(format!("-{}", self.child.id())).status();
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -39,6 +43,7 @@ async fn start_driver() -> Driver {
     let port = std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port();
     let child = Command::new(chromedriver())
         .arg(format!("--port={port}"))
+        .process_group(0)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
