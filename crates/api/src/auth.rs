@@ -176,7 +176,7 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
 }
 
 /// The token's principal and how long it stays valid, from the database.
-async fn lookup_token(
+pub(crate) async fn lookup_token(
     state: &AppState,
     hash: &[u8; 32],
 ) -> Result<Result<(Principal, std::time::Duration), &'static str>, ApiError> {

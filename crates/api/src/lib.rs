@@ -20,6 +20,10 @@
 //!   audited, refusals rate-limited per address and aggregated, one event per window), and
 //!   `POST /internal/jobs/{name}` (`internal_jobs`: Cloud Scheduler's Google-signed OIDC token,
 //!   not a bearer token of ours; every refusal, 401 included, is audited as issue #15 asks).
+//! - **The compliance console** (`/console`, [`console`]): `fintrail-console`'s router, mounted
+//!   here; its pages are guarded by its own session check (cookie → session → token, CSRF, the
+//!   page's one permission) and everything it decides or writes runs this crate's code through
+//!   [`fintrail_console::Host`] (token lookup, `record_denial`, `transition`, media signing).
 //! - **Customers reach only their own data**: `/v1/me/...` routes scope by the token's customer
 //!   id; another customer's id answers 404 and is audited as `access.denied` (KYC, media and
 //!   ledger routes). 401s are logged and rate-limited per address (`refusals`), never audited
@@ -54,7 +58,7 @@
 //! does not name the permission in backticks). State: a field in `AppState`'s `Inner`.
 //!
 //! # Dependencies
-//! domain, db, audit, ledger (with its `openapi` feature: its views describe themselves); axum 0.8 (http1/json/query/tokio),
+//! domain, db, audit, ledger (with its `openapi` feature: its views describe themselves), console; axum 0.8 (http1/json/query/tokio),
 //! hyper 1 / hyper-util / tower-service / http-body (the accept loop and the body timeout; all
 //! already under axum), deadpool-postgres 0.14, utoipa 5,
 //! sha2/hmac/subtle, base64, rand, chrono (the one time crate), tokio-util, futures-util, ureq
@@ -73,6 +77,7 @@
 pub mod audit_api;
 pub mod auth;
 pub mod cli;
+pub mod console;
 pub mod error;
 pub mod extract;
 pub mod identity;

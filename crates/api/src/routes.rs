@@ -71,7 +71,9 @@ pub fn build(state: AppState) -> (Router, Vec<Endpoint>) {
         .route("/healthz", get(healthz))
         .route("/openapi.json", get(crate::openapi::serve))
         .route("/v1/media/download", get(crate::media::download))
-        .merge(crate::internal_jobs::router(fintrail_jobs::oidc::OidcConfig::from_env()));
+        .merge(crate::internal_jobs::router(fintrail_jobs::oidc::OidcConfig::from_env()))
+        // The compliance console: its own session guard and one permission per page (issue #19).
+        .merge(crate::console::router(state.clone()).0);
     let limits = state.config.limits;
     let app =
         router.merge(public).fallback(fallback).layer(DefaultBodyLimit::max(JSON_BODY_MAX_BYTES)).with_state(state);

@@ -121,6 +121,7 @@ pub async fn run(args: UpArgs, home: &Home, url: Option<&str>) -> anyhow::Result
         .await
         .with_context(|| format!("starting the API on {} (is the port taken? use --listen)", args.listen))?;
     say!("api:       http://{}  (OpenAPI at /openapi.json)", server.local_addr());
+    say!("console:   http://{}/console  (log in with a staff token)", server.local_addr());
     if !args.no_demo {
         let demo = fintrail_tooling::seed_demo(&ctx).await.context("seeding the demo data")?;
         say!("demo:      {} customers, organization {:?}", demo.customer_ids.len(), demo.organization_id);

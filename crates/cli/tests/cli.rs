@@ -120,6 +120,9 @@ fn up_runs_once_per_home_survives_kill_9_and_stops_cleanly() {
     let api = lines.iter().find_map(|l| l.strip_prefix("api:       http://")).expect("api address printed");
     let addr = api.split_whitespace().next().expect("address");
     assert!(http_get(addr, "/openapi.json").starts_with("HTTP/1.1 200"), "the API answers");
+    let console = lines.iter().find_map(|l| l.strip_prefix("console:   http://")).expect("console address printed");
+    assert!(console.starts_with(&format!("{addr}/console ")), "{console}");
+    assert!(http_get(addr, "/console/login").starts_with("HTTP/1.1 200"), "the console's login form answers");
 
     // A second `up` on the same home fails clearly.
     let second = bin().arg("up").env("FINTRAIL_HOME", &home).output().expect("second up");

@@ -64,11 +64,15 @@ pub enum AuditAction {
     JobFinished,
     /// A periodic job failed or found a problem (alertable: audit-verify, cdc-health).
     JobFailed,
+    /// A staff token was exchanged for a console session (the compliance console's login).
+    ConsoleSessionOpened,
+    /// A console session was ended by its holder (logout).
+    ConsoleSessionClosed,
 }
 
 impl AuditAction {
     /// Every action, in a fixed order.
-    pub const ALL: [AuditAction; 25] = [
+    pub const ALL: [AuditAction; 27] = [
         AuditAction::CustomerCreated,
         AuditAction::TokenIssued,
         AuditAction::TokenRevoked,
@@ -94,6 +98,8 @@ impl AuditAction {
         AuditAction::JobStarted,
         AuditAction::JobFinished,
         AuditAction::JobFailed,
+        AuditAction::ConsoleSessionOpened,
+        AuditAction::ConsoleSessionClosed,
     ];
 
     /// The stable name.
@@ -124,6 +130,8 @@ impl AuditAction {
             AuditAction::JobStarted => "job.started",
             AuditAction::JobFinished => "job.finished",
             AuditAction::JobFailed => "job.failed",
+            AuditAction::ConsoleSessionOpened => "console.session.opened",
+            AuditAction::ConsoleSessionClosed => "console.session.closed",
         }
     }
 }
