@@ -308,6 +308,8 @@ async fn sigkilled_at_random_moments_the_bigquery_sink_still_equals_the_source()
             .args([CHILD_TEST, "--exact", "--ignored", "--nocapture", "--test-threads=1"])
             .envs(emu.env("crash"))
             .env(CHILD_ENV, child_cfg.to_string())
+            // The cluster's TLS settings (its CA), as `fintrail cdc run` would be given them.
+            .envs(db.child_env(DbRole::Admin))
             .env("FINTRAIL_REPLICATOR_PASSWORD", &replicator_password)
             .stdin(std::process::Stdio::null())
             .stdout(log_file.try_clone().unwrap())
