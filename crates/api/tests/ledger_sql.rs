@@ -78,7 +78,8 @@ async fn transfer(
 }
 
 /// Inserts a transfer the way the engine does: its id taken first, its audit event written
-/// before it (the transfers' statement trigger checks, migration 0036), in one transaction.
+/// before it (the transfers' statement trigger checks, migration 0036), both in one statement
+/// (a data-modifying CTE), so one statement is the whole transaction.
 /// `extra_col`/`extra_val` add a column (`reverses_transfer_id`, `hold_id`) as `$5`.
 async fn transfer_with(
     c: &tokio_postgres::Client,
@@ -87,7 +88,6 @@ async fn transfer_with(
     extra_col: &str,
     extra_val: &str,
 ) -> Result<i64, tokio_postgres::Error> {
-    c.batch_execute("BEGIN").await?;
     let id: i64 = c.query_one("SELECT nextval('fintrail.transfers_id_seq')", &[]).await?.get(0);
     let (subject, action) = if kind == "hold_post" {
         ("'hold:' || $5::bigint".to_owned(), "ledger.hold.posted".to_owned())
@@ -100,16 +100,7 @@ async fn transfer_with(
          INSERT INTO fintrail.transfers (id, kind, debit_wallet_id, credit_wallet_id, amount_minor, currency, actor{extra_col}) \
          VALUES ({id}, '{kind}', $1, $2, $3, $4, 'test'{extra_val}) RETURNING id"
     );
-    match c.query_one(&sql, params).await {
-        Ok(r) => {
-            c.batch_execute("COMMIT").await?;
-            Ok(r.get(0))
-        }
-        Err(e) => {
-            c.batch_execute("ROLLBACK").await?;
-            Err(e)
-        }
-    }
+    Ok(c.query_one(&sql, params).await?.get(0))
 }
 
 #[tokio::test]
