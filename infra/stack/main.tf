@@ -306,36 +306,46 @@ module "secrets" {
   region      = local.env.region
   labels      = local.env.labels
 
-  secrets = {
-    db-app-password = {
-      description = "Password of the fintrail_app database role."
-      accessors   = [module.iam.members["api"]]
-    }
-    db-sequencer-password = {
-      description = "Password of the fintrail_sequencer database role: the audit sequencer and checkpoint writer inside the API (the app role may not write the chain)."
-      accessors   = [module.iam.members["api"]]
-    }
-    db-replicator-password = {
-      description = "Password of the fintrail_replicator database role (read by the CDC writer only)."
-      accessors   = [local.cdc_writer]
-    }
-    api-token-pepper = {
-      description = "Pepper of the hashed bearer tokens."
-      accessors   = [module.iam.members["api"]]
-    }
-    superset-secret-key = {
-      description = "Superset SECRET_KEY."
-      accessors   = [module.iam.members["superset"]]
-    }
-    superset-db-password = {
-      description = "Password of Superset's metadata database user."
-      accessors   = [module.iam.members["superset"]]
-    }
-    redis-auth = {
-      description = "Memorystore AUTH string (copied from the instance out of band)."
-      accessors   = [module.iam.members["superset"]]
-    }
-  }
+  secrets = merge(
+    {
+      db-app-password = {
+        description = "Password of the fintrail_app database role."
+        accessors   = [module.iam.members["api"]]
+      }
+      db-sequencer-password = {
+        description = "Password of the fintrail_sequencer database role: the audit sequencer and checkpoint writer inside the API (the app role may not write the chain)."
+        accessors   = [module.iam.members["api"]]
+      }
+      db-replicator-password = {
+        description = "Password of the fintrail_replicator database role (read by the CDC writer only)."
+        accessors   = [local.cdc_writer]
+      }
+      # One key for every API instance and restart: checkpoints signed by one are verified by all.
+      audit-checkpoint-key = {
+        description = "HMAC key of the signed audit checkpoints (64 hex digits), read by the API alone."
+        accessors   = [module.iam.members["api"]]
+      }
+      superset-secret-key = {
+        description = "Superset SECRET_KEY."
+        accessors   = [module.iam.members["superset"]]
+      }
+      superset-db-password = {
+        description = "Password of Superset's metadata database user."
+        accessors   = [module.iam.members["superset"]]
+      }
+      redis-auth = {
+        description = "Memorystore AUTH string (copied from the instance out of band)."
+        accessors   = [module.iam.members["superset"]]
+      }
+    },
+    local.datastream ? {} : {
+      # fintrail cdc's pseudonyms stay the same across restarts only with one key (dev).
+      cdc-pseudonymize-key = {
+        description = "Pseudonymization key of fintrail cdc (64 hex digits), read by the CDC writer alone."
+        accessors   = [local.cdc_writer]
+      }
+    },
+  )
 }
 
 # --------------------------------------------------------------------- data
@@ -485,8 +495,8 @@ module "api" {
   secret_env = {
     FINTRAIL_DATABASE_PASSWORD = { secret = module.secrets.secret_ids["db-app-password"] }
     # The audit sequencer runs in the API under its own role (migration 0034).
-    FINTRAIL_SEQUENCER_PASSWORD = { secret = module.secrets.secret_ids["db-sequencer-password"] }
-    FINTRAIL_TOKEN_PEPPER       = { secret = module.secrets.secret_ids["api-token-pepper"] }
+    FINTRAIL_SEQUENCER_PASSWORD   = { secret = module.secrets.secret_ids["db-sequencer-password"] }
+    FINTRAIL_AUDIT_CHECKPOINT_KEY = { secret = module.secrets.secret_ids["audit-checkpoint-key"] }
   }
 }
 
@@ -522,6 +532,7 @@ module "cdc" {
 
   secret_env = {
     FINTRAIL_DATABASE_PASSWORD = { secret = module.secrets.secret_ids["db-replicator-password"] }
+    FINTRAIL_PSEUDONYMIZE_KEY  = { secret = module.secrets.secret_ids["cdc-pseudonymize-key"] }
   }
 }
 

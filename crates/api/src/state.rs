@@ -27,6 +27,9 @@ pub struct AppConfig {
     pub refusal_window_secs: u64,
     /// Header-read, body-read and request timeouts ([`crate::limits`]).
     pub limits: crate::limits::Limits,
+    /// Who may call `/internal/jobs/*` (production: from the typed configuration); `None`
+    /// reads `FINTRAIL_JOBS_*` when the router is built (local use, tests).
+    pub jobs_oidc: Option<fintrail_jobs::oidc::OidcConfig>,
 }
 
 impl Default for AppConfig {
@@ -39,6 +42,7 @@ impl Default for AppConfig {
             checkpoint_interval_secs: 300,
             refusal_window_secs: 60,
             limits: crate::limits::Limits::default(),
+            jobs_oidc: None,
         }
     }
 }
