@@ -47,6 +47,15 @@ check "api_uri" {
   }
 }
 
+# The environments name a digest from the first build on; until then (all zeros) the services
+# have nothing to run.
+check "fintrail_image_released" {
+  assert {
+    condition     = !endswith(local.env.images.fintrail, "@sha256:${format("%064d", 0)}")
+    error_message = "images.fintrail names no build yet (sha256 all zeros): put the digest the image build on main printed."
+  }
+}
+
 check "project_number" {
   assert {
     condition     = data.google_project.this.number == local.env.project_number
@@ -59,7 +68,9 @@ locals {
 
   # Google-managed identity of Datastream in this project.
   datastream_agent = "serviceAccount:service-${local.env.project_number}@gcp-sa-datastream.iam.gserviceaccount.com"
-  deploy_member    = "serviceAccount:${local.env.deploy_service_account_email}"
+  # Google-managed identity that pulls the services' images (Cloud Run service agent).
+  cloud_run_agent = "serviceAccount:service-${local.env.project_number}@serverless-robot-prod.iam.gserviceaccount.com"
+  deploy_member   = "serviceAccount:${local.env.deploy_service_account_email}"
 
   # ---------------------------------------------------------------- identities
   service_accounts = merge(
@@ -69,6 +80,7 @@ locals {
       media-signer = { display_name = "fintrail media signer", description = "Signs V4 URLs for the media bucket; holds object create/get on that bucket only. Never attached to a workload." }
       scheduler    = { display_name = "fintrail scheduler", description = "OIDC identity of the Cloud Scheduler jobs; holds no role." }
       plan         = { display_name = "fintrail plan (read-only)", description = "Runs tofu plan on pull requests (Cloud Build, GitHub Actions): read-only." }
+      build        = { display_name = "fintrail image build", description = "Builds the fintrail image on merge to main (Cloud Build) and pushes it to the image repository; nothing else." }
     },
     local.datastream ? {} : {
       cdc = { display_name = "fintrail CDC", description = "Runs fintrail cdc run; the only writer of the replica dataset." }
@@ -76,7 +88,7 @@ locals {
   )
 
   # Identities the deploy identity attaches to workloads (actAs on each, one by one).
-  attached_accounts = concat(["api", "superset", "scheduler", "plan"], local.datastream ? [] : ["cdc"])
+  attached_accounts = concat(["api", "superset", "scheduler", "plan", "build"], local.datastream ? [] : ["cdc"])
 
   # The one identity that writes replicated rows.
   cdc_writer = local.datastream ? local.datastream_agent : lookup(module.iam.members, "cdc", "")
@@ -128,6 +140,16 @@ locals {
       description = "Sign bytes as one service account (V4 signed URLs)."
       permissions = ["iam.serviceAccounts.signBlob"]
     }
+    image_push = {
+      title       = "fintrail image push"
+      description = "What docker push of one image needs on its repository: check the layers it has, upload the others, create the tag."
+      permissions = ["artifactregistry.repositories.downloadArtifacts", "artifactregistry.repositories.uploadArtifacts", "artifactregistry.tags.create"]
+    }
+    image_pull = {
+      title       = "fintrail image pull"
+      description = "Pull images from one repository."
+      permissions = ["artifactregistry.repositories.downloadArtifacts"]
+    }
     run_invoke = {
       title       = "fintrail run invoke"
       description = "Invoke one Cloud Run service."
@@ -148,6 +170,8 @@ locals {
       description = "Refresh every resource of this root for tofu plan: get, list and getIamPolicy only; no secret values."
       read_only   = true
       permissions = [
+        "artifactregistry.repositories.get",
+        "artifactregistry.repositories.getIamPolicy",
         "bigquery.datasets.get",
         "bigquery.datasets.getIamPolicy",
         "bigquery.tables.get",
@@ -221,7 +245,7 @@ locals {
 # projects' data may depend on them). Every module below waits for them.
 resource "google_project_service" "apis" {
   for_each = toset([
-    "bigquery.googleapis.com", "cloudbuild.googleapis.com", "cloudkms.googleapis.com",
+    "artifactregistry.googleapis.com", "bigquery.googleapis.com", "cloudbuild.googleapis.com", "cloudkms.googleapis.com",
     "cloudresourcemanager.googleapis.com", "cloudscheduler.googleapis.com", "compute.googleapis.com",
     "datastream.googleapis.com", "iam.googleapis.com", "iamcredentials.googleapis.com",
     "logging.googleapis.com", "orgpolicy.googleapis.com", "redis.googleapis.com", "run.googleapis.com",
@@ -270,8 +294,8 @@ module "iam" {
 
   project_bindings = {
     # Cloud Run collects stdout without it: only the API (which writes audit lines) and the
-    # plan identity (Cloud Build logs) write log entries through the API.
-    log_write            = ["sa:api", "sa:plan"]
+    # plan and build identities (Cloud Build logs) write log entries through the API.
+    log_write            = ["sa:api", "sa:plan", "sa:build"]
     metric_write         = concat(["sa:api"], local.datastream ? [] : ["sa:cdc"])
     bigquery_jobs_create = concat(["sa:superset", local.env.analysts_group], local.datastream ? [] : ["sa:cdc"])
     plan_reader          = ["sa:plan"]
@@ -459,16 +483,35 @@ module "datastream" {
   labels                  = local.env.labels
 }
 
+# ------------------------------------------------------------ the image
+# The fintrail image, built on every merge to main by module.cloud_build's image trigger and
+# deployed by digest (images.fintrail). Cloud Run's service agent pulls it for the services.
+module "images" {
+  source     = "../modules/artifact_registry"
+  depends_on = [google_project_service.apis]
+
+  project_id  = local.env.project_id
+  environment = local.env.environment
+  location    = local.env.region
+  labels      = local.env.labels
+
+  iam = {
+    (module.iam.custom_role_names["image_push"]) = [module.iam.members["build"]]
+    (module.iam.custom_role_names["image_pull"]) = [local.cloud_run_agent]
+  }
+}
+
 # ---------------------------------------------------------- Cloud Run services
 module "api" {
   source     = "../modules/service"
-  depends_on = [google_project_service.apis, module.secrets, module.iam]
+  depends_on = [google_project_service.apis, module.secrets, module.iam, module.images]
 
   project_id            = local.env.project_id
   environment           = local.env.environment
   region                = local.env.region
   name                  = "api"
   image                 = local.env.images.fintrail
+  image_repository      = module.images.url
   args                  = ["serve"]
   service_account_email = module.iam.emails["api"]
   vpc_connector         = module.network.connector_id
@@ -502,7 +545,7 @@ module "api" {
 
 module "cdc" {
   source     = "../modules/service"
-  depends_on = [google_project_service.apis, module.secrets, module.iam]
+  depends_on = [google_project_service.apis, module.secrets, module.iam, module.images]
   count      = local.datastream ? 0 : 1
 
   project_id            = local.env.project_id
@@ -510,6 +553,7 @@ module "cdc" {
   region                = local.env.region
   name                  = "cdc"
   image                 = local.env.images.fintrail
+  image_repository      = module.images.url
   args                  = ["cdc", "run"]
   service_account_email = lookup(module.iam.emails, "cdc", "")
   vpc_connector         = module.network.connector_id
@@ -589,7 +633,7 @@ module "scheduler" {
   service_uri = local.api_uri
 }
 
-# ------------------------------------------------------------ plan pipeline
+# ------------------------------------------------- plan and image pipelines
 module "cloud_build" {
   source     = "../modules/cloud_build"
   depends_on = [google_project_service.apis]
@@ -603,4 +647,6 @@ module "cloud_build" {
   github_repository            = local.env.github.repository
   state_bucket                 = local.env.state_bucket
   state_reader_roles           = [module.iam.custom_role_names["state_object_get"], module.iam.custom_role_names["state_object_list"]]
+  build_service_account_email  = module.iam.emails["build"]
+  image_repository             = module.images.url
 }

@@ -39,6 +39,9 @@
 //! - `tests/configuration.rs`: `docs/configuration.md`'s table against the code and `infra/`;
 //!   the real `serve` exits 2 naming a missing or malformed variable, and starts from the
 //!   environment alone (a secret from a mounted file) against a test database.
+//! - `tests/image.rs`: the `Dockerfile` (pinned stages, non-root, entrypoint, no PostgreSQL,
+//!   ./dev's DuckDB pins) and `.dockerignore`; its runtime stage built with buildah on a
+//!   debootstrap base, its file list, `fintrail --version` and `fintrail serve` run in it.
 //! - `tests/cli.rs`: help lists the contract's subcommands; `bench --help` lists every benchmark;
 //!   missing PostgreSQL binaries give one clear message; an external `DATABASE_URL` is neither
 //!   started nor stopped; `up` runs once per home, survives `kill -9` and stops cleanly; JSON logs
