@@ -372,3 +372,58 @@ async fn serve_starts_from_the_environment_alone() {
 fn hex_of(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cdc_run_starts_from_the_environment_alone_with_the_replicators_credentials() {
+    let db = fintrail_db::testing::fresh_db().await;
+    // What the migration job does with the admin's URL before the services start.
+    let policy = fintrail_cdc::policy::Policy::load(None).expect("the checked-in policy");
+    fintrail_cdc::source::setup(&db, &policy, &fintrail_cdc::source::Names::default()).await.expect("cdc setup");
+    let rep = db.params(fintrail_db::DbRole::Replicator);
+    let home = temp_home("cdc");
+    let mut child = bin()
+        .args(["cdc", "run"])
+        .env("FINTRAIL_HOME", &home)
+        .env("FINTRAIL_LOG_FORMAT", "json")
+        .env("FINTRAIL_ENVIRONMENT", "dev")
+        .env("FINTRAIL_DATABASE_HOST", &rep.host)
+        .env("FINTRAIL_DATABASE_PORT", rep.port.to_string())
+        .env("FINTRAIL_DATABASE_NAME", &rep.dbname)
+        .env("FINTRAIL_DATABASE_USER", &rep.user)
+        .env("FINTRAIL_DATABASE_PASSWORD", rep.password.clone().expect("replicator password"))
+        .env("FINTRAIL_PSEUDONYMIZE_KEY", support::TEST_KEY_HEX)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn cdc run");
+    // The replicator alone cannot set the publication up: the pipeline must not try (it did,
+    // as the admin, and failed on a service holding one role's credentials).
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead as _;
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut seen = Vec::new();
+    while std::time::Instant::now() < deadline && !seen.iter().any(|l: &String| l.contains("snapshot done")) {
+        if let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) {
+            seen.push(line);
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("cdc run exited ({status}):\n{}", seen.join("\n"));
+        }
+    }
+    // Known limit (crates/cdc): the pipeline installs its SIGTERM handler when it first polls
+    // its shutdown future, after the snapshot; a SIGTERM before that ends the process at once.
+    std::thread::sleep(Duration::from_secs(3));
+    let status = support::stop(&mut child, Duration::from_secs(30));
+    assert!(seen.iter().any(|l| l.contains("snapshot done")), "{}", seen.join("\n"));
+    assert!(status.success(), "SIGTERM stops it cleanly: {status}\n{}", seen.join("\n"));
+    let key = std::fs::read_to_string(home.join("keys").join(fintrail_cdc::policy::KEY_FILE)).expect("key installed");
+    assert_eq!(key, support::TEST_KEY_HEX);
+    let _ = std::fs::remove_dir_all(&home);
+}
