@@ -123,7 +123,7 @@ variable "images" {
   validation {
     # What runs is what was built and reviewed: a digest, never a tag someone can move.
     condition     = can(regex("^[a-z0-9-]+-docker\\.pkg\\.dev/[a-z][a-z0-9-]+/fintrail-[a-z]+-images/fintrail@sha256:[0-9a-f]{64}$", var.images.fintrail))
-    error_message = "images.fintrail must be <region>-docker.pkg.dev/<project>/fintrail-<env>-images/fintrail@sha256:<64 hex>: deployed by digest, not by tag."
+    error_message = "Deployed by digest, not by tag: images.fintrail must be <region>-docker.pkg.dev/<project>/fintrail-<env>-images/fintrail@sha256:<64 hex>."
   }
 
   validation {
