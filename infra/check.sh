@@ -566,6 +566,9 @@ if [ "$plan_ready" -eq 1 ]; then
     'Cycle: '
   expect_broken read_only_role_writes plan envs/dev ../../stack/main.tf 's/("bigquery\.datasets\.getIamPolicy",)/$1 "bigquery.tables.update",/' \
     'A read_only role may only hold get, list, getIamPolicy or getMetadata permissions.'
+  # Deployed by digest, not by tag: a version tag for the fintrail image is refused.
+  expect_broken image_by_tag plan envs/dev terraform.tfvars 's/fintrail\@sha256:0{64}/fintrail:0.1.0/' \
+    'Deployed by digest, not by tag: images.fintrail must be'
   expect_broken for_each_unknown_until_apply plan envs/dev ../../stack/main.tf 's/\z/\nresource "google_service_account" "probe" {\n  account_id = "fintrail-dev-probe"\n}\n\nresource "google_project_iam_member" "probe" {\n  for_each = toset([google_service_account.probe.unique_id])\n  project  = local.env.project_id\n  role     = "roles\/logging.viewer"\n  member   = "serviceAccount:\${google_service_account.probe.email}"\n}\n/' \
     'Invalid for_each argument'
 fi

@@ -47,6 +47,15 @@ check "api_uri" {
   }
 }
 
+# The environments name a digest from the first build on; until then (all zeros) the services
+# have nothing to run.
+check "fintrail_image_released" {
+  assert {
+    condition     = !endswith(local.env.images.fintrail, "@sha256:${format("%064d", 0)}")
+    error_message = "images.fintrail names no build yet (sha256 all zeros): put the digest the image build on main printed."
+  }
+}
+
 check "project_number" {
   assert {
     condition     = data.google_project.this.number == local.env.project_number
@@ -59,7 +68,9 @@ locals {
 
   # Google-managed identity of Datastream in this project.
   datastream_agent = "serviceAccount:service-${local.env.project_number}@gcp-sa-datastream.iam.gserviceaccount.com"
-  deploy_member    = "serviceAccount:${local.env.deploy_service_account_email}"
+  # Google-managed identity that pulls the services' images (Cloud Run service agent).
+  cloud_run_agent = "serviceAccount:service-${local.env.project_number}@serverless-robot-prod.iam.gserviceaccount.com"
+  deploy_member   = "serviceAccount:${local.env.deploy_service_account_email}"
 
   # ---------------------------------------------------------------- identities
   service_accounts = merge(
@@ -69,6 +80,7 @@ locals {
       media-signer = { display_name = "fintrail media signer", description = "Signs V4 URLs for the media bucket; holds object create/get/delete and set-retention on that bucket only. Never attached to a workload." }
       scheduler    = { display_name = "fintrail scheduler", description = "OIDC identity of the Cloud Scheduler jobs; holds no role." }
       plan         = { display_name = "fintrail plan (read-only)", description = "Runs tofu plan on pull requests (Cloud Build, GitHub Actions): read-only." }
+      build        = { display_name = "fintrail image build", description = "Builds the fintrail image on merge to main (Cloud Build) and pushes it to the image repository; nothing else." }
     },
     local.datastream ? {} : {
       cdc = { display_name = "fintrail CDC", description = "Runs fintrail cdc run; the only writer of the replica dataset." }
@@ -76,7 +88,7 @@ locals {
   )
 
   # Identities the deploy identity attaches to workloads (actAs on each, one by one).
-  attached_accounts = concat(["api", "superset", "scheduler", "plan"], local.datastream ? [] : ["cdc"])
+  attached_accounts = concat(["api", "superset", "scheduler", "plan", "build"], local.datastream ? [] : ["cdc"])
 
   # The one identity that writes replicated rows.
   cdc_writer = local.datastream ? local.datastream_agent : lookup(module.iam.members, "cdc", "")
@@ -133,6 +145,16 @@ locals {
       description = "Sign bytes as one service account (V4 signed URLs)."
       permissions = ["iam.serviceAccounts.signBlob"]
     }
+    image_push = {
+      title       = "fintrail image push"
+      description = "What docker push of one image needs on its repository: check the layers it has, upload the others, create the tag."
+      permissions = ["artifactregistry.repositories.downloadArtifacts", "artifactregistry.repositories.uploadArtifacts", "artifactregistry.tags.create"]
+    }
+    image_pull = {
+      title       = "fintrail image pull"
+      description = "Pull images from one repository."
+      permissions = ["artifactregistry.repositories.downloadArtifacts"]
+    }
     run_invoke = {
       title       = "fintrail run invoke"
       description = "Invoke one Cloud Run service."
@@ -153,6 +175,8 @@ locals {
       description = "Refresh every resource of this root for tofu plan: get, list and getIamPolicy only; no secret values."
       read_only   = true
       permissions = [
+        "artifactregistry.repositories.get",
+        "artifactregistry.repositories.getIamPolicy",
         "bigquery.datasets.get",
         "bigquery.datasets.getIamPolicy",
         "bigquery.tables.get",
@@ -226,7 +250,7 @@ locals {
 # projects' data may depend on them). Every module below waits for them.
 resource "google_project_service" "apis" {
   for_each = toset([
-    "bigquery.googleapis.com", "cloudbuild.googleapis.com", "cloudkms.googleapis.com",
+    "artifactregistry.googleapis.com", "bigquery.googleapis.com", "cloudbuild.googleapis.com", "cloudkms.googleapis.com",
     "cloudresourcemanager.googleapis.com", "cloudscheduler.googleapis.com", "compute.googleapis.com",
     "datastream.googleapis.com", "iam.googleapis.com", "iamcredentials.googleapis.com",
     "logging.googleapis.com", "orgpolicy.googleapis.com", "redis.googleapis.com", "run.googleapis.com",
@@ -275,8 +299,8 @@ module "iam" {
 
   project_bindings = {
     # Cloud Run collects stdout without it: only the API (which writes audit lines) and the
-    # plan identity (Cloud Build logs) write log entries through the API.
-    log_write            = ["sa:api", "sa:plan"]
+    # plan and build identities (Cloud Build logs) write log entries through the API.
+    log_write            = ["sa:api", "sa:plan", "sa:build"]
     metric_write         = concat(["sa:api"], local.datastream ? [] : ["sa:cdc"])
     bigquery_jobs_create = concat(["sa:superset", local.env.analysts_group], local.datastream ? [] : ["sa:cdc"])
     plan_reader          = ["sa:plan"]
@@ -311,36 +335,46 @@ module "secrets" {
   region      = local.env.region
   labels      = local.env.labels
 
-  secrets = {
-    db-app-password = {
-      description = "Password of the fintrail_app database role."
-      accessors   = [module.iam.members["api"]]
-    }
-    db-sequencer-password = {
-      description = "Password of the fintrail_sequencer database role: the audit sequencer and checkpoint writer inside the API (the app role may not write the chain)."
-      accessors   = [module.iam.members["api"]]
-    }
-    db-replicator-password = {
-      description = "Password of the fintrail_replicator database role (read by the CDC writer only)."
-      accessors   = [local.cdc_writer]
-    }
-    api-token-pepper = {
-      description = "Pepper of the hashed bearer tokens."
-      accessors   = [module.iam.members["api"]]
-    }
-    superset-secret-key = {
-      description = "Superset SECRET_KEY."
-      accessors   = [module.iam.members["superset"]]
-    }
-    superset-db-password = {
-      description = "Password of Superset's metadata database user."
-      accessors   = [module.iam.members["superset"]]
-    }
-    redis-auth = {
-      description = "Memorystore AUTH string (copied from the instance out of band)."
-      accessors   = [module.iam.members["superset"]]
-    }
-  }
+  secrets = merge(
+    {
+      db-app-password = {
+        description = "Password of the fintrail_app database role."
+        accessors   = [module.iam.members["api"]]
+      }
+      db-sequencer-password = {
+        description = "Password of the fintrail_sequencer database role: the audit sequencer and checkpoint writer inside the API (the app role may not write the chain)."
+        accessors   = [module.iam.members["api"]]
+      }
+      db-replicator-password = {
+        description = "Password of the fintrail_replicator database role (read by the CDC writer only)."
+        accessors   = [local.cdc_writer]
+      }
+      # One key for every API instance and restart: checkpoints signed by one are verified by all.
+      audit-checkpoint-key = {
+        description = "HMAC key of the signed audit checkpoints (64 hex digits), read by the API alone."
+        accessors   = [module.iam.members["api"]]
+      }
+      superset-secret-key = {
+        description = "Superset SECRET_KEY."
+        accessors   = [module.iam.members["superset"]]
+      }
+      superset-db-password = {
+        description = "Password of Superset's metadata database user."
+        accessors   = [module.iam.members["superset"]]
+      }
+      redis-auth = {
+        description = "Memorystore AUTH string (copied from the instance out of band)."
+        accessors   = [module.iam.members["superset"]]
+      }
+    },
+    local.datastream ? {} : {
+      # fintrail cdc's pseudonyms stay the same across restarts only with one key (dev).
+      cdc-pseudonymize-key = {
+        description = "Pseudonymization key of fintrail cdc (64 hex digits), read by the CDC writer alone."
+        accessors   = [local.cdc_writer]
+      }
+    },
+  )
 }
 
 # --------------------------------------------------------------------- data
@@ -455,16 +489,35 @@ module "datastream" {
   labels                  = local.env.labels
 }
 
+# ------------------------------------------------------------ the image
+# The fintrail image, built on every merge to main by module.cloud_build's image trigger and
+# deployed by digest (images.fintrail). Cloud Run's service agent pulls it for the services.
+module "images" {
+  source     = "../modules/artifact_registry"
+  depends_on = [google_project_service.apis]
+
+  project_id  = local.env.project_id
+  environment = local.env.environment
+  location    = local.env.region
+  labels      = local.env.labels
+
+  iam = {
+    (module.iam.custom_role_names["image_push"]) = [module.iam.members["build"]]
+    (module.iam.custom_role_names["image_pull"]) = [local.cloud_run_agent]
+  }
+}
+
 # ---------------------------------------------------------- Cloud Run services
 module "api" {
   source     = "../modules/service"
-  depends_on = [google_project_service.apis, module.secrets, module.iam]
+  depends_on = [google_project_service.apis, module.secrets, module.iam, module.images]
 
   project_id            = local.env.project_id
   environment           = local.env.environment
   region                = local.env.region
   name                  = "api"
   image                 = local.env.images.fintrail
+  image_repository      = module.images.url
   args                  = ["serve"]
   service_account_email = module.iam.emails["api"]
   vpc_connector         = module.network.connector_id
@@ -479,6 +532,9 @@ module "api" {
     FINTRAIL_DATABASE_HOST = module.cloud_sql.private_ip_address
     FINTRAIL_DATABASE_NAME = "fintrail"
     FINTRAIL_DATABASE_USER = "fintrail_app"
+    # TLS verified against the instance's own CA (Cloud SQL is ENCRYPTED_ONLY).
+    FINTRAIL_DB_SSLMODE         = "verify-ca"
+    FINTRAIL_DB_SSLROOTCERT_PEM = module.cloud_sql.server_ca_cert
     # Media in GCS (a bucket set selects it), URLs signed by the signer's signBlob.
     FINTRAIL_MEDIA_BUCKET = module.media.name
     FINTRAIL_MEDIA_SIGNER = module.iam.emails["media-signer"]
@@ -491,14 +547,14 @@ module "api" {
   secret_env = {
     FINTRAIL_DATABASE_PASSWORD = { secret = module.secrets.secret_ids["db-app-password"] }
     # The audit sequencer runs in the API under its own role (migration 0034).
-    FINTRAIL_SEQUENCER_PASSWORD = { secret = module.secrets.secret_ids["db-sequencer-password"] }
-    FINTRAIL_TOKEN_PEPPER       = { secret = module.secrets.secret_ids["api-token-pepper"] }
+    FINTRAIL_SEQUENCER_PASSWORD   = { secret = module.secrets.secret_ids["db-sequencer-password"] }
+    FINTRAIL_AUDIT_CHECKPOINT_KEY = { secret = module.secrets.secret_ids["audit-checkpoint-key"] }
   }
 }
 
 module "cdc" {
   source     = "../modules/service"
-  depends_on = [google_project_service.apis, module.secrets, module.iam]
+  depends_on = [google_project_service.apis, module.secrets, module.iam, module.images]
   count      = local.datastream ? 0 : 1
 
   project_id            = local.env.project_id
@@ -506,6 +562,7 @@ module "cdc" {
   region                = local.env.region
   name                  = "cdc"
   image                 = local.env.images.fintrail
+  image_repository      = module.images.url
   args                  = ["cdc", "run"]
   service_account_email = lookup(module.iam.emails, "cdc", "")
   vpc_connector         = module.network.connector_id
@@ -517,17 +574,21 @@ module "cdc" {
   labels                = local.env.labels
 
   env = {
-    FINTRAIL_DATABASE_HOST    = module.cloud_sql.private_ip_address
-    FINTRAIL_DATABASE_NAME    = "fintrail"
-    FINTRAIL_DATABASE_USER    = "fintrail_replicator"
-    FINTRAIL_CDC_SINK         = "bigquery"
-    FINTRAIL_BIGQUERY_PROJECT = local.env.project_id
-    FINTRAIL_BIGQUERY_DATASET = module.bigquery.replica_dataset_id
-    FINTRAIL_LOG_FORMAT       = "json"
+    FINTRAIL_DATABASE_HOST = module.cloud_sql.private_ip_address
+    FINTRAIL_DATABASE_NAME = "fintrail"
+    FINTRAIL_DATABASE_USER = "fintrail_replicator"
+    # TLS verified against the instance's own CA, as for the API.
+    FINTRAIL_DB_SSLMODE         = "verify-ca"
+    FINTRAIL_DB_SSLROOTCERT_PEM = module.cloud_sql.server_ca_cert
+    FINTRAIL_CDC_SINK           = "bigquery"
+    FINTRAIL_BIGQUERY_PROJECT   = local.env.project_id
+    FINTRAIL_BIGQUERY_DATASET   = module.bigquery.replica_dataset_id
+    FINTRAIL_LOG_FORMAT         = "json"
   }
 
   secret_env = {
     FINTRAIL_DATABASE_PASSWORD = { secret = module.secrets.secret_ids["db-replicator-password"] }
+    FINTRAIL_PSEUDONYMIZE_KEY  = { secret = module.secrets.secret_ids["cdc-pseudonymize-key"] }
   }
 }
 
@@ -584,7 +645,7 @@ module "scheduler" {
   service_uri = local.api_uri
 }
 
-# ------------------------------------------------------------ plan pipeline
+# ------------------------------------------------- plan and image pipelines
 module "cloud_build" {
   source     = "../modules/cloud_build"
   depends_on = [google_project_service.apis]
@@ -598,4 +659,6 @@ module "cloud_build" {
   github_repository            = local.env.github.repository
   state_bucket                 = local.env.state_bucket
   state_reader_roles           = [module.iam.custom_role_names["state_object_get"], module.iam.custom_role_names["state_object_list"]]
+  build_service_account_email  = module.iam.emails["build"]
+  image_repository             = module.images.url
 }

@@ -16,9 +16,10 @@ use fintrail_audit::verify::Outcome;
 /// `fintrail serve`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct ServeArgs {
-    /// Address to listen on.
-    #[arg(long, default_value = "127.0.0.1:8080")]
-    pub listen: SocketAddr,
+    /// Address to listen on [default: 127.0.0.1:8080; in production (FINTRAIL_ENVIRONMENT
+    /// set) 0.0.0.0:$PORT].
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
     /// Most pooled database connections.
     #[arg(long, default_value_t = 16)]
     pub pool_size: usize,
@@ -85,17 +86,29 @@ pub enum TokenCommand {
     },
 }
 
-/// `fintrail serve`: runs until Ctrl-C / SIGTERM. Media go to GCS when
-/// `FINTRAIL_MEDIA_BUCKET` is set ([`MediaConfig::from_env`]; a malformed or incomplete
-/// setting stops it before it listens).
-pub async fn run_serve(args: ServeArgs, ctx: &Context) -> anyhow::Result<u8> {
+/// Where `fintrail serve` listens without `--listen` (local use).
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+
+/// `fintrail serve`: runs until Ctrl-C / SIGTERM. In production the binary passes the typed
+/// configuration's listen address and jobs caller check; locally `None` for both. Media go to
+/// GCS when `FINTRAIL_MEDIA_BUCKET` is set ([`MediaConfig::from_env`]; a malformed or
+/// incomplete setting stops it before it listens).
+pub async fn run_serve(
+    args: ServeArgs,
+    ctx: &Context,
+    listen: Option<SocketAddr>,
+    jobs_oidc: Option<fintrail_jobs::oidc::OidcConfig>,
+) -> anyhow::Result<u8> {
+    let default_listen: SocketAddr = DEFAULT_LISTEN.parse()?;
+    let listen = listen.or(args.listen).unwrap_or(default_listen);
     let config = AppConfig {
         pool_size: args.pool_size,
         checkpoint_interval_secs: args.checkpoint_interval_secs,
+        jobs_oidc,
         media: MediaConfig::from_env()?,
         ..AppConfig::default()
     };
-    let handle = crate::server::start_with(ctx, args.listen, config).await?;
+    let handle = crate::server::start_with(ctx, listen, config).await?;
     eprintln!("fintrail API listening on http://{}", handle.local_addr());
     crate::server::shutdown_signal().await;
     handle.shutdown().await?;

@@ -71,7 +71,9 @@ pub fn build(state: AppState) -> (Router, Vec<Endpoint>) {
         .route("/healthz", get(healthz))
         .route("/openapi.json", get(crate::openapi::serve))
         .route("/v1/media/download", get(crate::media::download))
-        .merge(crate::internal_jobs::router(fintrail_jobs::oidc::OidcConfig::from_env()))
+        .merge(crate::internal_jobs::router(
+            state.config.jobs_oidc.clone().or_else(fintrail_jobs::oidc::OidcConfig::from_env),
+        ))
         // The compliance console: its own session guard and one permission per page (issue #19).
         .merge(crate::console::router(state.clone()).0);
     let limits = state.config.limits;

@@ -30,6 +30,9 @@ pub struct AppConfig {
     /// Where media bytes live: local files (default) or GCS (`fintrail serve` reads it from
     /// the environment, [`MediaConfig::from_env`]).
     pub media: MediaConfig,
+    /// Who may call `/internal/jobs/*` (production: from the typed configuration); `None`
+    /// reads `FINTRAIL_JOBS_*` when the router is built (local use, tests).
+    pub jobs_oidc: Option<fintrail_jobs::oidc::OidcConfig>,
 }
 
 impl Default for AppConfig {
@@ -43,6 +46,7 @@ impl Default for AppConfig {
             refusal_window_secs: 60,
             limits: crate::limits::Limits::default(),
             media: MediaConfig::Local,
+            jobs_oidc: None,
         }
     }
 }

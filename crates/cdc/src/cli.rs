@@ -153,6 +153,10 @@ pub async fn run_cdc(args: CdcArgs, ctx: &Context) -> anyhow::Result<u8> {
             let opts = Options {
                 snapshot_rows_per_sec: a.snapshot_rows_per_sec,
                 heartbeat_interval: std::time::Duration::from_secs(a.heartbeat_secs.max(1)),
+                // A production service holds the replicator's credentials alone: there the
+                // publication and the grants are `fintrail cdc setup`'s job, run with the
+                // admin's DATABASE_URL like the migrations (docs/configuration.md).
+                setup: ctx.db.has_credentials(DbRole::Admin),
                 ..Default::default()
             };
             match a.sink {

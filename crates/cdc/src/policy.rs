@@ -15,6 +15,8 @@ pub const MAX_POLICY_BYTES: usize = 1 << 20;
 pub const MAX_TABLES: usize = 1000;
 /// A pseudonymization key shorter than this is refused (HMAC-SHA256 wants >= 32 bytes).
 pub const MIN_KEY_BYTES: usize = 32;
+/// The key's file under `FINTRAIL_HOME/keys` (hex).
+pub const KEY_FILE: &str = "pseudonymize.key";
 
 /// The checked-in default policy (so the binary works from any directory).
 pub const DEFAULT_POLICY_TOML: &str = include_str!("../../../analytics/replication.toml");
@@ -181,7 +183,7 @@ impl Pseudonymizer {
             return Pseudonymizer::new(&key);
         }
         let dir = home_root.join("keys");
-        let path = dir.join("pseudonymize.key");
+        let path = dir.join(KEY_FILE);
         if !path.exists() {
             let mut key = [0u8; 32];
             rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut key);

@@ -14,6 +14,9 @@
 //!   JSON formatter adds `"log_class":"app"` to any event without one. Text on a terminal, JSON
 //!   otherwise; JSON lines are written directly. `fintrail bench` logs to
 //!   `FINTRAIL_HOME/logs/bench.log`, not the terminal.
+//! - **Production mode** (`deployed`): with `FINTRAIL_ENVIRONMENT` set, `serve` and `cdc run`
+//!   read a typed configuration from the environment alone and exit 2 naming every missing or
+//!   malformed variable (`docs/configuration.md`); nothing is started or migrated.
 //! - **Signals**: long-running commands (`serve`, `cdc run`, `up`) stop gracefully on Ctrl-C /
 //!   SIGTERM and return; for the others, a signal drops the command's future, which drops its
 //!   context and so stops a cluster it started (`fintrail_db::ClusterLease`), then the process
@@ -34,6 +37,12 @@
 //! `fintrail-db` with `testing`, `proptest`.
 //!
 //! # Tests
+//! - `tests/configuration.rs`: `docs/configuration.md`'s table against the code and `infra/`;
+//!   the real `serve` exits 2 naming a missing or malformed variable, and starts from the
+//!   environment alone (a secret from a mounted file) against a test database.
+//! - `tests/image.rs`: the `Dockerfile` (pinned stages, non-root, entrypoint, no PostgreSQL,
+//!   ./dev's DuckDB pins) and `.dockerignore`; its runtime stage built with buildah on a
+//!   debootstrap base, its file list, `fintrail --version` and `fintrail serve` run in it.
 //! - `tests/cli.rs`: help lists the contract's subcommands; `bench --help` lists every benchmark;
 //!   missing PostgreSQL binaries give one clear message; an external `DATABASE_URL` is neither
 //!   started nor stopped; `up` runs once per home, survives `kill -9` and stops cleanly; JSON logs
@@ -49,6 +58,7 @@
 //!   `a_printed_seed_replays_the_same_operations` proves a printed seed replays the same run.
 
 mod db_cmd;
+mod deployed;
 mod telemetry;
 mod up;
 
@@ -130,6 +140,13 @@ enum BenchName {
 }
 
 fn main() -> ExitCode {
+    // Before clap, whose message for a bad value would name only `--log-format`.
+    let mut env = fintrail_db::env::EnvReader::process();
+    deployed::check_log_format(&mut env);
+    if let Some(e) = env.take_error() {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
     let cli = Cli::parse();
     let sink = match &cli.command {
         Command::Bench(_) => telemetry::LogSink::File(cli.home.join("logs").join("bench.log")),
@@ -209,12 +226,34 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Db(args) => runtime()?.block_on(db_cmd::run(args, &home, url)),
         Command::Up(args) => runtime()?.block_on(up::run(args, &home, url)),
         Command::Serve(args) => {
-            with_context(
-                &home,
-                url,
-                Signals::Command,
-                |ctx| async move { fintrail_api::cli::run_serve(args, &ctx).await },
-            )
+            let mut env = fintrail_db::env::EnvReader::process();
+            let environment = deployed::environment(&mut env);
+            if let Some(e) = env.take_error() {
+                return Err(e.into());
+            }
+            match environment {
+                Some(environment) => {
+                    let c = deployed::serve_config(&mut env, environment, args.listen, url.is_some())?;
+                    home.create()?;
+                    fintrail_db::keys::install(
+                        &home.keys_dir(),
+                        fintrail_db::keys::AUDIT_CHECKPOINT_KEY,
+                        &c.audit_checkpoint_key,
+                    )?;
+                    tracing::info!(
+                        log_class = "app",
+                        environment = c.environment.as_str(),
+                        "production configuration read"
+                    );
+                    let ctx = fintrail_db::Context::new(fintrail_db::Database::service(c.db), home);
+                    block_on(Signals::Command, async move {
+                        fintrail_api::cli::run_serve(args, &ctx, Some(c.listen), Some(c.jobs_oidc)).await
+                    })
+                }
+                None => with_context(&home, url, Signals::Command, |ctx| async move {
+                    fintrail_api::cli::run_serve(args, &ctx, None, None).await
+                }),
+            }
         }
         Command::Audit(args) => {
             with_context(
@@ -245,10 +284,27 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         }
         Command::Cdc(args) => {
             // `cdc run` stops gracefully on a signal (commits and confirms what it has).
-            let signals = match args.command {
-                fintrail_cdc::cli::CdcCommand::Run(_) => Signals::Command,
-                _ => Signals::Interrupt,
-            };
+            let run = matches!(args.command, fintrail_cdc::cli::CdcCommand::Run(_));
+            let signals = if run { Signals::Command } else { Signals::Interrupt };
+            let mut env = fintrail_db::env::EnvReader::process();
+            let environment = if run { deployed::environment(&mut env) } else { None };
+            if let Some(e) = env.take_error() {
+                return Err(e.into());
+            }
+            if let Some(environment) = environment {
+                let bigquery = matches!(&args.command, fintrail_cdc::cli::CdcCommand::Run(a)
+                    if a.sink == fintrail_cdc::cli::SinkKind::Bigquery);
+                let c = deployed::cdc_config(&mut env, environment, url.is_some(), bigquery)?;
+                home.create()?;
+                fintrail_db::keys::install(&home.keys_dir(), fintrail_cdc::policy::KEY_FILE, &c.pseudonymize_key)?;
+                tracing::info!(
+                    log_class = "app",
+                    environment = c.environment.as_str(),
+                    "production configuration read"
+                );
+                let ctx = fintrail_db::Context::new(fintrail_db::Database::service(c.db), home);
+                return block_on(signals, async move { fintrail_cdc::cli::run_cdc(args, &ctx).await });
+            }
             with_context(&home, url, signals, |ctx| async move { fintrail_cdc::cli::run_cdc(args, &ctx).await })
         }
         Command::Analytics(args) => runtime()?.block_on(fintrail_cdc::cli::run_analytics(args, &home)),

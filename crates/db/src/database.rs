@@ -77,6 +77,123 @@ impl fmt::Debug for Database {
     }
 }
 
+/// A production service's database settings, from the environment (Secret Manager provides
+/// the passwords; see `docs/configuration.md`).
+#[derive(Clone)]
+pub struct ServiceDb {
+    /// `FINTRAIL_DATABASE_HOST`: Cloud SQL's private IP.
+    pub host: String,
+    /// `FINTRAIL_DATABASE_PORT` (5432).
+    pub port: u16,
+    /// `FINTRAIL_DATABASE_NAME` (`fintrail`).
+    pub dbname: String,
+    /// `FINTRAIL_DATABASE_USER`: the one login role this service runs as.
+    pub role: DbRole,
+    /// `FINTRAIL_DATABASE_PASSWORD`: that role's password.
+    pub password: String,
+    /// `FINTRAIL_SEQUENCER_PASSWORD`, read when the role is `fintrail_app` (the API runs the
+    /// audit sequencer under the sequencer's own role).
+    pub sequencer_password: Option<String>,
+    /// `FINTRAIL_DB_SSLMODE` / `FINTRAIL_DB_SSLROOTCERT`: `verify-full` unless set (Cloud SQL's
+    /// server certificate names no host we connect by, so production sets `verify-ca` with the
+    /// instance's CA mounted).
+    pub tls: Tls,
+}
+
+impl fmt::Debug for ServiceDb {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServiceDb")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("dbname", &self.dbname)
+            .field("role", &self.role)
+            .field("password", &"***")
+            .field("sequencer_password", &self.sequencer_password.as_ref().map(|_| "***"))
+            .field("tls", &self.tls.describe())
+            .finish()
+    }
+}
+
+impl ServiceDb {
+    pub const HOST: &'static str = "FINTRAIL_DATABASE_HOST";
+    pub const PORT: &'static str = "FINTRAIL_DATABASE_PORT";
+    pub const NAME: &'static str = "FINTRAIL_DATABASE_NAME";
+    pub const USER: &'static str = "FINTRAIL_DATABASE_USER";
+    pub const PASSWORD: &'static str = "FINTRAIL_DATABASE_PASSWORD";
+    pub const SEQUENCER_PASSWORD: &'static str = "FINTRAIL_SEQUENCER_PASSWORD";
+
+    /// Reads the `FINTRAIL_DATABASE_*` variables; `None` when one is missing or malformed
+    /// (each recorded in `env`).
+    pub fn from_env(env: &mut crate::env::EnvReader<'_>) -> Option<ServiceDb> {
+        let host = env.required(Self::HOST, "the database server's address (Cloud SQL's private IP)");
+        if let Some(h) = &host {
+            if h.contains('/') || h.contains(char::is_whitespace) {
+                env.problem(
+                    Self::HOST,
+                    format!("{h:?} is not a host name or IP address (Unix sockets are not supported)"),
+                );
+            }
+        }
+        let port = env.parsed(Self::PORT, 5432, crate::env::parse_port);
+        let dbname = env.optional(Self::NAME).unwrap_or_else(|| DEFAULT_DBNAME.to_string());
+        let logins: Vec<&str> = DbRole::ALL.iter().filter(|r| r.can_login()).map(|r| r.sql_name()).collect();
+        let role = env.required(Self::USER, &format!("the database role this service runs as ({})", logins.join(", ")));
+        let role = role.and_then(|user| {
+            let found = DbRole::ALL.into_iter().find(|r| r.can_login() && r.sql_name() == user);
+            if found.is_none() {
+                env.problem(Self::USER, format!("{user:?} is not a fintrail login role ({})", logins.join(", ")));
+            }
+            found
+        });
+        let password = env.required_secret(Self::PASSWORD, "the password of FINTRAIL_DATABASE_USER (Secret Manager)");
+        let sequencer_password = if role == Some(DbRole::App) { env.secret(Self::SEQUENCER_PASSWORD) } else { None };
+        let tls = Self::tls_from_env(env);
+        Some(ServiceDb {
+            host: host?,
+            port: port?,
+            dbname,
+            role: role?,
+            password: password?,
+            sequencer_password,
+            tls: tls?,
+        })
+    }
+
+    /// The TLS settings, each problem recorded against the variable that caused it: a bad
+    /// mode against `FINTRAIL_DB_SSLMODE`, an unusable CA file against `FINTRAIL_DB_SSLROOTCERT`.
+    fn tls_from_env(env: &mut crate::env::EnvReader<'_>) -> Option<Tls> {
+        use crate::tls::{SSLMODE_ENV, SSLROOTCERT_ENV, SSLROOTCERT_PEM_ENV};
+        let mode = env.optional(SSLMODE_ENV);
+        let mut root = env.optional(SSLROOTCERT_ENV).map(std::path::PathBuf::from);
+        if let Some(m) = mode.as_deref().map(str::trim).filter(|m| !m.is_empty()) {
+            if let Err(e) = m.parse::<crate::tls::SslMode>() {
+                env.problem(SSLMODE_ENV, format!("{e:#}"));
+                return None;
+            }
+        }
+        if let Some(pem) = env.optional(SSLROOTCERT_PEM_ENV) {
+            if root.is_some() {
+                env.problem(SSLROOTCERT_PEM_ENV, format!("set {SSLROOTCERT_ENV} or {SSLROOTCERT_PEM_ENV}, not both"));
+                return None;
+            }
+            match crate::tls::write_inline_roots(&pem) {
+                Ok(path) => root = Some(path),
+                Err(e) => {
+                    env.problem(SSLROOTCERT_PEM_ENV, format!("{e:#}"));
+                    return None;
+                }
+            }
+        }
+        match Tls::from_settings(mode.as_deref(), root.as_deref()) {
+            Ok(tls) => Some(tls),
+            Err(e) => {
+                env.problem(SSLROOTCERT_ENV, format!("{e:#}"));
+                None
+            }
+        }
+    }
+}
+
 impl Database {
     /// A database on the private cluster; passwords come from `FINTRAIL_HOME/secrets`
     /// (created there if missing, set on the roles by `prepare`); TLS is `verify-full` against
@@ -132,38 +249,29 @@ impl Database {
         Ok(Self { kind: Kind::External, host, port, dbname, users: Arc::new(users), tls: Tls::from_env()? })
     }
 
-    /// The production wiring of one service (Cloud Run, see `infra/envs/*/main.tf`):
-    /// `FINTRAIL_DATABASE_HOST` (required), `FINTRAIL_DATABASE_PORT` (5432), `FINTRAIL_DATABASE_NAME`
-    /// (`fintrail`), `FINTRAIL_DATABASE_USER` (one of the fintrail roles) and
-    /// `FINTRAIL_DATABASE_PASSWORD` (from Secret Manager). Each service gets only its own role's
-    /// credentials; asking for another role's connection is then an error, not a fallback.
-    /// TLS: `FINTRAIL_DB_SSLMODE` / `FINTRAIL_DB_SSLROOTCERT` (`verify-full` by default).
-    /// Returns `None` when `FINTRAIL_DATABASE_HOST` is unset.
+    /// The production wiring of one service (Cloud Run, see `infra/stack/main.tf`), read from
+    /// `FINTRAIL_DATABASE_*` ([`ServiceDb::from_env`]). Returns `None` when
+    /// `FINTRAIL_DATABASE_HOST` is unset; every missing or malformed variable is an error that
+    /// names it. TLS: `FINTRAIL_DB_SSLMODE` / `FINTRAIL_DB_SSLROOTCERT` (`verify-full` by default).
     pub fn from_service_env() -> anyhow::Result<Option<Self>> {
-        let Ok(host) = std::env::var("FINTRAIL_DATABASE_HOST") else { return Ok(None) };
-        let port = match std::env::var("FINTRAIL_DATABASE_PORT") {
-            Ok(p) => p.parse().context("FINTRAIL_DATABASE_PORT is not a port number")?,
-            Err(_) => 5432,
-        };
-        let dbname = std::env::var("FINTRAIL_DATABASE_NAME").unwrap_or_else(|_| DEFAULT_DBNAME.to_string());
-        let user = std::env::var("FINTRAIL_DATABASE_USER")
-            .context("FINTRAIL_DATABASE_USER is required with FINTRAIL_DATABASE_HOST")?;
-        let role = DbRole::ALL
-            .into_iter()
-            .find(|r| r.sql_name() == user)
-            .with_context(|| format!("FINTRAIL_DATABASE_USER={user} is not a fintrail role"))?;
-        let password = std::env::var("FINTRAIL_DATABASE_PASSWORD").ok();
-        let mut users = HashMap::new();
-        users.insert(role, (user, password));
-        // The API service also runs the audit sequencer, under the sequencer's own credential
-        // (the app role may not write the chain): given separately, never derived.
-        if role == DbRole::App {
-            if let Ok(p) = std::env::var("FINTRAIL_SEQUENCER_PASSWORD") {
-                users.insert(DbRole::Sequencer, (DbRole::Sequencer.sql_name().into(), Some(p)));
-            }
+        let mut env = crate::env::EnvReader::process();
+        if !env.is_set(ServiceDb::HOST) {
+            return Ok(None);
         }
-        let tls = Tls::from_env()?;
-        Ok(Some(Self { kind: Kind::External, host, port, dbname, users: Arc::new(users), tls }))
+        let db = ServiceDb::from_env(&mut env);
+        env.finish()?;
+        Ok(db.map(Database::service))
+    }
+
+    /// One service's connection: only its own role's credentials (and the sequencer's, for
+    /// the API). Asking for another role's connection is then an error, not a fallback.
+    pub fn service(s: ServiceDb) -> Self {
+        let mut users = HashMap::new();
+        users.insert(s.role, (s.role.sql_name().to_string(), Some(s.password)));
+        if let Some(p) = s.sequencer_password {
+            users.insert(DbRole::Sequencer, (DbRole::Sequencer.sql_name().into(), Some(p)));
+        }
+        Self { kind: Kind::External, host: s.host, port: s.port, dbname: s.dbname, users: Arc::new(users), tls: s.tls }
     }
 
     /// Whether this configuration holds credentials for `role`.
@@ -368,6 +476,8 @@ mod tests {
         std::env::set_var("FINTRAIL_DATABASE_USER", "fintrail_app");
         std::env::set_var("FINTRAIL_DATABASE_PASSWORD", "pw-from-secret-manager"); // pragma: allowlist secret
         let db = Database::from_service_env().expect("valid").expect("configured");
+        std::env::set_var("FINTRAIL_DATABASE_USER", "fintrail_owner");
+        let err = Database::from_service_env().expect_err("the owner never logs in");
         std::env::remove_var("FINTRAIL_DATABASE_HOST");
         std::env::remove_var("FINTRAIL_DATABASE_USER");
         std::env::remove_var("FINTRAIL_DATABASE_PASSWORD");
@@ -376,6 +486,9 @@ mod tests {
         assert!(!db.has_credentials(DbRole::Admin));
         assert_eq!(db.params(DbRole::App).password.as_deref(), Some("pw-from-secret-manager"));
         assert_eq!(db.params(DbRole::Admin).password, None, "never another role's password");
+        let text = format!("{err:#}");
+        assert!(text.contains("FINTRAIL_DATABASE_USER: \"fintrail_owner\" is not a fintrail login role"), "{text}");
+        assert!(!text.contains("pw-from-secret-manager"), "{text}");
     }
 
     #[test]

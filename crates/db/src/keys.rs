@@ -60,6 +60,24 @@ pub fn load(dir: &Path, name: &str) -> anyhow::Result<Option<Key>> {
     Ok(Some(Key::from_secret(secret)))
 }
 
+/// Puts a key given in the environment (production: Secret Manager) at `dir/name`, hex, where
+/// every reader of that key finds it ([`load`]). A file already there must hold the same key:
+/// two keys for one purpose on one home is an error, never a silent replacement.
+pub fn install(dir: &Path, name: &str, secret: &[u8]) -> anyhow::Result<()> {
+    let path = dir.join(name);
+    let text = hex::encode(secret);
+    if crate::home::owner_only::create_file(&path, text.as_bytes())? {
+        return Ok(());
+    }
+    let found = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    anyhow::ensure!(
+        found.trim().eq_ignore_ascii_case(&text),
+        "{} holds another key than the one configured: remove it or fix the configuration",
+        path.display()
+    );
+    Ok(())
+}
+
 /// File name of the media URL signing key.
 pub const MEDIA_URL_KEY: &str = "media-url.key";
 /// File name of the audit checkpoint signing key.
@@ -78,6 +96,19 @@ mod tests {
         let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(&dir), 0o700, "the keys directory is owner-only");
         assert_eq!(mode(&dir.join("k.key")), 0o600, "a key file is owner-only");
+        let _ = std::fs::remove_dir_all(dir.parent().unwrap());
+    }
+
+    #[test]
+    fn an_installed_key_is_what_load_reads_and_is_never_replaced() {
+        let dir = std::env::temp_dir().join(format!("fintrail-keys-install-{}", std::process::id())).join("keys");
+        super::install(&dir, "k.key", &[7u8; 32]).unwrap();
+        super::install(&dir, "k.key", &[7u8; 32]).expect("the same key again is fine");
+        assert_eq!(super::load(&dir, "k.key").unwrap().unwrap().secret(), &[7u8; 32]);
+        let err = super::install(&dir, "k.key", &[8u8; 32]).unwrap_err();
+        assert!(err.to_string().contains("holds another key"), "{err}");
+        let mode = std::fs::metadata(dir.join("k.key")).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
         let _ = std::fs::remove_dir_all(dir.parent().unwrap());
     }
 }

@@ -36,12 +36,16 @@
 //!   last clone of the context is dropped: the command ended, failed, or was interrupted. A cluster
 //!   that was already running, or an external server, is left alone.
 //! - Signing keys under `FINTRAIL_HOME/keys` (media URL key, audit checkpoint key): 32-byte HMAC
-//!   keys created owner-only on first use; a key id is the first 8 bytes of SHA-256(key), hex.
+//!   keys created owner-only on first use, or installed there from the environment in production
+//!   (`keys::install`); a key id is the first 8 bytes of SHA-256(key), hex.
 //! - `secrets`: generated role passwords under `secrets/` (owner-only).
 //! - `database`: `Database` / `ConnParams`, connection parameters per `DbRole` for the private
-//!   cluster, an external URL (`DATABASE_URL`) or a production service environment, each with
-//!   its `Tls` (TLS settings in the URL are refused: one place for them). Passwords never appear
-//!   in `Debug` or `display_url`.
+//!   cluster, an external URL (`DATABASE_URL`) or a production service environment
+//!   (`ServiceDb`, `FINTRAIL_DATABASE_*`), each with its `Tls` (TLS settings in the URL are
+//!   refused: one place for them). Passwords never appear in `Debug` or `display_url`.
+//! - `env`: configuration from the environment, the production way: typed values, every missing
+//!   or malformed variable named in one error, secrets as variables or `<NAME>_FILE` mounts
+//!   (`docs/configuration.md`).
 //! - `migrate`: our own runner (each migration runs as a chosen role, which off-the-shelf runners
 //!   do not model): in order, once, as the owner (the bootstrap as the admin); checksums in
 //!   `fintrail_meta.schema_migrations` refuse an edited applied migration; an advisory lock
@@ -87,6 +91,7 @@ pub mod certs;
 pub mod cluster;
 pub mod coupling;
 pub mod database;
+pub mod env;
 pub mod hba;
 pub mod home;
 pub mod keys;
@@ -96,7 +101,7 @@ pub mod secrets;
 pub mod testing;
 pub mod tls;
 
-pub use database::{ConnParams, Database, Kind, DEFAULT_DBNAME};
+pub use database::{ConnParams, Database, Kind, ServiceDb, DEFAULT_DBNAME};
 pub use fintrail_domain::db_role::DbRole;
 pub use home::Home;
 pub use tls::{SslMode, Tls};

@@ -41,6 +41,12 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 pub const SSLMODE_ENV: &str = "FINTRAIL_DB_SSLMODE";
 /// Names a PEM file of trusted CA certificates.
 pub const SSLROOTCERT_ENV: &str = "FINTRAIL_DB_SSLROOTCERT";
+/// The same CA certificates given inline, as PEM text: Cloud SQL's server CA, which `infra/`
+/// passes from the instance's `server_ca_cert` (a public certificate, not a secret), so no
+/// file has to be mounted into the container.
+pub const SSLROOTCERT_PEM_ENV: &str = "FINTRAIL_DB_SSLROOTCERT_PEM";
+/// Bounds the inline PEM (a CA bundle is a few KiB; Cloud Run caps a variable at 32 KiB).
+const SSLROOTCERT_PEM_BYTES_MAX: usize = 32 * 1024;
 
 /// What a connection requires of the server (libpq's `sslmode` names).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -257,9 +263,33 @@ fn rustls_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rust
 }
 
 fn load_roots(path: &Path) -> anyhow::Result<RootCertStore> {
-    let what = || format!("{SSLROOTCERT_ENV}={}", path.display());
-    let pem = std::fs::read(path).with_context(|| format!("{}: cannot read the CA file", what()))?;
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem)
+    let what = format!("{SSLROOTCERT_ENV}={}", path.display());
+    let pem = std::fs::read(path).with_context(|| format!("{what}: cannot read the CA file"))?;
+    roots_from_pem(&pem, &what)
+}
+
+/// Writes the inline CA certificates of `FINTRAIL_DB_SSLROOTCERT_PEM` to an owner-only file
+/// under the system's temporary folder, named by their hash, and returns its path. Why a
+/// file: every consumer (our connector, and libpq's `PGSSLROOTCERT` for child tools) takes
+/// a path. The text is checked first, so a bad value is an error naming the variable.
+pub fn write_inline_roots(pem: &str) -> anyhow::Result<PathBuf> {
+    anyhow::ensure!(
+        pem.len() <= SSLROOTCERT_PEM_BYTES_MAX,
+        "{SSLROOTCERT_PEM_ENV}: {} bytes, more than the {SSLROOTCERT_PEM_BYTES_MAX} a CA bundle needs",
+        pem.len()
+    );
+    roots_from_pem(pem.as_bytes(), SSLROOTCERT_PEM_ENV)?;
+    let digest = <sha2::Sha256 as sha2::Digest>::digest(pem.as_bytes());
+    let name = format!("fintrail-db-ca-{}.pem", hex::encode(&digest[..8]));
+    let path = std::env::temp_dir().join(name);
+    // Same content, same name: a file left by an earlier start is replaced by identical bytes.
+    crate::home::owner_only::replace_file(&path, pem.as_bytes())?;
+    Ok(path)
+}
+
+fn roots_from_pem(pem: &[u8], what: &str) -> anyhow::Result<RootCertStore> {
+    let what = || what.to_string();
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(pem)
         .collect::<Result<_, _>>()
         .with_context(|| format!("{}: not a PEM file of certificates", what()))?;
     anyhow::ensure!(!certs.is_empty(), "{}: holds no PEM certificate", what());

@@ -49,7 +49,9 @@ env = {
   }
 
   images = {
-    fintrail = "europe-west1-docker.pkg.dev/fintrail-prod/fintrail/fintrail:1.0.0"
+    # By digest, from this environment's repository: the digest that the image build on main
+    # printed (Cloud Build: results.images). All zeros until the first build (a plan warns).
+    fintrail = "europe-west1-docker.pkg.dev/fintrail-prod/fintrail-prod-images/fintrail@sha256:0000000000000000000000000000000000000000000000000000000000000000"
     superset = "apache/superset:4.1.2"
   }
 

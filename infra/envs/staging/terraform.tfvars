@@ -47,7 +47,9 @@ env = {
   }
 
   images = {
-    fintrail = "europe-west1-docker.pkg.dev/fintrail-staging/fintrail/fintrail:1.0.0-rc.1"
+    # By digest, from this environment's repository: the digest that the image build on main
+    # printed (Cloud Build: results.images). All zeros until the first build (a plan warns).
+    fintrail = "europe-west1-docker.pkg.dev/fintrail-staging/fintrail-staging-images/fintrail@sha256:0000000000000000000000000000000000000000000000000000000000000000"
     superset = "apache/superset:4.1.2"
   }
 

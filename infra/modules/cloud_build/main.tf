@@ -3,7 +3,7 @@ module "naming" {
 
   environment = var.environment
   component   = "cloud_build"
-  names       = ["tofu-plan"]
+  names       = ["tofu-plan", "image-build"]
 }
 
 locals {
@@ -11,7 +11,9 @@ locals {
   repository  = "${var.github_owner}/${var.github_repository}"
   env_dir     = "infra/envs/${var.environment}"
   tofu_image  = "ghcr.io/opentofu/opentofu:${var.tofu_version}"
-  pool_id     = "fintrail-github"
+  # Tagged with the commit it was built from; deployed by the digest the build records.
+  fintrail_image = "${var.image_repository}/fintrail"
+  pool_id        = "fintrail-github"
   # Built from the project number (known at plan), not from the pool's computed name, so the
   # binding's for_each key is known before apply.
   github_subject = "principalSet://iam.googleapis.com/projects/${var.project_number}/locations/global/workloadIdentityPools/${local.pool_id}/attribute.repository/${local.repository}"
@@ -91,6 +93,60 @@ resource "google_cloudbuild_trigger" "plan" {
     precondition {
       condition     = var.plan_service_account_email != var.deploy_service_account_email
       error_message = "The plan identity and the deploy identity must be different service accounts."
+    }
+  }
+}
+
+# The fintrail image, on every merge to main: the Dockerfile at the repository root, built as
+# the build identity (which may push to the image repository and do nothing else) and pushed
+# as <repository>/fintrail:<commit>. Cloud Build records the pushed digest and its provenance
+# (VERIFIED); a release puts that digest into images.fintrail. Tags are immutable and nothing
+# here deploys: what runs changes only through a reviewed tofu apply.
+resource "google_cloudbuild_trigger" "image" {
+  project         = var.project_id
+  location        = "global"
+  name            = module.naming.names["image-build"]
+  description     = "Builds the fintrail image on every merge to main and pushes it to ${var.image_repository} (deployed by digest)"
+  service_account = "projects/${var.project_id}/serviceAccounts/${var.build_service_account_email}"
+  included_files  = ["Dockerfile", ".dockerignore", "Cargo.toml", "Cargo.lock", "rustfmt.toml", "crates/**", "analytics/**"]
+  tags            = ["fintrail", var.environment, "image"]
+
+  github {
+    owner = var.github_owner
+    name  = var.github_repository
+
+    push {
+      branch = "^main$"
+    }
+  }
+
+  build {
+    step {
+      id   = "build"
+      name = var.docker_builder_image
+      env  = ["DOCKER_BUILDKIT=1"]
+      args = [
+        "build", "--pull", "--file=Dockerfile",
+        "--label=org.opencontainers.image.revision=$COMMIT_SHA",
+        "--tag=${local.fintrail_image}:$COMMIT_SHA", ".",
+      ]
+    }
+
+    # Pushed by Cloud Build after the steps: the digest lands in the build's results.
+    images  = ["${local.fintrail_image}:$COMMIT_SHA"]
+    timeout = "3600s"
+
+    options {
+      logging                 = "CLOUD_LOGGING_ONLY"
+      machine_type            = var.image_build_machine_type
+      requested_verify_option = "VERIFIED"
+    }
+  }
+
+  lifecycle {
+    precondition {
+      condition     = !contains([var.plan_service_account_email, var.deploy_service_account_email], var.build_service_account_email)
+      error_message = "The image build identity must differ from the plan and deploy identities."
     }
   }
 }

@@ -12,3 +12,8 @@ output "plan_service_account_email" {
   description = "The identity every plan runs as (Cloud Build and GitHub Actions)."
   value       = var.plan_service_account_email
 }
+
+output "image_trigger_id" {
+  description = "Id of the image build trigger (every merge to main)."
+  value       = google_cloudbuild_trigger.image.trigger_id
+}

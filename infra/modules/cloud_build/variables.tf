@@ -73,3 +73,40 @@ variable "tofu_version" {
     error_message = "tofu_version must be a semantic version such as 1.9.1."
   }
 }
+
+variable "build_service_account_email" {
+  type        = string
+  description = "Email of the image build identity: runs the image trigger, may push to the image repository only. Differs from the plan and deploy identities."
+}
+
+variable "image_repository" {
+  type        = string
+  description = "Docker address of the image repository (artifact_registry's url): <location>-docker.pkg.dev/<project>/<repository>."
+
+  validation {
+    condition     = can(regex("^[a-z0-9-]+-docker\\.pkg\\.dev/[a-z][a-z0-9-]+/[a-z][a-z0-9-]+$", var.image_repository))
+    error_message = "image_repository must look like europe-west1-docker.pkg.dev/<project>/<repository>."
+  }
+}
+
+variable "docker_builder_image" {
+  type        = string
+  description = "The Cloud Build step image that runs docker build, pinned by digest."
+  default     = "gcr.io/cloud-builders/docker@sha256:3d00b6c1a9b862621c30fc74d4f2abfc62bcbdee631ed3febd31e7edbdf6252c"
+
+  validation {
+    condition     = can(regex("@sha256:[0-9a-f]{64}$", var.docker_builder_image))
+    error_message = "docker_builder_image must be pinned by digest (@sha256:<64 hex>)."
+  }
+}
+
+variable "image_build_machine_type" {
+  type        = string
+  description = "Cloud Build machine of the image build (a release build of the workspace: about 10 minutes on 2 cores)."
+  default     = "E2_HIGHCPU_8"
+
+  validation {
+    condition     = contains(["UNSPECIFIED", "E2_MEDIUM", "E2_HIGHCPU_8", "E2_HIGHCPU_32"], var.image_build_machine_type)
+    error_message = "image_build_machine_type must be UNSPECIFIED, E2_MEDIUM, E2_HIGHCPU_8 or E2_HIGHCPU_32."
+  }
+}

@@ -22,3 +22,8 @@ output "logical_decoding" {
   description = "Whether cloudsql.logical_decoding is on."
   value       = var.logical_decoding
 }
+
+output "server_ca_cert" {
+  description = "PEM of the instance's server CA: the services verify the server against it (FINTRAIL_DB_SSLMODE=verify-ca; the certificate names the instance, not the private IP). Public, not a secret."
+  value       = google_sql_database_instance.this.server_ca_cert[0].cert
+}

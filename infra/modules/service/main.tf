@@ -87,6 +87,11 @@ resource "google_cloud_run_v2_service" "this" {
 
   lifecycle {
     precondition {
+      condition     = var.image_repository == null || can(regex("^[a-z0-9._-]+@sha256:[0-9a-f]{64}$", trimprefix(var.image, "${coalesce(var.image_repository, "-")}/")))
+      error_message = "The image must be deployed by digest from ${coalesce(var.image_repository, "-")}: <repository>/<image>@sha256:<64 hex>, not a tag."
+    }
+
+    precondition {
       condition     = length(var.invokers) == 0 || var.invoker_role != ""
       error_message = "invoker_role is required when invokers are given."
     }

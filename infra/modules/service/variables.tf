@@ -46,7 +46,18 @@ variable "name" {
 
 variable "image" {
   type        = string
-  description = "Container image, pinned by digest or tag."
+  description = "Container image: <name>@sha256:<64 hex> (a digest: what was built and reviewed is what runs), or a version tag for a third-party image without a repository here (never :latest)."
+
+  validation {
+    condition     = can(regex("^[a-z0-9][a-z0-9._/-]*(:[0-9][A-Za-z0-9._-]*|@sha256:[0-9a-f]{64})$", var.image)) && !endswith(var.image, ":latest")
+    error_message = "The image must be pinned: <name>@sha256:<64 hex> or <name>:<version>, never :latest."
+  }
+}
+
+variable "image_repository" {
+  type        = string
+  description = "Artifact Registry repository (<location>-docker.pkg.dev/<project>/<repository>) the image must come from, by digest; null for a third-party image."
+  default     = null
 }
 
 variable "command" {

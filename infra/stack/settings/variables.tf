@@ -118,12 +118,18 @@ variable "images" {
     fintrail = string
     superset = string
   })
-  description = "Container images: the fintrail binary (serve, cdc run) and Apache Superset."
+  description = "Container images: fintrail (serve, cdc run) by digest from this environment's repository, <region>-docker.pkg.dev/<project>/fintrail-<env>-images/fintrail@sha256:<64 hex> (the digest the image build printed); Apache Superset by version tag or digest."
 
   validation {
-    # A moving tag deploys whatever was pushed last: every environment names a version or digest.
-    condition     = alltrue([for i in values(var.images) : !endswith(i, ":latest") && can(regex("(:[0-9][A-Za-z0-9._-]*|@sha256:[0-9a-f]{64})$", i))])
-    error_message = "Images must be pinned to a version tag or a sha256 digest, never :latest."
+    # What runs is what was built and reviewed: a digest, never a tag someone can move.
+    condition     = can(regex("^[a-z0-9-]+-docker\\.pkg\\.dev/[a-z][a-z0-9-]+/fintrail-[a-z]+-images/fintrail@sha256:[0-9a-f]{64}$", var.images.fintrail))
+    error_message = "Deployed by digest, not by tag: images.fintrail must be <region>-docker.pkg.dev/<project>/fintrail-<env>-images/fintrail@sha256:<64 hex>."
+  }
+
+  validation {
+    # A moving tag deploys whatever was pushed last.
+    condition     = !endswith(var.images.superset, ":latest") && can(regex("(:[0-9][A-Za-z0-9._-]*|@sha256:[0-9a-f]{64})$", var.images.superset))
+    error_message = "images.superset must be pinned to a version tag or a sha256 digest, never :latest."
   }
 }
 
