@@ -354,6 +354,11 @@ module "secrets" {
         description = "HMAC key of the signed audit checkpoints (64 hex digits), read by the API alone."
         accessors   = [module.iam.members["api"]]
       }
+      # One key for every API instance: a download URL one instance signed is checked by all.
+      media-url-key = {
+        description = "HMAC key of the API's own signed media download URLs (64 hex digits), read by the API alone."
+        accessors   = [module.iam.members["api"]]
+      }
       superset-secret-key = {
         description = "Superset SECRET_KEY."
         accessors   = [module.iam.members["superset"]]
@@ -549,6 +554,7 @@ module "api" {
     # The audit sequencer runs in the API under its own role (migration 0034).
     FINTRAIL_SEQUENCER_PASSWORD   = { secret = module.secrets.secret_ids["db-sequencer-password"] }
     FINTRAIL_AUDIT_CHECKPOINT_KEY = { secret = module.secrets.secret_ids["audit-checkpoint-key"] }
+    FINTRAIL_MEDIA_URL_KEY        = { secret = module.secrets.secret_ids["media-url-key"] }
   }
 }
 

@@ -28,6 +28,7 @@ pub const JOBS_OIDC_AUDIENCE: &str = "FINTRAIL_JOBS_OIDC_AUDIENCE";
 pub const JOBS_INVOKER: &str = "FINTRAIL_JOBS_INVOKER";
 pub const JOBS_OIDC_JWKS_URL: &str = "FINTRAIL_JOBS_OIDC_JWKS_URL";
 pub const AUDIT_CHECKPOINT_KEY: &str = "FINTRAIL_AUDIT_CHECKPOINT_KEY";
+pub const MEDIA_URL_KEY: &str = "FINTRAIL_MEDIA_URL_KEY";
 pub const PSEUDONYMIZE_KEY: &str = "FINTRAIL_PSEUDONYMIZE_KEY";
 pub const LOG_FORMAT: &str = "FINTRAIL_LOG_FORMAT";
 
@@ -97,6 +98,9 @@ pub struct ServeConfig {
     pub jobs_oidc: OidcConfig,
     /// The HMAC key of signed audit checkpoints: one for every instance and every restart.
     pub audit_checkpoint_key: [u8; 32],
+    /// The HMAC key of the API's own signed download URLs: one for every instance, or a URL
+    /// one instance signed would fail on the next.
+    pub media_url_key: [u8; 32],
 }
 
 /// What `fintrail cdc run` runs with in production.
@@ -196,19 +200,20 @@ pub fn serve_config(
     });
     let media = [media::ENV_BUCKET, media::ENV_SIGNER, media::ENV_ENDPOINT];
     checked_together(env, &media, |get| media::MediaConfig::from_lookup(get));
-    let key = env.required_secret(AUDIT_CHECKPOINT_KEY, "the HMAC key of signed audit checkpoints (Secret Manager)");
-    let key = key.and_then(|k| match env::parse_hex_key(&k) {
-        Ok(k) => Some(k),
-        Err(e) => {
-            env.problem(AUDIT_CHECKPOINT_KEY, format!("(value withheld) {e}"));
-            None
-        }
-    });
+    let key = hex_key(env, AUDIT_CHECKPOINT_KEY, "the HMAC key of signed audit checkpoints (Secret Manager)");
+    let url_key = hex_key(env, MEDIA_URL_KEY, "the HMAC key of the API's signed media URLs (Secret Manager)");
     if let Some(e) = env.take_error() {
         return Err(e);
     }
-    let (Some(db), Some(listen), Some(audience), Some(email), Some(jwks_url), Some(audit_checkpoint_key)) =
-        (db, listen, audience, invoker, jwks_url, key)
+    let (
+        Some(db),
+        Some(listen),
+        Some(audience),
+        Some(email),
+        Some(jwks_url),
+        Some(audit_checkpoint_key),
+        Some(media_url_key),
+    ) = (db, listen, audience, invoker, jwks_url, key, url_key)
     else {
         unreachable!("a missing value is a recorded problem")
     };
@@ -219,7 +224,19 @@ pub fn serve_config(
         issuers: fintrail_jobs::oidc::GOOGLE_ISSUERS.map(String::from).to_vec(),
         refresh_min: fintrail_jobs::oidc::REFRESH_MIN_INTERVAL,
     };
-    Ok(ServeConfig { environment, db, listen, jobs_oidc, audit_checkpoint_key })
+    Ok(ServeConfig { environment, db, listen, jobs_oidc, audit_checkpoint_key, media_url_key })
+}
+
+/// A required 32-byte key given as 64 hex digits (Secret Manager); its value is never printed.
+fn hex_key(env: &mut EnvReader<'_>, var: &str, what: &str) -> Option<[u8; 32]> {
+    let key = env.required_secret(var, what)?;
+    match env::parse_hex_key(&key) {
+        Ok(k) => Some(k),
+        Err(e) => {
+            env.problem(var, format!("(value withheld) {e}"));
+            None
+        }
+    }
 }
 
 /// `fintrail cdc run`'s production configuration.
@@ -274,6 +291,7 @@ mod tests {
             ("FINTRAIL_JOBS_OIDC_AUDIENCE", "https://fintrail-prod-api-1.europe-west1.run.app"),
             ("FINTRAIL_JOBS_INVOKER", "fintrail-prod-scheduler@fintrail-prod.iam.gserviceaccount.com"),
             ("FINTRAIL_AUDIT_CHECKPOINT_KEY", SECRET),
+            ("FINTRAIL_MEDIA_URL_KEY", SECRET),
             ("PORT", "8081"),
         ]
     }

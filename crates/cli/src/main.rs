@@ -240,6 +240,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                         fintrail_db::keys::AUDIT_CHECKPOINT_KEY,
                         &c.audit_checkpoint_key,
                     )?;
+                    fintrail_db::keys::install(&home.keys_dir(), fintrail_db::keys::MEDIA_URL_KEY, &c.media_url_key)?;
                     tracing::info!(
                         log_class = "app",
                         environment = c.environment.as_str(),

@@ -230,6 +230,7 @@ fn serve_with_a_missing_or_malformed_variable_exits_2_naming_it_and_starts_nothi
         ("FINTRAIL_JOBS_OIDC_AUDIENCE", "https://fintrail-prod-api-1.europe-west1.run.app"),
         ("FINTRAIL_JOBS_INVOKER", "fintrail-prod-scheduler@fintrail-prod.iam.gserviceaccount.com"),
         ("FINTRAIL_AUDIT_CHECKPOINT_KEY", key),
+        ("FINTRAIL_MEDIA_URL_KEY", support::TEST_MEDIA_URL_KEY_HEX),
     ];
     let without = |name: &str| complete.iter().copied().filter(|(k, _)| *k != name).collect::<Vec<_>>();
     let with = |name: &'static str, value: &'static str| {
@@ -370,6 +371,11 @@ async fn serve_starts_from_the_environment_alone() {
         .expect("read")
         .expect("installed");
     assert_eq!(hex_of(key.secret()), support::TEST_KEY_HEX);
+    // So is the media URL key: every instance signs and checks download URLs with the same one.
+    let key = fintrail_db::keys::load(&home.join("keys"), fintrail_db::keys::MEDIA_URL_KEY)
+        .expect("read")
+        .expect("installed");
+    assert_eq!(hex_of(key.secret()), support::TEST_MEDIA_URL_KEY_HEX);
     assert!(!home.join("pg").exists(), "no private cluster in production mode");
     let _ = std::fs::remove_dir_all(&home);
     let _ = std::fs::remove_dir_all(&secrets);

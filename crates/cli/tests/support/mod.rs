@@ -16,6 +16,9 @@ pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("repository root")
 }
 
+/// Another 32-byte key, hex (test value only): the media URL key.
+pub const TEST_MEDIA_URL_KEY_HEX: &str = "ffeeddccbbaa99887766554433221100ffeeddccbbaa99887766554433221100"; // pragma: allowlist secret
+
 /// A 32-byte key, hex (test value only).
 pub const TEST_KEY_HEX: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"; // pragma: allowlist secret
 
@@ -44,6 +47,7 @@ pub fn serve_env(db: &Database) -> Vec<(String, String)> {
         ("FINTRAIL_JOBS_OIDC_AUDIENCE", "https://fintrail-dev-api-412345678901.europe-west1.run.app".to_owned()),
         ("FINTRAIL_JOBS_INVOKER", "fintrail-dev-scheduler@fintrail-dev.iam.gserviceaccount.com".to_owned()),
         ("FINTRAIL_AUDIT_CHECKPOINT_KEY", TEST_KEY_HEX.to_owned()),
+        ("FINTRAIL_MEDIA_URL_KEY", TEST_MEDIA_URL_KEY_HEX.to_owned()),
         ("FINTRAIL_LOG_FORMAT", "json".to_owned()),
     ]
     .into_iter()
