@@ -215,7 +215,7 @@ async fn structural_guards<M: Machine>() {
             .expect_err("an identity column changed");
         assert_eq!(e.as_db_error().map(|d| d.code().code()), Some("FT002"), "{set}: {e}");
     }
-    // Both machines run trigger functions generated from the one template of migration 0033:
+    // Both machines run trigger functions generated from the one template (`fintrail.sm_install`):
     // installing the machine again from the template changes no function body, and the bodies
     // are static SQL (no EXECUTE: cached plans).
     let (prefix, install) = if M::TABLE == "kyc_cases" {

@@ -150,7 +150,7 @@ fn up_runs_once_per_home_survives_kill_9_and_stops_cleanly() {
     assert!(bin().args(["db", "start"]).env("FINTRAIL_HOME", &home).status().expect("start").success());
     let migrate = bin().args(["db", "migrate"]).env("FINTRAIL_HOME", &home).output().expect("migrate");
     assert!(migrate.status.success(), "{migrate:?}");
-    assert!(String::from_utf8_lossy(&migrate.stdout).contains("0001_roles"));
+    assert!(String::from_utf8_lossy(&migrate.stdout).contains("0000_baseline"));
     assert!(bin().args(["db", "stop"]).env("FINTRAIL_HOME", &home).status().expect("stop").success());
     let _ = std::fs::remove_dir_all(home);
 }

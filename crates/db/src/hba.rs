@@ -10,7 +10,7 @@
 //!   included.
 //! - A logical replication connection (`replication=database`: pgoutput, `pg_recvlogical`) is
 //!   matched by the ordinary database lines: pg_hba cannot tell it from a plain session. What
-//!   limits it is the REPLICATION attribute, which only `fintrail_replicator` has (0001_roles;
+//!   limits it is the REPLICATION attribute, which only `fintrail_replicator` has (the baseline's roles;
 //!   the admin is the cluster's superuser). The replicator keeps a line of its own, so that
 //!   what it may do is read in one place.
 //! - 127.0.0.1 only, scram-sha-256 only; everything else is rejected.

@@ -55,11 +55,11 @@
 //!   template database, and `fresh_db()` returning a new database copied from it per test. Run
 //!   with `cargo test` (threads in one process), not a process per test.
 //!
-//! # Invariants enforced in SQL (migrations)
-//! - Roles (`0001_roles.sql`): `fintrail_owner` (NOLOGIN, owns everything), `fintrail_app` (only
+//! # Invariants enforced in SQL (migrations: `0000_baseline.sql`, then 0043 and above)
+//! - Roles (the baseline's first section): `fintrail_owner` (NOLOGIN, owns everything), `fintrail_app` (only
 //!   the DML each migration grants), `fintrail_replicator` (REPLICATION; column-level SELECT
 //!   granted by `fintrail cdc setup` from the replication policy). No BYPASSRLS; no login role owns a table.
-//! - KYC/KYB (0011/0012), media (0013), audit (0014), ledger (0030–0032): triggers owned by
+//! - KYC/KYB (`fintrail.sm_install`), media, audit, ledger: triggers owned by
 //!   `fintrail_owner` hold for the app role and the owner alike.
 //!
 //! # Dependencies

@@ -57,10 +57,11 @@ async fn an_edited_applied_migration_is_refused() {
     let db = fresh_db().await;
     let admin = db.connect(DbRole::Admin).await.expect("admin");
     admin
-        .batch_execute("UPDATE fintrail_meta.schema_migrations SET checksum = 'edited' WHERE version = 1")
+        .batch_execute("UPDATE fintrail_meta.schema_migrations SET checksum = 'edited' WHERE version = 0")
         .await
         .expect("tamper");
     let err = fintrail_db::migrate::migrate(&db).await.expect_err("checksum mismatch");
-    assert!(format!("{err:#}").contains("edited after it was applied"), "{err:#}");
+    // Version 0 is the baseline: edited, it is refused like any applied migration.
+    assert!(format!("{err:#}").contains("0000_baseline was edited after it was applied"), "{err:#}");
     admin.batch_execute("INSERT INTO fintrail_meta.schema_migrations (version, name, checksum) VALUES (9999, 'future', 'x'); UPDATE fintrail_meta.schema_migrations SET checksum = '' WHERE false").await.expect("future");
 }

@@ -5,7 +5,7 @@
 //! two entries, `-amount` and `+amount`, so every transfer — and therefore the whole ledger,
 //! per currency — sums to zero. Amounts are `i64` minor units (cents), never floats; sums of
 //! many amounts are `i128` so that no realistic sum can overflow. The database enforces the
-//! same rules again (migration `0030_ledger.sql`): these functions decide before we write, the
+//! same rules again (the ledger section of migration `0000_baseline.sql`): these functions decide before we write, the
 //! database refuses what they should have refused.
 
 use std::collections::BTreeMap;

@@ -9,7 +9,7 @@
 //!   of permissions; roles: customer, KYC analyst, compliance officer, auditor, admin).
 //! - `state_machine`: `KycState`, `KybState` and their transition tables `(from, to, permission)`
 //!   behind the `State` trait (`State::transition(from, to)` names the permission a transition
-//!   needs, or refuses it). The SQL triggers of migrations 0011/0012 hold a copy of these tables,
+//!   needs, or refuses it). The database's `*_allowed_transitions` tables (the baseline) hold a copy of these tables,
 //!   written by hand; tests prove the two equal pair by pair.
 //! - `ledger`: money. `Currency` (ISO code, exponent), `Amount` (positive, at most
 //!   `AMOUNT_MAX_MINOR` = 10^15 minor units), wallet kinds and their floors, transfer kinds, hold

@@ -2,7 +2,7 @@
 //! may perform each transition, in one table per machine.
 //!
 //! The database holds its own, independently written copy of each table (in
-//! migrations `0011` and `0012`); the API crate's exhaustive tests prove that the
+//! `crates/db/migrations/0000_baseline.sql`); the API crate's exhaustive tests prove that the
 //! two agree on every (from, to) pair.
 
 use crate::access::{Permission, UnknownName};

@@ -13,7 +13,7 @@
 //!
 //! Where the invariants live: the rules are `fintrail_domain::ledger`'s (pure); the engine and
 //! holds decide in Rust against locked balances before writing; the database enforces them
-//! again (`0030_ledger.sql`: entries by construction, floor CHECKs, triggers); [`check`]
+//! again (`0000_baseline.sql`, ledger section: entries by construction, floor CHECKs, triggers); [`check`]
 //! proves them after the fact. Every money movement appends its audit event through
 //! `fintrail_audit::AuditWriter` in the same transaction.
 

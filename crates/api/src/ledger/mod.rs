@@ -5,7 +5,7 @@
 //!   answer (`fintrail_ledger::Error` through `ApiError::from`) to a response.
 //! * Every money-moving request carries an `Idempotency-Key` ([`idempotency`]).
 //! * The rules are `fintrail_domain::ledger`'s; the ledger decides them, the database enforces
-//!   them again (`0030_ledger.sql`), `fintrail ledger check` proves them on a live database.
+//!   them again (the ledger section of `0000_baseline.sql`), `fintrail ledger check` proves them on a live database.
 
 pub mod holds;
 pub mod idempotency;
