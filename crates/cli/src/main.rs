@@ -225,37 +225,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Trace(args) => Ok(fintrail_trace::cli::run(args)),
         Command::Db(args) => runtime()?.block_on(db_cmd::run(args, &home, url)),
         Command::Up(args) => runtime()?.block_on(up::run(args, &home, url)),
-        Command::Serve(args) => {
-            let mut env = fintrail_db::env::EnvReader::process();
-            let environment = deployed::environment(&mut env);
-            if let Some(e) = env.take_error() {
-                return Err(e.into());
-            }
-            match environment {
-                Some(environment) => {
-                    let c = deployed::serve_config(&mut env, environment, args.listen, url.is_some())?;
-                    home.create()?;
-                    fintrail_db::keys::install(
-                        &home.keys_dir(),
-                        fintrail_db::keys::AUDIT_CHECKPOINT_KEY,
-                        &c.audit_checkpoint_key,
-                    )?;
-                    fintrail_db::keys::install(&home.keys_dir(), fintrail_db::keys::MEDIA_URL_KEY, &c.media_url_key)?;
-                    tracing::info!(
-                        log_class = "app",
-                        environment = c.environment.as_str(),
-                        "production configuration read"
-                    );
-                    let ctx = fintrail_db::Context::new(fintrail_db::Database::service(c.db), home);
-                    block_on(Signals::Command, async move {
-                        fintrail_api::cli::run_serve(args, &ctx, Some(c.listen), Some(c.jobs_oidc)).await
-                    })
-                }
-                None => with_context(&home, url, Signals::Command, |ctx| async move {
-                    fintrail_api::cli::run_serve(args, &ctx, None, None).await
-                }),
-            }
-        }
+        Command::Serve(args) => serve(args, home, url),
         Command::Audit(args) => {
             with_context(
                 &home,
@@ -283,31 +253,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                 |ctx| async move { fintrail_jobs::cli::run_jobs(args, &ctx).await },
             )
         }
-        Command::Cdc(args) => {
-            // `cdc run` stops gracefully on a signal (commits and confirms what it has).
-            let run = matches!(args.command, fintrail_cdc::cli::CdcCommand::Run(_));
-            let signals = if run { Signals::Command } else { Signals::Interrupt };
-            let mut env = fintrail_db::env::EnvReader::process();
-            let environment = if run { deployed::environment(&mut env) } else { None };
-            if let Some(e) = env.take_error() {
-                return Err(e.into());
-            }
-            if let Some(environment) = environment {
-                let bigquery = matches!(&args.command, fintrail_cdc::cli::CdcCommand::Run(a)
-                    if a.sink == fintrail_cdc::cli::SinkKind::Bigquery);
-                let c = deployed::cdc_config(&mut env, environment, url.is_some(), bigquery)?;
-                home.create()?;
-                fintrail_db::keys::install(&home.keys_dir(), fintrail_cdc::policy::KEY_FILE, &c.pseudonymize_key)?;
-                tracing::info!(
-                    log_class = "app",
-                    environment = c.environment.as_str(),
-                    "production configuration read"
-                );
-                let ctx = fintrail_db::Context::new(fintrail_db::Database::service(c.db), home);
-                return block_on(signals, async move { fintrail_cdc::cli::run_cdc(args, &ctx).await });
-            }
-            with_context(&home, url, signals, |ctx| async move { fintrail_cdc::cli::run_cdc(args, &ctx).await })
-        }
+        Command::Cdc(args) => cdc(args, home, url),
         Command::Analytics(args) => runtime()?.block_on(fintrail_cdc::cli::run_analytics(args, &home)),
         Command::Bench(b) => match b.name {
             BenchName::Iam(args) => fintrail_iam::bench::run(args).map(|()| 0),
@@ -325,4 +271,58 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             }
         },
     }
+}
+
+/// `fintrail serve`: production mode from the environment alone (`deployed`), or the local
+/// defaults.
+fn serve(args: fintrail_api::cli::ServeArgs, home: fintrail_db::Home, url: Option<&str>) -> anyhow::Result<u8> {
+    let mut env = fintrail_db::env::EnvReader::process();
+    let environment = deployed::environment(&mut env);
+    if let Some(e) = env.take_error() {
+        return Err(e.into());
+    }
+    match environment {
+        Some(environment) => {
+            let c = deployed::serve_config(&mut env, environment, args.listen, url.is_some())?;
+            home.create()?;
+            fintrail_db::keys::install(
+                &home.keys_dir(),
+                fintrail_db::keys::AUDIT_CHECKPOINT_KEY,
+                &c.audit_checkpoint_key,
+            )?;
+            fintrail_db::keys::install(&home.keys_dir(), fintrail_db::keys::MEDIA_URL_KEY, &c.media_url_key)?;
+            tracing::info!(log_class = "app", environment = c.environment.as_str(), "production configuration read");
+            let ctx = fintrail_db::Context::new(fintrail_db::Database::service(c.db), home);
+            block_on(Signals::Command, async move {
+                fintrail_api::cli::run_serve(args, &ctx, Some(c.listen), Some(c.jobs_oidc)).await
+            })
+        }
+        None => with_context(&home, url, Signals::Command, |ctx| async move {
+            fintrail_api::cli::run_serve(args, &ctx, None, None).await
+        }),
+    }
+}
+
+/// `fintrail cdc`: `cdc run` in production mode from the environment alone, or the local
+/// defaults.
+fn cdc(args: fintrail_cdc::cli::CdcArgs, home: fintrail_db::Home, url: Option<&str>) -> anyhow::Result<u8> {
+    // `cdc run` stops gracefully on a signal (commits and confirms what it has).
+    let run = matches!(args.command, fintrail_cdc::cli::CdcCommand::Run(_));
+    let signals = if run { Signals::Command } else { Signals::Interrupt };
+    let mut env = fintrail_db::env::EnvReader::process();
+    let environment = if run { deployed::environment(&mut env) } else { None };
+    if let Some(e) = env.take_error() {
+        return Err(e.into());
+    }
+    if let Some(environment) = environment {
+        let bigquery = matches!(&args.command, fintrail_cdc::cli::CdcCommand::Run(a)
+            if a.sink == fintrail_cdc::cli::SinkKind::Bigquery);
+        let c = deployed::cdc_config(&mut env, environment, url.is_some(), bigquery)?;
+        home.create()?;
+        fintrail_db::keys::install(&home.keys_dir(), fintrail_cdc::policy::KEY_FILE, &c.pseudonymize_key)?;
+        tracing::info!(log_class = "app", environment = c.environment.as_str(), "production configuration read");
+        let ctx = fintrail_db::Context::new(fintrail_db::Database::service(c.db), home);
+        return block_on(signals, async move { fintrail_cdc::cli::run_cdc(args, &ctx).await });
+    }
+    with_context(&home, url, signals, |ctx| async move { fintrail_cdc::cli::run_cdc(args, &ctx).await })
 }
