@@ -356,6 +356,13 @@ async fn item_7_an_unassigned_currency_is_a_422_and_nothing_is_written() {
         .await;
     assert_eq!(s, 201, "{v}");
     assert_eq!(e.balance(jpy).await, 500);
+    // Each wallet and statement says how many decimals its minor unit has.
+    for (w, minor_units) in [(jpy, 0), (a, 2)] {
+        let (_, v) = e.get(&format!("/v1/wallets/{w}"), &e.admin).await;
+        assert_eq!(v["minor_units"], minor_units, "{v}");
+        let (_, v) = e.get(&format!("/v1/wallets/{w}/entries"), &e.admin).await;
+        assert_eq!(v["minor_units"], minor_units, "{v}");
+    }
     e.check().await;
     e.server.shutdown().await.unwrap();
 }
