@@ -445,3 +445,46 @@ async fn item_7_app_role_cannot_open_a_wallet_hold_or_transfer_in_an_unassigned_
     // An assigned code still opens.
     wallet(&app, ids[0], "JPY").await;
 }
+
+/// Issue 16, item 7, on a database that held wallets in `ZZZ` before migration 0043 (made here
+/// by a superuser with the triggers, keys included, off): such a wallet takes no new hold with
+/// the app credential (the hold's key, 23503), and `ledger check` names each one.
+#[tokio::test]
+async fn item_7_a_wallet_kept_in_an_unassigned_currency_takes_no_hold_and_is_named_by_ledger_check() {
+    let db = fresh_db().await;
+    let ids = fixtures::approved_customers(&db, 2).await.unwrap();
+    let admin = db.connect(DbRole::Admin).await.unwrap();
+    admin.batch_execute("SET session_replication_role = replica").await.unwrap();
+    let legacy: Vec<i64> = admin
+        .query(
+            "INSERT INTO fintrail.wallets (kind, customer_id, currency, floor_minor) \
+             SELECT 'customer', c, 'ZZZ', 0 FROM unnest($1::bigint[]) AS c RETURNING id",
+            &[&ids],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    admin.batch_execute("SET session_replication_role = origin").await.unwrap();
+    assert_eq!(legacy.len(), 2);
+    let app = db.connect(DbRole::App).await.unwrap();
+    let e = coupled(
+        &app,
+        "INSERT INTO fintrail.holds (debit_wallet_id, credit_wallet_id, amount_minor, currency, actor, expires_at) \
+         VALUES ($1, $2, 5, 'ZZZ', 'test', now() + interval '1 hour') RETURNING id",
+        &[&legacy[0], &legacy[1]],
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(sqlstate(&e), "23503", "{e}");
+    let mut checker = db.connect(DbRole::App).await.unwrap();
+    let report = fintrail_ledger::check::run(&mut checker).await.unwrap();
+    let text: Vec<String> = report.violations.iter().map(|v| v.to_string()).collect();
+    for w in legacy {
+        assert!(
+            text.iter().any(|t| t.contains(&format!("wallet {w}: currency \"ZZZ\" is not an assigned"))),
+            "{text:?}"
+        );
+    }
+}

@@ -553,6 +553,14 @@ pub enum Violation {
         /// Its status.
         status: String,
     },
+    /// A wallet's currency is not an assigned ISO 4217 code: only a wallet opened before
+    /// migration 0043 can be one (its key stays NOT VALID until no such wallet is left).
+    UnassignedCurrency {
+        /// The wallet.
+        wallet: WalletId,
+        /// Its stored code (at most 16 characters kept).
+        code: String,
+    },
 }
 
 impl fmt::Display for Violation {
@@ -584,6 +592,9 @@ impl fmt::Display for Violation {
             }
             Violation::EntryCurrency { transfer_id, wallet } => {
                 write!(f, "transfer {transfer_id}: entry on wallet {wallet} has another currency than the wallet")
+            }
+            Violation::UnassignedCurrency { wallet, code } => {
+                write!(f, "wallet {wallet}: currency {code:?} is not an assigned ISO 4217 code (opened before 0043)")
             }
             Violation::OrphanEntry { entry_id, transfer_id, wallet } => {
                 write!(
@@ -890,6 +901,8 @@ mod tests {
         assert_eq!(check_wallet(&WalletCheck { held_minor: 11, pending_holds_minor: 11, ..ok }).len(), 1);
         assert!(check_wallet(&WalletCheck { balance_minor: -5, entries_minor: -5, floor_minor: None, ..ok }).is_empty());
         assert!(Violation::CurrencyNotBalanced { currency: eur(), sum_minor: 1 }.to_string().contains("EUR"));
+        let v = Violation::UnassignedCurrency { wallet: WalletId(4), code: "ZZZ".into() };
+        assert!(v.to_string().contains("wallet 4: currency \"ZZZ\" is not an assigned ISO 4217 code"), "{v}");
     }
 
     proptest! {
