@@ -3,6 +3,7 @@
 //! registered endpoint appears in it with its permission).
 
 use axum::Json;
+use fintrail_domain::ledger::Currency;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
@@ -51,6 +52,7 @@ pub fn document() -> serde_json::Value {
     let mut doc =
         serde_json::to_value(ApiDoc::openapi().merge_from(crate::ledger::LedgerDoc::openapi())).unwrap_or_default();
     exact_integers(&mut doc);
+    assigned_currencies(&mut doc);
     rate_limited_401s(&mut doc);
     doc
 }
@@ -109,6 +111,34 @@ fn exact_integers(v: &mut serde_json::Value) {
             m.values_mut().for_each(exact_integers);
         }
         Value::Array(a) => a.iter_mut().for_each(exact_integers),
+        _ => {}
+    }
+}
+
+/// What every request's currency field says about the codes it admits.
+pub const CURRENCY_NOTE: &str =
+    "An assigned ISO 4217 code (the `enum`: fintrail's table, crates/domain/data/iso4217.csv); any other is a 422.";
+
+/// Request fields take assigned ISO 4217 codes only (`Currency::parse`, issue 16 item 7), while
+/// the pattern `^[A-Z]{3}$` also admits `ZZZ`: every schema with that pattern also lists the
+/// codes (`enum`, from the one table) and says so. Responses keep the bare string: a wallet
+/// opened before migration 0043 may still carry an unassigned code.
+fn assigned_currencies(v: &mut serde_json::Value) {
+    use serde_json::Value;
+    match v {
+        Value::Object(m) => {
+            if m.get("pattern").and_then(Value::as_str) == Some(crate::ledger::CURRENCY_PATTERN) {
+                let codes: Vec<Value> = Currency::all().map(|c| Value::from(c.as_str())).collect();
+                m.insert("enum".into(), Value::from(codes));
+                let d = match m.get("description").and_then(Value::as_str) {
+                    Some(d) => format!("{d} {CURRENCY_NOTE}"),
+                    None => CURRENCY_NOTE.to_owned(),
+                };
+                m.insert("description".into(), Value::from(d));
+            }
+            m.values_mut().for_each(assigned_currencies);
+        }
+        Value::Array(a) => a.iter_mut().for_each(assigned_currencies),
         _ => {}
     }
 }

@@ -310,6 +310,63 @@ async fn bad_input_is_refused_with_json_errors_and_writes_nothing() {
     e.server.shutdown().await.unwrap();
 }
 
+/// Issue 16, item 7: three capital letters are not a currency. `ZZZ` (unassigned), `XXX` (no
+/// currency) and `XTS` (testing) are refused on every route that takes a currency, with the
+/// admin's and the customer's credential: a 422 that names the code, and nothing is written.
+/// An assigned code with another minor unit (JPY, 0 decimals) still opens and moves money.
+#[tokio::test]
+async fn item_7_an_unassigned_currency_is_a_422_and_nothing_is_written() {
+    let e = env().await;
+    let c = fixtures::approved_customers(&e.db, 2).await.unwrap();
+    let (a, b) = (e.open(c[0], "EUR").await, e.open(c[1], "EUR").await);
+    e.deposit(a, 1_000).await;
+    let cust_a = fixtures::token(&e.db, Role::Customer, Some(c[0])).await.unwrap();
+    let app = e.db.connect(DbRole::App).await.unwrap();
+    let wallets =
+        || async { app.query_one("SELECT count(*) FROM fintrail.wallets", &[]).await.unwrap().get::<_, i64>(0) };
+    let (before, wallets_before) = (e.counts().await, wallets().await);
+    for (i, cur) in ["ZZZ", "XXX", "XTS"].into_iter().enumerate() {
+        let t = json!({ "from_wallet_id": a, "to_wallet_id": b, "amount_minor": 5, "currency": cur });
+        let funds = json!({ "wallet_id": a, "amount_minor": 5, "currency": cur });
+        let hold = json!({ "from_wallet_id": a, "to_wallet_id": b, "amount_minor": 5, "currency": cur });
+        for (path, token, body) in [
+            ("/v1/wallets", &e.admin, json!({ "customer_id": c[0], "currency": cur })),
+            ("/v1/me/wallets", &cust_a, json!({ "currency": cur })),
+            ("/v1/transfers", &e.admin, t.clone()),
+            ("/v1/me/transfers", &cust_a, t),
+            ("/v1/deposits", &e.admin, funds.clone()),
+            ("/v1/withdrawals", &e.admin, funds),
+            ("/v1/holds", &e.admin, hold),
+        ] {
+            let (s, v) = e.post(path, token, &format!("item7-{i}-{}", unique_suffix()), body).await;
+            assert_eq!((s, v["code"].as_str()), (422, Some("invalid_request")), "{path} {cur}: {v}");
+            let m = v["message"].as_str().unwrap_or_default();
+            assert!(m.contains("ISO 4217") && m.contains(cur), "{path} {cur}: {v}");
+        }
+    }
+    assert_eq!((e.counts().await, wallets().await), (before, wallets_before), "refused requests wrote nothing");
+    let jpy = e.open(c[0], "JPY").await;
+    let (s, v) = e
+        .post(
+            "/v1/deposits",
+            &e.admin,
+            "item7-jpy",
+            json!({ "wallet_id": jpy, "amount_minor": 500, "currency": "JPY" }),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(e.balance(jpy).await, 500);
+    // Each wallet and statement says how many decimals its minor unit has.
+    for (w, minor_units) in [(jpy, 0), (a, 2)] {
+        let (_, v) = e.get(&format!("/v1/wallets/{w}"), &e.admin).await;
+        assert_eq!(v["minor_units"], minor_units, "{v}");
+        let (_, v) = e.get(&format!("/v1/wallets/{w}/entries"), &e.admin).await;
+        assert_eq!(v["minor_units"], minor_units, "{v}");
+    }
+    e.check().await;
+    e.server.shutdown().await.unwrap();
+}
+
 #[tokio::test]
 async fn wallets_need_kyc_and_reversals_happen_once() {
     let e = env().await;

@@ -103,15 +103,30 @@ async fn transfer_with(
     Ok(c.query_one(&sql, params).await?.get(0))
 }
 
-#[tokio::test]
-async fn app_role_cannot_forge_entries_balances_or_history() {
-    let db = fresh_db().await;
-    let ids = fixtures::approved_customers(&db, 2).await.unwrap();
+/// Two approved customers with a EUR wallet each (`a` funded with 1,000), as the app role.
+struct Funded {
+    ids: Vec<i64>,
+    app: tokio_postgres::Client,
+    a: i64,
+    b: i64,
+    funding: i64,
+    deposit: i64,
+}
+
+async fn funded(db: &fintrail_db::testing::TestDb) -> Funded {
+    let ids = fixtures::approved_customers(db, 2).await.unwrap();
     let app = db.connect(DbRole::App).await.unwrap();
     let a = wallet(&app, ids[0], "EUR").await;
     let b = wallet(&app, ids[1], "EUR").await;
     let funding = system(&app, "external_funding", "EUR").await;
-    let t = transfer(&app, "deposit", funding, a, 1_000, "EUR").await.unwrap();
+    let deposit = transfer(&app, "deposit", funding, a, 1_000, "EUR").await.unwrap();
+    Funded { ids, app, a, b, funding, deposit }
+}
+
+#[tokio::test]
+async fn app_role_cannot_forge_entries_balances_or_history() {
+    let db = fresh_db().await;
+    let Funded { ids, app, a, b, funding, deposit: t } = funded(&db).await;
 
     // The trigger wrote the two entries with running balances, and moved both balances.
     let rows = app.query("SELECT wallet_id, amount_minor, balance_after_minor FROM fintrail.entries WHERE transfer_id = $1 ORDER BY id", &[&t]).await.unwrap();
@@ -386,4 +401,90 @@ async fn every_entry_respects_the_floor_not_only_the_statement_end() {
         .unwrap()
         .get(0);
     assert!(low >= 0, "every running balance of a stays at or above its floor: {low}");
+}
+
+/// Issue 16, item 7, with the app credential over SQL: three capital letters are not a
+/// currency. A customer's wallet in `ZZZ` is refused by its key to
+/// `fintrail.currencies` (23503, migration 0043), even with its audit event; a hold or a
+/// transfer in `ZZZ` between EUR wallets by the ledger's triggers (FT013); nothing is written.
+#[tokio::test]
+async fn item_7_app_role_cannot_open_a_wallet_hold_or_transfer_in_an_unassigned_currency() {
+    let db = fresh_db().await;
+    let Funded { ids, app, a, b, .. } = funded(&db).await;
+    let count = |sql: &'static str| {
+        let app = &app;
+        async move { app.query_one(sql, &[]).await.unwrap().get::<_, i64>(0) }
+    };
+    let rows = "SELECT (SELECT count(*) FROM fintrail.wallets) + (SELECT count(*) FROM fintrail.holds) \
+                + (SELECT count(*) FROM fintrail.transfers)";
+    let before = count(rows).await;
+    for cur in ["ZZZ", "XXX", "XTS"] {
+        let e = coupled(
+            &app,
+            "INSERT INTO fintrail.wallets (kind, customer_id, currency) VALUES ('customer', $1, $2) RETURNING id",
+            &[&ids[0], &cur],
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(sqlstate(&e), "23503", "customer wallet in {cur}: {e}");
+        let e = coupled(
+            &app,
+            "INSERT INTO fintrail.holds (debit_wallet_id, credit_wallet_id, amount_minor, currency, actor, expires_at) \
+             VALUES ($1, $2, 5, $3, 'test', now() + interval '1 hour') RETURNING id",
+            &[&a, &b, &cur],
+        )
+        .await
+        .unwrap_err();
+        // The holds trigger sees EUR wallets first; the hold's own key (23503) is for wallets
+        // in an unassigned code kept from before 0043 (crates/db/tests/currencies.rs).
+        assert_eq!(sqlstate(&e), "FT013", "hold in {cur}: {e}");
+        let e = transfer(&app, "transfer", a, b, 5, cur).await.unwrap_err();
+        assert_eq!(sqlstate(&e), "FT013", "transfer in {cur}: {e}");
+    }
+    assert_eq!(count(rows).await, before, "nothing was written");
+    // An assigned code still opens.
+    wallet(&app, ids[0], "JPY").await;
+}
+
+/// Issue 16, item 7, on a database that held wallets in `ZZZ` before migration 0043 (made here
+/// by a superuser with the triggers, keys included, off): such a wallet takes no new hold with
+/// the app credential (the hold's key, 23503), and `ledger check` names each one.
+#[tokio::test]
+async fn item_7_a_wallet_kept_in_an_unassigned_currency_takes_no_hold_and_is_named_by_ledger_check() {
+    let db = fresh_db().await;
+    let ids = fixtures::approved_customers(&db, 2).await.unwrap();
+    let admin = db.connect(DbRole::Admin).await.unwrap();
+    admin.batch_execute("SET session_replication_role = replica").await.unwrap();
+    let legacy: Vec<i64> = admin
+        .query(
+            "INSERT INTO fintrail.wallets (kind, customer_id, currency, floor_minor) \
+             SELECT 'customer', c, 'ZZZ', 0 FROM unnest($1::bigint[]) AS c RETURNING id",
+            &[&ids],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    admin.batch_execute("SET session_replication_role = origin").await.unwrap();
+    assert_eq!(legacy.len(), 2);
+    let app = db.connect(DbRole::App).await.unwrap();
+    let e = coupled(
+        &app,
+        "INSERT INTO fintrail.holds (debit_wallet_id, credit_wallet_id, amount_minor, currency, actor, expires_at) \
+         VALUES ($1, $2, 5, 'ZZZ', 'test', now() + interval '1 hour') RETURNING id",
+        &[&legacy[0], &legacy[1]],
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(sqlstate(&e), "23503", "{e}");
+    let mut checker = db.connect(DbRole::App).await.unwrap();
+    let report = fintrail_ledger::check::run(&mut checker).await.unwrap();
+    let text: Vec<String> = report.violations.iter().map(|v| v.to_string()).collect();
+    for w in legacy {
+        assert!(
+            text.iter().any(|t| t.contains(&format!("wallet {w}: currency \"ZZZ\" is not an assigned"))),
+            "{text:?}"
+        );
+    }
 }

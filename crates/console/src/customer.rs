@@ -5,6 +5,7 @@
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
+use fintrail_domain::ledger::Currency;
 use fintrail_domain::Permission as P;
 use maud::{html, Markup};
 
@@ -16,11 +17,14 @@ use crate::Console;
 /// Most rows of a list on these pages (cases, holds, statement lines): newest first.
 pub const LIST_MAX: i64 = 50;
 
-/// Minor units as a decimal amount (2 decimals: the currencies fintrail holds).
+/// Minor units as a decimal amount, with the currency's own minor units (ISO 4217: JPY 0,
+/// EUR 2, BHD 3). A code kept from before migration 0043 that is not assigned has none: its
+/// raw minor units are shown as such rather than guessed.
 pub fn money(minor: i64, currency: &str) -> String {
-    let sign = if minor < 0 { "-" } else { "" };
-    let m = minor.unsigned_abs();
-    format!("{sign}{}.{:02} {currency}", m / 100, m % 100)
+    match Currency::parse(currency) {
+        Ok(c) => format!("{} {currency}", c.format_minor(i128::from(minor))),
+        Err(_) => format!("{minor} minor units {currency}"),
+    }
 }
 
 fn wrap(viewer: &Viewer, r: Result<Markup, HostError>) -> Response {
@@ -206,6 +210,9 @@ mod tests {
     #[test]
     fn money_is_exact() {
         assert_eq!(super::money(123_456, "EUR"), "1234.56 EUR");
+        assert_eq!(super::money(500, "JPY"), "500 JPY");
+        assert_eq!(super::money(-1_001, "BHD"), "-1.001 BHD");
+        assert_eq!(super::money(7, "ZZZ"), "7 minor units ZZZ");
         assert_eq!(super::money(-5, "EUR"), "-0.05 EUR");
         assert_eq!(super::money(i64::MIN, "EUR"), "-92233720368547758.08 EUR");
     }

@@ -61,6 +61,10 @@
 //!   granted by `fintrail cdc setup` from the replication policy). No BYPASSRLS; no login role owns a table.
 //! - KYC/KYB (`fintrail.sm_install`), media, audit, ledger: triggers owned by
 //!   `fintrail_owner` hold for the app role and the owner alike.
+//! - Currencies (0043): `currencies` holds the ISO 4217 table, generated from
+//!   `crates/domain/data/iso4217.csv` (the one source `fintrail_domain::ledger::Currency` also
+//!   embeds); wallets and holds reference it. Changing the file needs a new migration:
+//!   `tests/currencies.rs` fails until the migrated table equals the file again.
 //!
 //! # Dependencies
 //! `tokio-postgres` (connections), `rustls` (ring provider, named explicitly in every config) with
@@ -83,6 +87,9 @@
 //!   name); a server without TLS is refused unless `disable` is set; a pre-TLS cluster is
 //!   upgraded at its next start, stopped or running.
 //! - `tests/hba.rs`: physical replication refused (over TLS); a loosened pg_hba restored.
+//! - `tests/currencies.rs`: the migrated `currencies` equals the ISO 4217 file row by row; the
+//!   app only reads it; both keys validated on a fresh database; 0043 over a wallet in `ZZZ`
+//!   keeps it (key NOT VALID) and refuses new ones.
 //! - Unit tests: owner-only files and folders, keys created owner-only and stable, passwords
 //!   never printed, sslmode parsing, CA files (unreadable, empty, not certificates), TLS in a
 //!   URL refused.

@@ -23,8 +23,8 @@ pub enum LedgerError {
     /// Zero, negative or above [`AMOUNT_MAX_MINOR`].
     #[error("amount must be between 1 and {AMOUNT_MAX_MINOR} minor units, got {0}")]
     InvalidAmount(i64),
-    /// Not three uppercase ASCII letters.
-    #[error("currency must be an ISO 4217 code (three uppercase letters), got {0:?}")]
+    /// Not an assigned ISO 4217 code (the table in `crates/domain/data/iso4217.csv`).
+    #[error("currency must be an assigned ISO 4217 code such as EUR, got {0:?}")]
     InvalidCurrency(String),
     /// The wallets (or the request) disagree on the currency.
     #[error("currency mismatch: {0} vs {1}")]
@@ -50,51 +50,152 @@ pub enum LedgerError {
     UnknownWallet(WalletId),
 }
 
-/// An ISO 4217 alphabetic code. Parsing is the only way to get one ("parse, don't validate"):
-/// a `Currency` is always three uppercase ASCII letters. Whether the code is *assigned* is
-/// not checked (new codes appear); the minor-unit exponent is known for the common ones.
+/// The ISO 4217 table: the one source of truth for currencies, shared with SQL (migration
+/// `0043_iso4217.sql` inserts exactly these rows into `fintrail.currencies`; a test compares).
+/// Embedded at compile time: the domain reads no file at run time.
+const ISO4217_CSV: &str = include_str!("../data/iso4217.csv");
+
+/// Bound on the table's size (the standard lists fewer than 200 active codes): a runaway file
+/// is a parse error, not a large allocation.
+const ISO4217_ROWS_MAX: usize = 300;
+
+/// Largest minor-unit exponent in the standard (CLF and UYW: 4 decimals). Formatting and the
+/// SQL CHECK on `currencies.minor_units` rely on it.
+pub const MINOR_UNITS_MAX: u8 = 4;
+
+/// One row of the ISO 4217 table (`crates/domain/data/iso4217.csv`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Iso4217Row {
+    /// Alphabetic code: three uppercase ASCII letters.
+    pub code: &'static str,
+    /// Numeric code, 1..=999 (written with three digits: `008`).
+    pub numeric_code: u16,
+    /// Decimal places of the minor unit, 0..=[`MINOR_UNITS_MAX`] (JPY 0, EUR 2, BHD 3).
+    pub minor_units: u8,
+    /// English name (informative only).
+    pub name: &'static str,
+}
+
+/// The parsed table, sorted by code (the file is; parsing checks it).
+fn iso4217() -> &'static [Iso4217Row] {
+    static TABLE: std::sync::OnceLock<Vec<Iso4217Row>> = std::sync::OnceLock::new();
+    // The file is part of the source: a malformed one is a bug caught by the unit tests
+    // (`the_iso4217_file_parses`), so failing loudly at first use is right.
+    TABLE.get_or_init(|| parse_iso4217(ISO4217_CSV).unwrap_or_else(|e| panic!("crates/domain/data/iso4217.csv: {e}")))
+}
+
+/// Parses the table's text: `#` comment lines, one header line, then `code,numeric_code,
+/// minor_units,name` rows strictly sorted by code with unique numeric codes.
+fn parse_iso4217(text: &'static str) -> Result<Vec<Iso4217Row>, String> {
+    let mut lines = text.lines().enumerate().filter(|(_, l)| !l.starts_with('#') && !l.trim().is_empty());
+    match lines.next() {
+        Some((_, "code,numeric_code,minor_units,name")) => {}
+        other => return Err(format!("expected the header line, got {other:?}")),
+    }
+    let mut rows: Vec<Iso4217Row> = Vec::new();
+    for (i, line) in lines {
+        let row = parse_iso4217_row(line).map_err(|e| format!("line {}: {e}", i + 1))?;
+        if let Some(prev) = rows.last() {
+            if prev.code >= row.code {
+                return Err(format!("line {}: {} is not after {} (rows sorted by code)", i + 1, row.code, prev.code));
+            }
+        }
+        if rows.iter().any(|r| r.numeric_code == row.numeric_code) {
+            return Err(format!("line {}: numeric code {} used twice", i + 1, row.numeric_code));
+        }
+        if rows.len() == ISO4217_ROWS_MAX {
+            return Err(format!("more than {ISO4217_ROWS_MAX} rows"));
+        }
+        rows.push(row);
+    }
+    if rows.is_empty() {
+        return Err("no rows".into());
+    }
+    Ok(rows)
+}
+
+fn parse_iso4217_row(line: &'static str) -> Result<Iso4217Row, String> {
+    let fields: Vec<&'static str> = line.splitn(4, ',').collect();
+    let [code, numeric, minor, name] = fields[..] else { return Err(format!("expected 4 fields: {line:?}")) };
+    if code.len() != 3 || !code.bytes().all(|b| b.is_ascii_uppercase()) {
+        return Err(format!("code {code:?} is not three uppercase letters"));
+    }
+    // XTS is reserved for testing and XXX means "no currency": never money (file header).
+    if code == "XTS" || code == "XXX" {
+        return Err(format!("{code} is not money"));
+    }
+    if numeric.len() != 3 || !numeric.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("numeric code {numeric:?} is not three digits"));
+    }
+    let numeric_code: u16 = numeric.parse().map_err(|e| format!("numeric code {numeric:?}: {e}"))?;
+    if numeric_code == 0 {
+        return Err("numeric code 000".into());
+    }
+    let minor_units: u8 = minor.parse().map_err(|e| format!("minor units {minor:?}: {e}"))?;
+    if minor_units > MINOR_UNITS_MAX {
+        return Err(format!("minor units {minor_units} above {MINOR_UNITS_MAX}"));
+    }
+    if name.is_empty() || name.len() > 60 || name.trim() != name {
+        return Err(format!("name {name:?} must be 1-60 characters without outer spaces"));
+    }
+    Ok(Iso4217Row { code, numeric_code, minor_units, name })
+}
+
+/// An assigned ISO 4217 currency (a row of the table above). Parsing is the only way to get
+/// one ("parse, don't validate"): three uppercase letters that are not in the table (`ZZZ`)
+/// are refused, so a `Currency` always has a known minor unit. Stored as its index in the
+/// sorted table: ordering by index is ordering by code.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Currency([u8; 3]);
+pub struct Currency(u16);
 
 impl Currency {
-    /// Parses `s` (exactly three uppercase ASCII letters).
+    /// Parses `s`: an assigned ISO 4217 alphabetic code (`EUR`), nothing else.
     pub fn parse(s: &str) -> Result<Self, LedgerError> {
-        let b = s.as_bytes();
-        if b.len() != 3 || !b.iter().all(u8::is_ascii_uppercase) {
-            return Err(LedgerError::InvalidCurrency(s.chars().take(16).collect()));
+        let table = iso4217();
+        match table.binary_search_by(|r| r.code.cmp(s)) {
+            // The table has at most ISO4217_ROWS_MAX (< u16::MAX) rows.
+            Ok(i) => Ok(Currency(i as u16)),
+            Err(_) => Err(LedgerError::InvalidCurrency(s.chars().take(16).collect())),
         }
-        Ok(Currency([b[0], b[1], b[2]]))
     }
 
-    /// The code.
-    pub fn as_str(&self) -> &str {
-        // Only ASCII uppercase letters can be stored (see `parse`).
-        std::str::from_utf8(&self.0).unwrap_or("???")
+    /// Every currency of the table, ordered by code.
+    pub fn all() -> impl Iterator<Item = Currency> {
+        // The table has at most ISO4217_ROWS_MAX (< u16::MAX) rows.
+        (0..iso4217().len()).map(|i| Currency(i as u16))
     }
 
-    /// Number of decimal digits of the minor unit (ISO 4217 "E"): 0 for JPY, 3 for KWD, ...
-    /// Codes not listed use 2, the most common exponent.
-    pub fn exponent(&self) -> u8 {
-        match self.as_str() {
-            "BIF" | "CLP" | "DJF" | "GNF" | "ISK" | "JPY" | "KMF" | "KRW" | "PYG" | "RWF" | "UGX" | "UYI" | "VND"
-            | "VUV" | "XAF" | "XOF" | "XPF" => 0,
-            "BHD" | "IQD" | "JOD" | "KWD" | "LYD" | "OMR" | "TND" => 3,
-            "CLF" | "UYW" => 4,
-            _ => 2,
-        }
+    fn row(&self) -> &'static Iso4217Row {
+        // The index came from the table (parse/all): always in range.
+        &iso4217()[usize::from(self.0)]
+    }
+
+    /// The alphabetic code.
+    pub fn as_str(&self) -> &'static str {
+        self.row().code
+    }
+
+    /// The whole table row (numeric code, name).
+    pub fn iso4217(&self) -> Iso4217Row {
+        *self.row()
+    }
+
+    /// Decimal places of the minor unit (ISO 4217 "minor unit"): 0 for JPY, 2 for EUR, 3 for
+    /// BHD. Amounts are stored in minor units; this says how to show them as decimals.
+    pub fn minor_units(&self) -> u8 {
+        self.row().minor_units
     }
 
     /// Formats minor units as a decimal string in this currency (`12345` EUR → `123.45`).
     pub fn format_minor(&self, minor: i128) -> String {
-        let e = u32::from(self.exponent());
+        let e = u32::from(self.minor_units());
         if e == 0 {
             return minor.to_string();
         }
-        let scale = 10i128.pow(e);
+        let scale = 10u128.pow(e);
         let sign = if minor < 0 { "-" } else { "" };
         let abs = minor.unsigned_abs();
-        let scale_u = scale.unsigned_abs();
-        format!("{sign}{}.{:0width$}", abs / scale_u, abs % scale_u, width = e as usize)
+        format!("{sign}{}.{:0width$}", abs / scale, abs % scale, width = e as usize)
     }
 }
 
@@ -452,6 +553,14 @@ pub enum Violation {
         /// Its status.
         status: String,
     },
+    /// A wallet's currency is not an assigned ISO 4217 code: only a wallet opened before
+    /// migration 0043 can be one (its key stays NOT VALID until no such wallet is left).
+    UnassignedCurrency {
+        /// The wallet.
+        wallet: WalletId,
+        /// Its stored code (at most 16 characters kept).
+        code: String,
+    },
 }
 
 impl fmt::Display for Violation {
@@ -483,6 +592,9 @@ impl fmt::Display for Violation {
             }
             Violation::EntryCurrency { transfer_id, wallet } => {
                 write!(f, "transfer {transfer_id}: entry on wallet {wallet} has another currency than the wallet")
+            }
+            Violation::UnassignedCurrency { wallet, code } => {
+                write!(f, "wallet {wallet}: currency {code:?} is not an assigned ISO 4217 code (opened before 0043)")
             }
             Violation::OrphanEntry { entry_id, transfer_id, wallet } => {
                 write!(
@@ -601,18 +713,88 @@ mod tests {
     }
 
     #[test]
-    fn currency_parses_only_three_uppercase_letters() {
+    fn currency_parses_only_assigned_codes() {
         assert_eq!(eur().as_str(), "EUR");
-        for bad in ["", "eur", "EU", "EURO", "E1R", "ÉUR", "EU ", " EUR"] {
-            assert!(Currency::parse(bad).is_err(), "{bad:?} accepted");
+        for bad in ["", "eur", "EU", "EURO", "E1R", "ÉUR", "EU ", " EUR", "ZZZ", "XXX", "XTS", "XAU", "HRK"] {
+            assert_eq!(Currency::parse(bad), Err(LedgerError::InvalidCurrency(bad.into())), "{bad:?} accepted");
         }
-        assert_eq!(Currency::parse("JPY").unwrap().exponent(), 0);
-        assert_eq!(Currency::parse("KWD").unwrap().exponent(), 3);
-        assert_eq!(eur().exponent(), 2);
+        let code = |c: &str| Currency::parse(c).unwrap();
+        assert_eq!((code("JPY").minor_units(), eur().minor_units(), code("BHD").minor_units()), (0, 2, 3));
+        assert_eq!((code("CLF").minor_units(), code("KWD").minor_units()), (4, 3));
+        assert_eq!(eur().iso4217().numeric_code, 978);
+        assert_eq!(code("ALL").iso4217().numeric_code, 8);
         assert_eq!(eur().format_minor(12345), "123.45");
         assert_eq!(eur().format_minor(-5), "-0.05");
-        assert_eq!(Currency::parse("JPY").unwrap().format_minor(500), "500");
-        assert_eq!(Currency::parse("KWD").unwrap().format_minor(1001), "1.001");
+        assert_eq!(code("JPY").format_minor(500), "500");
+        assert_eq!(code("KWD").format_minor(1001), "1.001");
+        assert_eq!(code("CLF").format_minor(-12345), "-1.2345");
+        assert_eq!(format!("{:?}", code("USD")), "Currency(USD)");
+    }
+
+    /// Issue 16, item 7: of all 17,576 strings of three uppercase letters, `Currency::parse`
+    /// accepts exactly the codes of the data file (read here independently of the parser).
+    #[test]
+    fn currency_parse_accepts_exactly_the_table_of_all_three_letter_strings() {
+        let in_file: std::collections::BTreeSet<&str> =
+            ISO4217_CSV.lines().filter(|l| !l.starts_with('#') && !l.is_empty()).skip(1).map(|l| &l[..3]).collect();
+        let mut accepted = std::collections::BTreeSet::new();
+        for a in b'A'..=b'Z' {
+            for b in b'A'..=b'Z' {
+                for c in b'A'..=b'Z' {
+                    let s = String::from_utf8(vec![a, b, c]).unwrap();
+                    if let Ok(cur) = Currency::parse(&s) {
+                        assert_eq!(cur.as_str(), s);
+                        accepted.insert(cur.as_str());
+                    }
+                }
+            }
+        }
+        assert_eq!(accepted, in_file);
+        assert!((150..ISO4217_ROWS_MAX).contains(&accepted.len()), "{}", accepted.len());
+        assert_eq!(Currency::all().map(|c| c.as_str()).collect::<std::collections::BTreeSet<_>>(), in_file);
+        // Index order is code order (the derived `Ord` relies on it).
+        assert!(Currency::all().zip(Currency::all().skip(1)).all(|(a, b)| a < b && a.as_str() < b.as_str()));
+    }
+
+    #[test]
+    fn a_malformed_table_is_refused_with_its_line() {
+        let head = "# c\ncode,numeric_code,minor_units,name\n";
+        let leaked = |body: &str| -> &'static str { Box::leak(format!("{head}{body}").into_boxed_str()) };
+        for (body, why) in [
+            ("EUR,978,2,Euro\nAED,784,2,Dirham", "line 4: AED is not after EUR"),
+            ("AED,784,2,Dirham\nEUR,784,2,Euro", "numeric code 784 used twice"),
+            ("EUR,978,5,Euro", "minor units 5 above 4"),
+            ("EUR,978,2", "expected 4 fields"),
+            ("eur,978,2,Euro", "not three uppercase"),
+            ("XXX,999,2,No currency", "XXX is not money"),
+            ("XTS,963,2,Testing", "XTS is not money"),
+            ("EUR,97,2,Euro", "not three digits"),
+            ("EUR,000,2,Euro", "numeric code 000"),
+            ("EUR,978,2, Euro", "outer spaces"),
+            ("", "no rows"),
+        ] {
+            let e = parse_iso4217(leaked(body)).unwrap_err();
+            assert!(e.contains(why), "{body:?}: {e}");
+        }
+        assert!(parse_iso4217("code,numeric,minor_units,name\n").unwrap_err().contains("header"));
+        let many: String = (0..=ISO4217_ROWS_MAX)
+            .map(|i| {
+                format!(
+                    "A{}{},{:03},2,N\n",
+                    (b'A' + (i / 26 % 26) as u8) as char,
+                    (b'A' + (i % 26) as u8) as char,
+                    i + 1
+                )
+            })
+            .collect();
+        assert!(parse_iso4217(leaked(&many)).unwrap_err().contains("more than"));
+    }
+
+    #[test]
+    fn the_iso4217_file_parses() {
+        let rows = parse_iso4217(ISO4217_CSV).unwrap();
+        assert_eq!(rows.len(), Currency::all().count());
+        assert!(rows.iter().all(|r| r.minor_units <= MINOR_UNITS_MAX));
     }
 
     #[test]
@@ -719,6 +901,8 @@ mod tests {
         assert_eq!(check_wallet(&WalletCheck { held_minor: 11, pending_holds_minor: 11, ..ok }).len(), 1);
         assert!(check_wallet(&WalletCheck { balance_minor: -5, entries_minor: -5, floor_minor: None, ..ok }).is_empty());
         assert!(Violation::CurrencyNotBalanced { currency: eur(), sum_minor: 1 }.to_string().contains("EUR"));
+        let v = Violation::UnassignedCurrency { wallet: WalletId(4), code: "ZZZ".into() };
+        assert!(v.to_string().contains("wallet 4: currency \"ZZZ\" is not an assigned ISO 4217 code"), "{v}");
     }
 
     proptest! {

@@ -11,7 +11,8 @@
 //!   behind the `State` trait (`State::transition(from, to)` names the permission a transition
 //!   needs, or refuses it). The database's `*_allowed_transitions` tables (the baseline) hold a copy of these tables,
 //!   written by hand; tests prove the two equal pair by pair.
-//! - `ledger`: money. `Currency` (ISO code, exponent), `Amount` (positive, at most
+//! - `ledger`: money. `Currency` (an assigned ISO 4217 code of `data/iso4217.csv`, embedded at
+//!   compile time and shared with SQL's `currencies` table; its `minor_units`), `Amount` (positive, at most
 //!   `AMOUNT_MAX_MINOR` = 10^15 minor units), wallet kinds and their floors, transfer kinds, hold
 //!   states, `WalletState`, `apply_posting` / `reserve` (checked i64 arithmetic, i128 sums,
 //!   `balance - held >= floor`), `check_entries` / `check_wallet` (what `ledger check` proves),

@@ -6,7 +6,8 @@
 //!    transfer's currency, on the transfer's wallets;
 //! 3. every wallet's balance equals the sum of its entries, its held amount the sum of its
 //!    pending holds, and `balance - held` respects its floor; every entry's currency is its
-//!    wallet's.
+//!    wallet's; every wallet's currency is an assigned ISO 4217 code (`fintrail.currencies`:
+//!    a wallet kept from before migration 0043 may not be).
 //!
 //! The aggregation runs in SQL (the ledger may be large); the verdicts are the pure functions
 //! of `fintrail_domain::ledger`.
@@ -69,6 +70,7 @@ pub async fn run(client: &mut tokio_postgres::Client) -> anyhow::Result<CheckRep
     check_hold_postings(&tx, &mut report).await?;
     // 3. Per wallet.
     check_wallets(&tx, &mut report).await?;
+    check_wallet_currencies(&tx, &mut report).await?;
     tx.commit().await?;
     debug_assert!(report.violations.len() <= VIOLATIONS_MAX);
     debug_assert!(report.violations.len() as u64 <= report.violation_count);
@@ -137,6 +139,22 @@ async fn check_entry_currencies(tx: &tokio_postgres::Transaction<'_>, report: &m
         .await?
     {
         report.push(Violation::EntryCurrency { transfer_id: r.get(0), wallet: WalletId(r.get(1)) });
+    }
+    Ok(())
+}
+
+/// Wallets whose currency is not in `fintrail.currencies` (the first [`VIOLATIONS_MAX`]): the
+/// rows migration 0043 kept, which an operator must deal with before validating its key.
+async fn check_wallet_currencies(tx: &tokio_postgres::Transaction<'_>, report: &mut CheckReport) -> anyhow::Result<()> {
+    for r in tx
+        .query(
+            "SELECT w.id, left(w.currency, 16) FROM fintrail.wallets w \
+             WHERE NOT EXISTS (SELECT 1 FROM fintrail.currencies c WHERE c.code = w.currency) ORDER BY w.id LIMIT $1",
+            &[&(VIOLATIONS_MAX as i64)],
+        )
+        .await?
+    {
+        report.push(Violation::UnassignedCurrency { wallet: WalletId(r.get(0)), code: r.get(1) });
     }
     Ok(())
 }

@@ -87,7 +87,8 @@ impl From<deadpool_postgres::PoolError> for Error {
 }
 
 /// A domain rule's refusal. `Invalid` only for what a request schema states (amount range,
-/// currency pattern: a client that follows the schema never sees it); a rule that depends on
+/// currency: an assigned ISO 4217 code, the schema's `enum`: a client that follows the schema
+/// never sees it); a rule that depends on
 /// the wallets or on two fields together (same wallet, currency of the wallets, funds,
 /// balance overflow) is a refusal with its own `code`.
 impl From<LedgerError> for Error {
@@ -124,6 +125,7 @@ mod tests {
         };
         assert_eq!(code(Amount::new(0).unwrap_err()), ("invalid", "invalid_request"));
         assert_eq!(code(Currency::parse("eur").unwrap_err()), ("invalid", "invalid_request"));
+        assert_eq!(code(Currency::parse("ZZZ").unwrap_err()), ("invalid", "invalid_request"));
         assert_eq!(code(LedgerError::SameWallet(WalletId(1))), ("refused", "same_wallet"));
         assert_eq!(code(LedgerError::CurrencyMismatch(eur, usd)), ("refused", "currency_mismatch"));
         assert_eq!(code(LedgerError::UnknownWallet(WalletId(7))), ("not_found", "wallet"));

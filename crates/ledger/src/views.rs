@@ -44,6 +44,10 @@ pub struct WalletView {
     pub organization_id: Option<i64>,
     /// ISO 4217 code.
     pub currency: String,
+    /// Decimal places of the currency's minor unit (ISO 4217: JPY 0, EUR 2, BHD 3): an amount
+    /// is `amount_minor / 10^minor_units` units. Absent only for a wallet opened before
+    /// currencies were checked, in a code that is not assigned.
+    pub minor_units: Option<u8>,
     /// Posted balance, minor units (= Σ entries).
     pub balance_minor: i64,
     /// Reserved by pending holds.
@@ -82,6 +86,8 @@ pub struct Statement {
     pub wallet_id: i64,
     /// Its currency.
     pub currency: String,
+    /// Decimal places of the currency's minor unit (as the wallet's `minor_units`).
+    pub minor_units: Option<u8>,
     /// Entries, oldest first.
     pub entries: Vec<EntryView>,
     /// Pass as `after` to get the next page (absent on the last page).

@@ -27,7 +27,13 @@ pub enum Owner {
 const WALLET_COLUMNS: &str =
     "id, kind, customer_id, organization_id, currency, balance_minor, held_minor, floor_minor, created_at";
 
+/// The minor units of a stored code: None only for a code kept from before migration 0043.
+fn minor_units_of(code: &str) -> Option<u8> {
+    Currency::parse(code).ok().map(|c| c.minor_units())
+}
+
 fn wallet_view(r: &tokio_postgres::Row) -> WalletView {
+    let currency: String = r.get(4);
     let balance: i64 = r.get(5);
     let held: i64 = r.get(6);
     let floor: Option<i64> = r.get(7);
@@ -36,7 +42,8 @@ fn wallet_view(r: &tokio_postgres::Row) -> WalletView {
         kind: r.get(1),
         customer_id: r.get(2),
         organization_id: r.get(3),
-        currency: r.get(4),
+        minor_units: minor_units_of(&currency),
+        currency,
         balance_minor: balance,
         held_minor: held,
         floor_minor: floor,
@@ -167,7 +174,7 @@ pub async fn load_statement(
         .collect();
     debug_assert!(entries.len() as i64 <= limit);
     let next_after = if more { entries.last().map(|e| e.entry_id) } else { None };
-    Ok(Statement { wallet_id: id, currency: w.currency, entries, next_after })
+    Ok(Statement { wallet_id: id, minor_units: w.minor_units, currency: w.currency, entries, next_after })
 }
 
 /// Transfer `id`, if it exists.

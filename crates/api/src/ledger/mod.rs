@@ -663,6 +663,7 @@ mod tests {
     #[test]
     fn the_schema_states_the_constraints_the_handlers_enforce() {
         let d = doc();
+        let mut currency_fields = 0;
         for (name, amount_fields, id_fields) in [
             ("TransferRequest", &["amount_minor"][..], &["from_wallet_id", "to_wallet_id"][..]),
             ("FundsRequest", &["amount_minor"][..], &["wallet_id"][..]),
@@ -687,8 +688,14 @@ mod tests {
                     (Some(CURRENCY_PATTERN), Some(3), Some(3)),
                     "{name}"
                 );
+                // Exactly the assigned codes (issue 16, item 7): `ZZZ` matches the pattern only.
+                let codes: Vec<&str> = c["enum"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
+                assert_eq!(codes, Currency::all().map(|c| c.as_str()).collect::<Vec<_>>(), "{name}");
+                assert!(c["description"].as_str().is_some_and(|d| d.contains("ISO 4217")), "{name}");
+                currency_fields += 1;
             }
         }
+        assert!(currency_fields >= 5, "{currency_fields}");
         assert_eq!(
             schema(&d, "HoldRequest")["properties"]["expires_in_secs"]["maximum"].as_f64(),
             Some(holds::HOLD_MAX_SECS as f64)
@@ -832,11 +839,13 @@ mod tests {
             prop_assert_eq!(IdempotencyKey::parse(&s).is_ok(), by_pattern);
         }
 
-        /// `^[A-Z]{3}$` (length 3) is exactly what `Currency::parse` accepts.
+        /// `^[A-Z]{3}$` (length 3) and the `enum` of assigned codes admit exactly what
+        /// `Currency::parse` accepts (half the draws are three capitals, so both sides occur).
         #[test]
-        fn currency_pattern_agrees_with_the_parser(s in "[A-Za-z0-9 \u{c0}-\u{ff}]{0,5}") {
+        fn currency_schema_agrees_with_the_parser(s in "[A-Z]{3}|[A-Za-z0-9 \u{c0}-\u{ff}]{0,5}") {
             let by_pattern = s.chars().count() == 3 && s.chars().all(|c| c.is_ascii_uppercase());
-            prop_assert_eq!(Currency::parse(&s).is_ok(), by_pattern);
+            let by_enum = Currency::all().any(|c| c.as_str() == s);
+            prop_assert_eq!(Currency::parse(&s).is_ok(), by_pattern && by_enum);
         }
 
         /// Any i64 spelled as an integer is itself; the same value spelled with a fraction
