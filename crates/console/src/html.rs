@@ -47,11 +47,13 @@ pub fn redirect_to(to: String) -> Response {
 }
 
 /// The navigation: only what the viewer's role may open.
-const NAV: [(&str, &str, P); 4] = [
+const NAV: [(&str, &str, P); 6] = [
     ("/console/kyc", "KYC queue", P::KycCaseRead),
     ("/console/kyb", "KYB queue", P::KybOrgRead),
     ("/console/audit", "Audit trail", P::AuditRead),
     ("/console/jobs", "Jobs", P::AuditRead),
+    ("/console/analytics", "Analytics", P::AnalyticsRead),
+    ("/console/iam", "Least privilege", P::IamRead),
 ];
 
 /// A whole page.

@@ -433,3 +433,32 @@ fn next_href(html: &str) -> Option<String> {
         href.split('"').next().expect("end").replace("&amp;", "&")
     })
 }
+
+/// The least-privilege page analyzes the checked-in `infra/envs` with the `fintrail-iam`
+/// library: one section per environment, its findings (excepted ones with their ticket) and
+/// its escalation paths. The analytics page without a pipeline or file says so (no 500).
+#[tokio::test]
+async fn the_iam_page_shows_each_environments_findings_and_paths_and_analytics_degrade_clearly() {
+    let app = spawn().await;
+    let auditor = app.staff(Role::Auditor).await;
+    let session = app.login(&auditor.token).await;
+    let (status, html) = app.page(&session.cookie, "/console/iam").await;
+    assert_eq!(status, 200, "{html}");
+    for env in ["dev", "staging", "prod"] {
+        assert!(html.contains(&format!("Environment <code>{env}</code>")), "{env} has its section: {html}");
+    }
+    assert!(html.contains("IAM010") && html.contains("excepted") && html.contains("ticket"), "{html}");
+    assert!(html.contains("media-signer") && html.contains("sign-blob"), "an escalation path and its method: {html}");
+    assert!(html.contains("0 failing"), "the checked-in code has no failing finding: {html}");
+    let checkout = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("checkout");
+    assert!(html.contains("infra/modules/iam/main.tf:"), "{html}");
+    assert!(!html.contains(&checkout.display().to_string()), "paths are the checkout's, not the server's folders");
+    let (status, html) = app.page(&session.cookie, "/console/analytics").await;
+    assert_eq!(status, 200);
+    assert_eq!(html.matches("Not available yet").count(), 4, "{html}");
+    // The analyst holds neither permission.
+    let analyst = app.staff(Role::KycAnalyst).await;
+    let session = app.login(&analyst.token).await;
+    assert_eq!(app.page(&session.cookie, "/console/iam").await.0, 403);
+    assert_eq!(app.page(&session.cookie, "/console/analytics").await.0, 403);
+}
