@@ -251,7 +251,11 @@ pub async fn run_with(
     // One writer: this process holds the file, so it answers the read-only queries too
     // (`analytics` module), with file access turned off for every connection of the instance.
     analytics::lock_down(sink.conn())?;
-    let server = analytics::Server::start(sink.conn().try_clone()?, &analytics::socket_path(path))?;
+    let socket = analytics::socket_path(path);
+    // Without its socket the pipeline still replicates: queries then fail clearly, data is safe.
+    let server = analytics::Server::start(sink.conn().try_clone()?, &socket)
+        .inspect_err(|e| tracing::warn!(error = %e, socket = %socket.display(), "analytics queries not served"))
+        .ok();
     opts.views = views();
     let out = run_into(ctx, policy, &mut sink, opts, shutdown).await;
     drop(server);

@@ -36,7 +36,7 @@ fn help_lists_the_contract_subcommands_one_line_each() {
 fn bench_lists_every_benchmark_name() {
     let out = bin().args(["bench", "--help"]).output().expect("run");
     let text = String::from_utf8(out.stdout).expect("utf8");
-    for name in ["transfers", "audit", "cdc", "cdc-impact", "iam"] {
+    for name in ["transfers", "audit", "console", "cdc", "cdc-impact", "iam"] {
         assert!(text.lines().any(|l| l.trim_start().starts_with(name)), "bench {name} missing:\n{text}");
     }
 }
