@@ -110,6 +110,14 @@ pub fn error_page(viewer: Option<&Viewer>, e: &HostError) -> (StatusCode, Markup
     (status, page(title, viewer, body))
 }
 
+/// A page, or the error page with the status the API would have answered.
+pub fn respond(viewer: &Viewer, page: Result<Markup, HostError>) -> Response {
+    match page {
+        Ok(m) => m.into_response(),
+        Err(e) => error_page(Some(viewer), &e).into_response(),
+    }
+}
+
 /// A timestamp as people read it (UTC, to the second), in a `<time>` element.
 pub fn time(t: &DateTime<Utc>) -> Markup {
     html! { time datetime=(t.to_rfc3339()) { (t.format("%Y-%m-%d %H:%M:%S UTC")) } }

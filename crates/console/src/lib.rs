@@ -121,8 +121,8 @@ pub fn router<S: Clone + Send + Sync + 'static>(host: Arc<dyn Host>) -> (Router<
     pages.add(Method::GET, "/console/media/{id}", P::KycMediaRead, get(case::media));
     pages.add(Method::GET, "/console/kyb", P::KybOrgRead, get(queue::kyb_queue));
     pages.add(Method::GET, "/console/kyb/{id}", P::KybOrgRead, get(org::show));
-    pages.add(Method::POST, "/console/kyb/{id}/screening", P::KybOrgScreen, post(org::screening));
-    pages.add(Method::POST, "/console/kyb/{id}/decision", P::KybOrgDecide, post(org::decision));
+    pages.add(Method::POST, "/console/kyb/{id}/screening", P::KybOrgScreen, post(org::transition));
+    pages.add(Method::POST, "/console/kyb/{id}/decision", P::KybOrgDecide, post(org::transition));
     pages.add(Method::GET, "/console/audit", P::AuditRead, get(audit_view::list));
     pages.add(Method::GET, "/console/audit/events/{seq}", P::AuditRead, get(audit_view::event));
     pages.add(Method::GET, "/console/audit/integrity", P::AuditRead, get(audit_view::integrity));
