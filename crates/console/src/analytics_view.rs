@@ -7,6 +7,7 @@
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use fintrail_cdc::analytics::{self, QueryResult, Request};
+use fintrail_domain::{KycState, State as _};
 use maud::{html, Markup};
 
 use crate::chart::{self, Bar};
@@ -39,7 +40,11 @@ fn views() -> [View; 4] {
             id: "kyc-funnel",
             heading: "KYC funnel",
             explain: "How many cases ever reached each state (bars), and how many are in it now (table).",
-            sql: "SELECT state, cases_reached, cases_now FROM kyc_funnel".into(),
+            // In the state machine's order (the view orders by size), so it reads as a funnel.
+            sql: format!(
+                "SELECT state, cases_reached, cases_now FROM kyc_funnel ORDER BY coalesce(list_position([{}], state), 99), state",
+                KycState::ALL.iter().map(|s| format!("'{}'", s.as_str())).collect::<Vec<_>>().join(", ")
+            ),
             unit: "cases",
             bar: (0, 1),
         },

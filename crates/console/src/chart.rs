@@ -56,6 +56,9 @@ pub fn bars(id: &str, title: &str, unit: &str, data: &[Bar]) -> Markup {
     let height = rows * L.row_height + L.axis_height;
     let plot = f64::from(L.width - L.label_width - L.value_width);
     let top = nice_max(data.iter().map(|b| b.value).fold(0.0, f64::max));
+    // Counts below the tick count get one tick per unit: no "0.2 cases".
+    let integral = data.iter().all(|b| b.value.fract() == 0.0);
+    let ticks = if integral && top < f64::from(L.ticks) { (top as u32).max(1) } else { L.ticks };
     let x = |v: f64| f64::from(L.label_width) + plot * (v.max(0.0) / top);
     let axis_y = rows * L.row_height;
     let summary =
@@ -75,8 +78,8 @@ pub fn bars(id: &str, title: &str, unit: &str, data: &[Bar]) -> Markup {
                 }
             }
             line.axis x1=(L.label_width) y1=(axis_y) x2=(L.width - L.value_width) y2=(axis_y) {}
-            @for t in 0..=L.ticks {
-                @let v = top * f64::from(t) / f64::from(L.ticks);
+            @for t in 0..=ticks {
+                @let v = top * f64::from(t) / f64::from(ticks);
                 line.tick x1=(format!("{:.1}", x(v))) y1=(axis_y) x2=(format!("{:.1}", x(v))) y2=(axis_y + 5) {}
                 text.tick-label x=(format!("{:.1}", x(v))) y=(axis_y + 20) text-anchor="middle" { (number(v)) }
             }
@@ -111,5 +114,8 @@ mod tests {
         let many: Vec<Bar> = (0..100).map(|i| Bar { label: i.to_string(), value: 1.0 }).collect();
         assert_eq!(bars("m", "many", "x", &many).into_string().matches("<rect").count(), BARS_MAX);
         assert!(bars("e", "empty", "x", &[]).into_string().contains("No data yet."));
+        // One case: ticks 0 and 1 only.
+        let one = bars("o", "one", "cases", &[Bar { label: "a".into(), value: 1.0 }]).into_string();
+        assert_eq!(one.matches(r#"class="tick-label""#).count(), 2, "{one}");
     }
 }
