@@ -1,4 +1,5 @@
-//! Read-only analytics queries while the pipeline writes: one writer, many readers.
+//! Read-only analytics queries while the pipeline writes: one writer, many readers
+//! ([ADR 0006](../../../docs/adr/0006-analytics-one-writer-serves-reads.md)).
 //!
 //! DuckDB lets one process open a file for writing and then no other process may open it at
 //! all. So the process that holds the file (the pipeline of `cdc run` / `fintrail up`) also
