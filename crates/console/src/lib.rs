@@ -42,7 +42,9 @@
 //! ([`Host::authenticate`]: same lookup, same 401 rate limit) and stores a session: a 256-bit
 //! secret in a cookie (`HttpOnly`, `SameSite=Strict`, `Path=/`, `Max-Age` 8 h; `Secure` and the
 //! `__Host-` prefix when the request came over TLS, i.e. `X-Forwarded-Proto: https` from the
-//! front end), only its SHA-256 in `console_sessions` (0042; the trigger stamps the times).
+//! front end), only its SHA-256 in `console_sessions` (0042; the trigger stamps the times). A
+//! session unused for 30 minutes is dead too ([`session::SESSION_IDLE_SECS`], migration 0044: the
+//! database stamps the last use, renewed at most once a minute, and the actor check agrees).
 //! Every request joins the session to `api_tokens`: a revoked or expired token ends its
 //! sessions on the next request, with no cache in between. Every POST carries a CSRF token
 //! (SHA-256 of the secret under its own domain: the server stores nothing more, and the

@@ -462,3 +462,46 @@ async fn the_iam_page_shows_each_environments_findings_and_paths_and_analytics_d
     assert_eq!(app.page(&session.cookie, "/console/iam").await.0, 403);
     assert_eq!(app.page(&session.cookie, "/console/analytics").await.0, 403);
 }
+
+/// A session unused for 30 minutes is dead (migration 0044), whatever its 8-hour life says; a
+/// used one is renewed by the database's clock, and the application can neither choose that
+/// time nor change anything else of a session.
+#[tokio::test]
+async fn a_session_idle_for_30_minutes_is_dead_and_the_app_cannot_backdate_or_extend_one() {
+    let app = spawn().await;
+    let analyst = app.staff(Role::KycAnalyst).await;
+    let session = app.login(&analyst.token).await;
+    let other = app.login(&analyst.token).await;
+    let admin = app.db.connect(DbRole::Admin).await.expect("admin");
+    let c = app.db.connect(DbRole::App).await.expect("app");
+    // The application asks for a stamp in the past, or a longer life: neither happens.
+    c.execute("UPDATE fintrail.console_sessions SET last_seen_at = '2000-01-01T00:00:00Z'", &[]).await.expect("renew");
+    let stale: i64 = c
+        .query_one(
+            "SELECT count(*) FROM fintrail.console_sessions WHERE last_seen_at < now() - interval '1 minute'",
+            &[],
+        )
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(stale, 0, "the database stamps now(), not the application's time");
+    let e = c
+        .execute("UPDATE fintrail.console_sessions SET expires_at = expires_at + interval '1 day'", &[])
+        .await
+        .expect_err("no longer life");
+    let msg = e.as_db_error().map(|d| d.message().to_owned()).unwrap_or_default();
+    assert!(msg.contains("permission denied"), "no UPDATE of expires_at is granted: {e:?}");
+    // 31 minutes of idleness for one session, as only the owner's DDL could fake it.
+    admin
+        .batch_execute(
+            "ALTER TABLE fintrail.console_sessions DISABLE TRIGGER console_sessions_immutable;
+             UPDATE fintrail.console_sessions SET last_seen_at = now() - interval '31 minutes'
+              WHERE id = (SELECT min(id) FROM fintrail.console_sessions);
+             ALTER TABLE fintrail.console_sessions ENABLE TRIGGER console_sessions_immutable;",
+        )
+        .await
+        .expect("age one session");
+    let (s, _) = app.page(&session.cookie, "/console/kyc").await;
+    assert_eq!(s, 303, "the idle session is sent to the login form");
+    assert_eq!(app.page(&other.cookie, "/console/kyc").await.0, 200, "the other one lives on");
+}
