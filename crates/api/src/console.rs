@@ -55,6 +55,10 @@ impl fintrail_console::Host for ConsoleHost {
         &self.0.audit
     }
 
+    fn analytics_file(&self) -> std::path::PathBuf {
+        self.0.ctx.home.analytics_db()
+    }
+
     fn request_id(&self, ext: &Extensions) -> String {
         ext.get::<RequestId>().map(|r| r.0.clone()).unwrap_or_default()
     }

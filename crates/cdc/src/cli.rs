@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use clap::{Args, Subcommand, ValueEnum};
 use fintrail_db::{Context, DbRole};
 
+use crate::analytics;
 use crate::pipeline::{self, Options};
 use crate::policy::{Policy, Pseudonymizer};
 use crate::sink::bigquery::{self, BigQuerySink};
@@ -106,7 +107,8 @@ pub struct AnalyticsArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum AnalyticsCommand {
-    /// Run a read-only SQL query on the DuckDB file and print the result.
+    /// Run one read-only SELECT on the analytics (through the running pipeline, else on the
+    /// DuckDB file) and print the result. Writes are refused; time and rows are bounded.
     Query(QueryArgs),
 }
 
@@ -119,9 +121,12 @@ pub struct QueryArgs {
     /// The DuckDB file (default: FINTRAIL_HOME/analytics.duckdb).
     #[arg(long, value_name = "PATH", alias = "sink")]
     pub duckdb_file: Option<PathBuf>,
-    /// At most this many rows are printed.
-    #[arg(long, default_value_t = 10_000)]
+    /// At most this many rows are printed (1 to 10000); the output says when the limit cut it.
+    #[arg(long, default_value_t = 1_000)]
     pub limit: usize,
+    /// The query is interrupted after this long (at most 30000).
+    #[arg(long, default_value_t = analytics::TIMEOUT_MS_DEFAULT)]
+    pub timeout_ms: u64,
 }
 
 /// The analytical views under analytics/views, compiled in (applied by the pipeline).
@@ -247,8 +252,18 @@ pub async fn run_with(
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
     let mut sink = DuckSink::open(path)?;
+    // One writer: this process holds the file, so it answers the read-only queries too
+    // (`analytics` module), with file access turned off for every connection of the instance.
+    analytics::lock_down(sink.conn())?;
+    let socket = analytics::socket_path(path);
+    // Without its socket the pipeline still replicates: queries then fail clearly, data is safe.
+    let server = analytics::Server::start(sink.conn().try_clone()?, &socket)
+        .inspect_err(|e| tracing::warn!(error = %e, socket = %socket.display(), "analytics queries not served"))
+        .ok();
     opts.views = views();
-    run_into(ctx, policy, &mut sink, opts, shutdown).await
+    let out = run_into(ctx, policy, &mut sink, opts, shutdown).await;
+    drop(server);
+    out
 }
 
 /// The pipeline into `sink` (DuckDB or BigQuery), until `shutdown`.
@@ -355,103 +370,32 @@ async fn status(ctx: &Context, format: Format) -> anyhow::Result<u8> {
     Ok(if st.as_ref().is_some_and(|s| s.last_error.is_some()) { 1 } else { 0 })
 }
 
-/// `fintrail analytics ...`; returns the exit code.
+/// `fintrail analytics ...`; returns the exit code (1: the query was refused).
 /// Reads only the DuckDB file under `home`: it never touches the transactional database.
 pub async fn run_analytics(args: AnalyticsArgs, home: &fintrail_db::Home) -> anyhow::Result<u8> {
     match args.command {
         AnalyticsCommand::Query(q) => {
             let path = q.duckdb_file.clone().unwrap_or_else(|| home.analytics_db());
-            let out = tokio::task::spawn_blocking(move || query(&path, &q.sql, q.limit)).await??;
+            let req = analytics::Request { timeout_ms: q.timeout_ms, ..analytics::Request::new(q.sql, q.limit) };
+            let out = match tokio::task::spawn_blocking(move || analytics::query(&path, &req)).await? {
+                Ok(out) => out,
+                // A refused query (a write, a timeout) exits 1; a failure to run it at all, 2.
+                Err(e) if e.to_string().starts_with("refused:") => {
+                    eprintln!("error: {e:#}");
+                    return Ok(1);
+                }
+                Err(e) => return Err(e),
+            };
             match q.format {
                 Format::Json => println!("{}", serde_json::to_string_pretty(&out.to_json())?),
                 Format::Text => print!("{}", out.to_table()),
             }
+            if out.truncated {
+                eprintln!("note: the row limit ({}) cut the result", out.rows.len());
+            }
             Ok(0)
         }
     }
-}
-
-/// A query result as text.
-#[derive(Debug, Clone, PartialEq)]
-pub struct QueryResult {
-    pub columns: Vec<String>,
-    pub rows: Vec<Vec<Option<String>>>,
-}
-
-impl QueryResult {
-    pub fn to_json(&self) -> serde_json::Value {
-        serde_json::Value::Array(
-            self.rows
-                .iter()
-                .map(|r| {
-                    serde_json::Value::Object(
-                        self.columns
-                            .iter()
-                            .zip(r)
-                            .map(|(c, v)| {
-                                (c.clone(), v.clone().map_or(serde_json::Value::Null, serde_json::Value::String))
-                            })
-                            .collect(),
-                    )
-                })
-                .collect(),
-        )
-    }
-
-    pub fn to_table(&self) -> String {
-        let cells: Vec<Vec<String>> =
-            self.rows.iter().map(|r| r.iter().map(|v| v.clone().unwrap_or_else(|| "NULL".into())).collect()).collect();
-        let mut w: Vec<usize> = self.columns.iter().map(|c| c.chars().count()).collect();
-        for r in &cells {
-            for (i, v) in r.iter().enumerate() {
-                w[i] = w[i].max(v.chars().count());
-            }
-        }
-        let line = |vals: &[String]| {
-            vals.iter().enumerate().map(|(i, v)| format!("{v:<width$}", width = w[i])).collect::<Vec<_>>().join(" | ")
-        };
-        let mut out = String::new();
-        out.push_str(line(&self.columns).trim_end());
-        out.push('\n');
-        out.push_str(&w.iter().map(|n| "-".repeat(*n)).collect::<Vec<_>>().join("-+-"));
-        out.push('\n');
-        for r in &cells {
-            out.push_str(line(r).trim_end());
-            out.push('\n');
-        }
-        out.push_str(&format!("({} row{})\n", cells.len(), if cells.len() == 1 { "" } else { "s" }));
-        out
-    }
-}
-
-/// Runs `sql` read-only on the DuckDB file (every column rendered as text by DuckDB).
-pub fn query(path: &std::path::Path, sql: &str, limit: usize) -> anyhow::Result<QueryResult> {
-    if !path.exists() {
-        anyhow::bail!("{} does not exist: run `fintrail cdc run` (or `fintrail up`) first", path.display());
-    }
-    let cfg = duckdb::Config::default().access_mode(duckdb::AccessMode::ReadOnly)?;
-    let conn = duckdb::Connection::open_with_flags(path, cfg).map_err(|e| {
-        anyhow::anyhow!("cannot open {} read-only (a running pipeline holds it exclusively): {e}", path.display())
-    })?;
-    let sql = sql.trim().trim_end_matches(';');
-    let wrapped = format!("SELECT COLUMNS(*)::VARCHAR FROM ({sql}) AS q LIMIT {limit}");
-    let mut st = conn.prepare(&wrapped).map_err(|e| anyhow::anyhow!("query failed: {e}"))?;
-    let mut rows = st.query([])?;
-    let mut out = Vec::new();
-    let mut columns = Vec::new();
-    while let Some(r) = rows.next()? {
-        let stmt = r.as_ref();
-        if columns.is_empty() {
-            columns = stmt.column_names();
-        }
-        let n = stmt.column_count();
-        out.push((0..n).map(|i| r.get::<_, Option<String>>(i)).collect::<Result<Vec<_>, _>>()?);
-    }
-    drop(rows);
-    if columns.is_empty() {
-        columns = st.column_names();
-    }
-    Ok(QueryResult { columns, rows: out })
 }
 
 #[cfg(test)]
@@ -459,7 +403,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn query_prints_tables_and_json_and_refuses_writes() {
+    fn query_prints_tables_and_json_and_says_when_the_limit_cut_it() {
         let dir = std::env::temp_dir().join(format!("fintrail-cdc-q-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
@@ -469,16 +413,19 @@ mod tests {
             c.execute_batch("CREATE TABLE t (id INTEGER, name VARCHAR); INSERT INTO t VALUES (1, 'a'), (2, NULL);")
                 .unwrap();
         }
-        let r = query(&path, "SELECT id, name FROM t ORDER BY id;", 100).unwrap();
+        let r = analytics::query(&path, &analytics::Request::new("SELECT id, name FROM t ORDER BY id;", 100)).unwrap();
         assert_eq!(r.columns, vec!["id", "name"]);
         assert_eq!(r.rows, vec![vec![Some("1".into()), Some("a".into())], vec![Some("2".into()), None]]);
         let table = r.to_table();
         assert!(table.starts_with("id | name\n"), "{table}");
         assert!(table.ends_with("(2 rows)\n"));
         assert_eq!(r.to_json()[1]["name"], serde_json::Value::Null);
-        assert!(query(&path, "DELETE FROM t", 10).is_err());
-        assert!(query(&path, "SELEC nonsense", 10).is_err());
-        assert!(query(&dir.join("missing.duckdb"), "SELECT 1", 10).is_err());
+        let cut = analytics::query(&path, &analytics::Request::new("SELECT id FROM t", 1)).unwrap();
+        assert!(cut
+            .to_table()
+            .ends_with("(1 row)\n(row limit 1 reached: the query has more rows; raise --limit, at most 10000)\n"));
+        assert!(analytics::query(&path, &analytics::Request::new("DELETE FROM t", 10)).is_err());
+        assert!(analytics::query(&path, &analytics::Request::new("SELEC nonsense", 10)).is_err());
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -45,6 +45,9 @@
 //!   (≤ 200 ms or 50 000 changes). On stop, complete transactions are committed; the open one is
 //!   resent.
 //! - `status`: `FINTRAIL_HOME/cdc-status.json`, written atomically.
+//! - `analytics`: read-only queries while the pipeline writes (one writer; its socket), the
+//!   guard every query passes (one SELECT, READ ONLY transaction, no file access, row and time
+//!   limits) and the client `fintrail analytics query` and the console use.
 //!
 //! Relation messages carry only the published columns, tuples likewise: `Projection` maps by
 //! name, so a shorter relation is just a narrower shape (the sink keeps the columns it has).
@@ -88,8 +91,10 @@
 //! `pg_logical_emit_message`, EXECUTE is PUBLIC, so the replicator needs no extra privilege.
 //! Added source columns are added to the sink; dropped ones stay (NULL); withheld ones go.
 //!
-//! Commands: `cdc run | status | setup | reset --yes | policy`; `analytics query "SQL"` (read-only;
-//! DuckDB allows one writer process per file, so it fails clearly while a pipeline holds it).
+//! Commands: `cdc run | status | setup | reset --yes | policy`; `analytics query "SQL"`: one
+//! read-only SELECT, bounded in rows and time. DuckDB allows one process per file, so the
+//! pipeline holding it answers queries on `<file>.sock` (`analytics`); with no pipeline, the file
+//! is opened read-only.
 //!
 //! BigQuery: `cdc run --sink bigquery` (or `FINTRAIL_CDC_SINK=bigquery`, as the dev environment's
 //! Cloud Run service sets it) writes into `FINTRAIL_BIGQUERY_PROJECT`.`FINTRAIL_BIGQUERY_DATASET`
@@ -122,6 +127,7 @@
 //! change re-syncing grants and column lists, pg_hba refusing physical replication, and the
 //! known limit above, performed.
 
+pub mod analytics;
 pub mod bench;
 pub mod cli;
 pub mod model;

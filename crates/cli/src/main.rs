@@ -131,6 +131,8 @@ enum BenchName {
     Transfers(fintrail_tooling::bench_transfers::BenchArgs),
     /// Audit-trail verification speed and API throughput with the trail on vs off
     Audit(fintrail_tooling::bench_audit::BenchArgs),
+    /// Console pages (KYC queue of 10k cases, audit viewer of 1M events) against their bare SQL
+    Console(fintrail_tooling::bench_console::BenchArgs),
     /// Our CDC pipeline into DuckDB against pg_recvlogical on the same slot data
     Cdc(fintrail_cdc::bench::BenchArgs),
     /// pgbench TPS with the CDC pipeline streaming vs no consumer
@@ -262,6 +264,9 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             }),
             BenchName::Audit(args) => block_on(Signals::Interrupt, async {
                 fintrail_tooling::bench_audit::audit(args, &home).await.map(|()| 0)
+            }),
+            BenchName::Console(args) => block_on(Signals::Interrupt, async {
+                fintrail_tooling::bench_console::console(args, &home).await.map(|()| 0)
             }),
             BenchName::Cdc(args) => {
                 block_on(Signals::Interrupt, async { fintrail_cdc::bench::cdc(args, &home).await.map(|()| 0) })

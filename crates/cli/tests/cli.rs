@@ -36,7 +36,7 @@ fn help_lists_the_contract_subcommands_one_line_each() {
 fn bench_lists_every_benchmark_name() {
     let out = bin().args(["bench", "--help"]).output().expect("run");
     let text = String::from_utf8(out.stdout).expect("utf8");
-    for name in ["transfers", "audit", "cdc", "cdc-impact", "iam"] {
+    for name in ["transfers", "audit", "console", "cdc", "cdc-impact", "iam"] {
         assert!(text.lines().any(|l| l.trim_start().starts_with(name)), "bench {name} missing:\n{text}");
     }
 }
@@ -246,4 +246,53 @@ fn commands_stop_the_cluster_they_started() {
     assert!(bin().args(["db", "stop"]).env("FINTRAIL_HOME", &home).status().expect("stop").success());
     assert_eq!(postmasters_under(&home), Vec::<u32>::new());
     let _ = std::fs::remove_dir_all(&home);
+}
+
+/// `fintrail analytics query` while `fintrail up` runs: the pipeline holds the DuckDB file, so
+/// the query goes through its socket; writes are refused; after `up` stops, the file is read
+/// directly.
+#[test]
+fn analytics_query_answers_while_up_runs_and_refuses_writes() {
+    let home = temp_home("analytics");
+    let (up, _) = spawn_up(&home);
+    let query =
+        |sql: &str| bin().args(["analytics", "query", sql]).env("FINTRAIL_HOME", &home).output().expect("query");
+    // The views exist once the pipeline's snapshot is in (bounded poll).
+    let mut last = None;
+    wait_until("the KYC funnel answers", Duration::from_secs(120), || {
+        let out = query("SELECT count(*) AS states FROM kyc_funnel");
+        let ok = out.status.success();
+        last = Some(out);
+        ok
+    });
+    let out = last.expect("an answer");
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("states\n"), "{out:?}");
+    assert!(home.join("analytics.duckdb.sock").exists(), "answered by the running pipeline");
+    for write in [
+        "INSERT INTO kyc_cases (id) VALUES (1)",
+        "UPDATE kyc_cases SET state = 'approved'",
+        "CREATE TABLE x (a INTEGER)",
+        "ATTACH '/tmp/x.duckdb' AS x",
+        "COPY kyc_cases TO '/tmp/fintrail-copy.csv'",
+        "PRAGMA enable_profiling",
+        "SELECT 1; DROP VIEW kyc_funnel",
+    ] {
+        let out = query(write);
+        assert_eq!(out.status.code(), Some(1), "{write}: {out:?}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("refused"), "{write}: {out:?}");
+    }
+    let out = bin()
+        .args(["analytics", "query", "SELECT * FROM range(5)", "--limit", "2"])
+        .env("FINTRAIL_HOME", &home)
+        .output()
+        .expect("query");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("row limit 2 reached"), "{out:?}");
+
+    let term = Command::new("kill").args(["-TERM", &up.id().to_string()]).status().expect("kill -TERM");
+    assert!(term.success());
+    assert!(up.wait_with_output().expect("wait").status.success());
+    assert!(!home.join("analytics.duckdb.sock").exists(), "the socket goes with the pipeline");
+    let out = query("SELECT count(*) FROM kyc_funnel");
+    assert!(out.status.success(), "the file is read directly without a pipeline: {out:?}");
+    let _ = std::fs::remove_dir_all(home);
 }

@@ -9,7 +9,7 @@
 //! back from the newest event).
 
 use axum::extract::State;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use chrono::{DateTime, NaiveDateTime, Utc};
 use fintrail_domain::audit::AuditAction;
 use maud::{html, Markup};
@@ -17,7 +17,7 @@ use serde::Deserialize;
 use tokio_postgres::types::ToSql;
 
 use crate::host::HostError;
-use crate::html::{error_page, page, time};
+use crate::html::{page, respond, time};
 use crate::session::{HtmlPath, HtmlQuery, Viewer};
 use crate::{Console, PAGE_SIZES};
 
@@ -208,10 +208,7 @@ fn next_link(f: &Filter, before: i64, before_at: &DateTime<Utc>) -> String {
 
 /// `GET /console/audit` (`audit.read`).
 pub async fn list(State(console): State<Console>, viewer: Viewer, HtmlQuery(q): HtmlQuery<AuditQuery>) -> Response {
-    match list_page(&console, &viewer, &q).await {
-        Ok(m) => m.into_response(),
-        Err(e) => error_page(Some(&viewer), &e).into_response(),
-    }
+    respond(&viewer, list_page(&console, &viewer, &q).await)
 }
 
 fn filter_form(f: &Filter) -> Markup {
@@ -292,10 +289,7 @@ async fn list_page(console: &Console, viewer: &Viewer, q: &AuditQuery) -> Result
 
 /// `GET /console/audit/events/{seq}` (`audit.read`).
 pub async fn event(State(console): State<Console>, viewer: Viewer, HtmlPath(seq): HtmlPath<i64>) -> Response {
-    match event_page(&console, &viewer, seq).await {
-        Ok(m) => m.into_response(),
-        Err(e) => error_page(Some(&viewer), &e).into_response(),
-    }
+    respond(&viewer, event_page(&console, &viewer, seq).await)
 }
 
 fn pretty(v: Option<&str>) -> String {
@@ -352,10 +346,7 @@ async fn event_page(console: &Console, viewer: &Viewer, seq: i64) -> Result<Mark
 
 /// `GET /console/audit/integrity` (`audit.read`).
 pub async fn integrity(State(console): State<Console>, viewer: Viewer) -> Response {
-    match integrity_page(&console, &viewer).await {
-        Ok(m) => m.into_response(),
-        Err(e) => error_page(Some(&viewer), &e).into_response(),
-    }
+    respond(&viewer, integrity_page(&console, &viewer).await)
 }
 
 async fn integrity_page(console: &Console, viewer: &Viewer) -> Result<Markup, HostError> {

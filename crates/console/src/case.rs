@@ -9,7 +9,7 @@ use maud::{html, Markup};
 use serde::Deserialize;
 
 use crate::host::HostError;
-use crate::html::{error_page, page, redirect_to, state_badge, time};
+use crate::html::{error_page, page, redirect_to, respond, state_badge, time};
 use crate::session::{HtmlForm, HtmlPath, HtmlQuery, Viewer, CSRF_FIELD};
 use crate::Console;
 
@@ -74,6 +74,36 @@ pub fn history_table(rows: &[tokio_postgres::Row]) -> Markup {
     }
 }
 
+/// Most history rows a case or organization page lists.
+pub const HISTORY_ROWS_MAX: i64 = 1000;
+
+/// The row `id` of `table` (our constant names, never input), or a 404 naming the table.
+pub(crate) async fn record(
+    client: &deadpool_postgres::Object,
+    columns: &str,
+    table: &str,
+    id: &i64,
+) -> Result<tokio_postgres::Row, HostError> {
+    client
+        .query_opt(&format!("SELECT {columns} FROM fintrail.{table} WHERE id = $1"), &[id])
+        .await?
+        .ok_or_else(|| HostError::new(404, "not_found", format!("{} not found", table.trim_end_matches('s'))))
+}
+
+/// A record's transitions, oldest first, in the shape [`history_table`] shows.
+pub(crate) async fn history(
+    client: &deadpool_postgres::Object,
+    table: &str,
+    key: &str,
+    id: &i64,
+) -> Result<Vec<tokio_postgres::Row>, HostError> {
+    let sql = format!(
+        "SELECT id, from_state, to_state, actor, reason, request_id, at FROM fintrail.{table} \
+         WHERE {key} = $1 ORDER BY id LIMIT {HISTORY_ROWS_MAX}"
+    );
+    Ok(client.query(&sql, &[id]).await?)
+}
+
 /// `GET /console/kyc/{id}` (`kyc.case.read`).
 pub async fn show(
     State(console): State<Console>,
@@ -81,31 +111,14 @@ pub async fn show(
     HtmlPath(id): HtmlPath<i64>,
     HtmlQuery(q): HtmlQuery<ShowQuery>,
 ) -> Response {
-    match case_page(&console, &viewer, id, q.done.as_deref()).await {
-        Ok(m) => m.into_response(),
-        Err(e) => error_page(Some(&viewer), &e).into_response(),
-    }
+    respond(&viewer, case_page(&console, &viewer, id, q.done.as_deref()).await)
 }
 
 async fn case_page(console: &Console, viewer: &Viewer, id: i64, done: Option<&str>) -> Result<Markup, HostError> {
     let client = console.pool().get().await?;
-    let Some(c) = client
-        .query_opt(
-            "SELECT customer_id, state, version, created_at, updated_at FROM fintrail.kyc_cases WHERE id = $1",
-            &[&id],
-        )
-        .await?
-    else {
-        return Err(HostError::new(404, "not_found", "kyc_case not found"));
-    };
+    let c = record(&client, "customer_id, state, version, created_at, updated_at", "kyc_cases", &id).await?;
     let state = KycState::parse(c.get::<_, &str>(1)).map_err(HostError::internal)?;
-    let history = client
-        .query(
-            "SELECT id, from_state, to_state, actor, reason, request_id, at FROM fintrail.kyc_case_transitions \
-             WHERE case_id = $1 ORDER BY id LIMIT 1000",
-            &[&id],
-        )
-        .await?;
+    let history = history(&client, "kyc_case_transitions", "case_id", &id).await?;
     let docs = client
         .query(
             "SELECT id, kind, content_type, size_bytes, created_at FROM fintrail.media_objects \

@@ -3,14 +3,14 @@
 //! one permission each, linked only for roles that hold the target's permission.
 
 use axum::extract::State;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use chrono::{DateTime, Utc};
 use fintrail_domain::ledger::Currency;
 use fintrail_domain::Permission as P;
 use maud::{html, Markup};
 
 use crate::host::HostError;
-use crate::html::{error_page, page, state_badge, time};
+use crate::html::{page, respond, state_badge, time};
 use crate::session::{HtmlPath, Viewer};
 use crate::Console;
 
@@ -27,17 +27,10 @@ pub fn money(minor: i64, currency: &str) -> String {
     }
 }
 
-fn wrap(viewer: &Viewer, r: Result<Markup, HostError>) -> Response {
-    match r {
-        Ok(m) => m.into_response(),
-        Err(e) => error_page(Some(viewer), &e).into_response(),
-    }
-}
-
 /// `GET /console/customers/{id}` (`identity.customer.read`).
 pub async fn show(State(console): State<Console>, viewer: Viewer, HtmlPath(id): HtmlPath<i64>) -> Response {
     let r = profile(&console, &viewer, id).await;
-    wrap(&viewer, r)
+    respond(&viewer, r)
 }
 
 async fn profile(console: &Console, viewer: &Viewer, id: i64) -> Result<Markup, HostError> {
@@ -88,7 +81,7 @@ async fn profile(console: &Console, viewer: &Viewer, id: i64) -> Result<Markup, 
 /// `GET /console/customers/{id}/wallets` (`wallet.read`).
 pub async fn wallets(State(console): State<Console>, viewer: Viewer, HtmlPath(id): HtmlPath<i64>) -> Response {
     let r = wallets_page(&console, &viewer, id).await;
-    wrap(&viewer, r)
+    respond(&viewer, r)
 }
 
 async fn wallets_page(console: &Console, viewer: &Viewer, id: i64) -> Result<Markup, HostError> {
@@ -155,7 +148,7 @@ async fn wallets_page(console: &Console, viewer: &Viewer, id: i64) -> Result<Mar
 /// `GET /console/wallets/{id}` (`ledger.read`): the statement, newest lines first.
 pub async fn statement(State(console): State<Console>, viewer: Viewer, HtmlPath(id): HtmlPath<i64>) -> Response {
     let r = statement_page(&console, &viewer, id).await;
-    wrap(&viewer, r)
+    respond(&viewer, r)
 }
 
 async fn statement_page(console: &Console, viewer: &Viewer, id: i64) -> Result<Markup, HostError> {

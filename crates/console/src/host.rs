@@ -121,6 +121,9 @@ pub trait Host: Send + Sync + 'static {
         to: KybState,
         reason: &'a str,
     ) -> BoxFut<'a, Result<(), HostError>>;
+    /// The analytics DuckDB file the CDC pipeline writes (`FINTRAIL_HOME/analytics.duckdb`);
+    /// the console reads it through the pipeline's read-only query socket beside it.
+    fn analytics_file(&self) -> std::path::PathBuf;
     /// A short-lived signed download URL for a media object, issued and audited as the API's
     /// `POST /v1/media/{id}/signed-url` does (it names the session's token and dies with it).
     fn media_url<'a>(&'a self, acting: &'a Acting, media_id: i64) -> BoxFut<'a, Result<String, HostError>>;

@@ -47,11 +47,13 @@ pub fn redirect_to(to: String) -> Response {
 }
 
 /// The navigation: only what the viewer's role may open.
-const NAV: [(&str, &str, P); 4] = [
+const NAV: [(&str, &str, P); 6] = [
     ("/console/kyc", "KYC queue", P::KycCaseRead),
     ("/console/kyb", "KYB queue", P::KybOrgRead),
     ("/console/audit", "Audit trail", P::AuditRead),
     ("/console/jobs", "Jobs", P::AuditRead),
+    ("/console/analytics", "Analytics", P::AnalyticsRead),
+    ("/console/iam", "Least privilege", P::IamRead),
 ];
 
 /// A whole page.
@@ -106,6 +108,14 @@ pub fn error_page(viewer: Option<&Viewer>, e: &HostError) -> (StatusCode, Markup
         @else { p { a href="/console" { "Back to the console" } } }
     };
     (status, page(title, viewer, body))
+}
+
+/// A page, or the error page with the status the API would have answered.
+pub fn respond(viewer: &Viewer, page: Result<Markup, HostError>) -> Response {
+    match page {
+        Ok(m) => m.into_response(),
+        Err(e) => error_page(Some(viewer), &e).into_response(),
+    }
 }
 
 /// A timestamp as people read it (UTC, to the second), in a `<time>` element.

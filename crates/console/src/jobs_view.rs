@@ -3,12 +3,12 @@
 //! trail holds the authoritative `job.*` events; this table is their index).
 
 use axum::extract::State;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use chrono::{DateTime, Utc};
 use maud::{html, Markup};
 
 use crate::host::HostError;
-use crate::html::{error_page, page, time};
+use crate::html::{page, respond, time};
 use crate::session::Viewer;
 use crate::Console;
 
@@ -17,10 +17,7 @@ pub const RECENT_RUNS: i64 = 50;
 
 /// `GET /console/jobs` (`audit.read`).
 pub async fn list(State(console): State<Console>, viewer: Viewer) -> Response {
-    match jobs_page(&console, &viewer).await {
-        Ok(m) => m.into_response(),
-        Err(e) => error_page(Some(&viewer), &e).into_response(),
-    }
+    respond(&viewer, jobs_page(&console, &viewer).await)
 }
 
 const COLUMNS: &str = "job, id, started_at, finished_at, outcome, counts::text, error, trigger, dry_run";

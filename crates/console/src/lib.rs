@@ -30,13 +30,21 @@
 //! - `GET /console/customers/{id}` (`identity.customer.read`): profile and KYC cases;
 //!   `.../wallets` (`wallet.read`): balances and holds; `GET /console/wallets/{id}`
 //!   (`ledger.read`): the statement. Bounded lists (newest 50).
+//! - `GET /console/analytics` (`analytics.read`): the pipeline's views (KYC funnel, time in
+//!   state, daily transfer volume, screening outcomes) as server-rendered SVG bar charts
+//!   ([`chart`]) with their figures, read through `fintrail_cdc::analytics::query` (the
+//!   running pipeline's read-only socket, else the file read-only; bounded rows and time).
+//! - `GET /console/iam` (`iam.read`): least privilege: `fintrail iam check`'s findings for
+//!   `infra/envs` per environment and the escalation paths, through the `fintrail-iam` library.
 //!
 //! # Sessions ([`session`])
 //! The login form takes a staff bearer token, resolves it through the API's authentication
 //! ([`Host::authenticate`]: same lookup, same 401 rate limit) and stores a session: a 256-bit
 //! secret in a cookie (`HttpOnly`, `SameSite=Strict`, `Path=/`, `Max-Age` 8 h; `Secure` and the
 //! `__Host-` prefix when the request came over TLS, i.e. `X-Forwarded-Proto: https` from the
-//! front end), only its SHA-256 in `console_sessions` (0042; the trigger stamps the times).
+//! front end), only its SHA-256 in `console_sessions` (0042; the trigger stamps the times). A
+//! session unused for 30 minutes is dead too ([`session::SESSION_IDLE_SECS`], migration 0044: the
+//! database stamps the last use, renewed at most once a minute, and the actor check agrees).
 //! Every request joins the session to `api_tokens`: a revoked or expired token ends its
 //! sessions on the next request, with no cache in between. Every POST carries a CSRF token
 //! (SHA-256 of the secret under its own domain: the server stores nothing more, and the
@@ -52,7 +60,8 @@
 //! style), `no-store`, `no-referrer`, `nosniff`, on every console response ([`html`]).
 //!
 //! # Dependencies
-//! domain (permissions, roles, state machines), audit (its session events); axum 0.8 (the
+//! domain (permissions, roles, state machines), audit (its session events), cdc (the analytics
+//! query client and its read-only guard), iam (the analyzer, as a library); axum 0.8 (the
 //! API's), maud (compile-time HTML, escaped by construction; no template files, no Node),
 //! deadpool-postgres / tokio-postgres (reads), chrono, sha2 / subtle / rand / base64 (sessions).
 //! Everything that decides or writes what the API decides or writes goes through [`Host`].
@@ -64,11 +73,14 @@
 //! approves a case, finds it in the audit viewer, logs out, and is refused as it should be;
 //! screenshots under `target/console-screenshots/`.
 
+pub mod analytics_view;
 pub mod audit_view;
 pub mod case;
+pub mod chart;
 pub mod customer;
 pub mod host;
 pub mod html;
+pub mod iam_view;
 pub mod jobs_view;
 pub mod org;
 pub mod queue;
@@ -111,8 +123,8 @@ pub fn router<S: Clone + Send + Sync + 'static>(host: Arc<dyn Host>) -> (Router<
     pages.add(Method::GET, "/console/media/{id}", P::KycMediaRead, get(case::media));
     pages.add(Method::GET, "/console/kyb", P::KybOrgRead, get(queue::kyb_queue));
     pages.add(Method::GET, "/console/kyb/{id}", P::KybOrgRead, get(org::show));
-    pages.add(Method::POST, "/console/kyb/{id}/screening", P::KybOrgScreen, post(org::screening));
-    pages.add(Method::POST, "/console/kyb/{id}/decision", P::KybOrgDecide, post(org::decision));
+    pages.add(Method::POST, "/console/kyb/{id}/screening", P::KybOrgScreen, post(org::transition));
+    pages.add(Method::POST, "/console/kyb/{id}/decision", P::KybOrgDecide, post(org::transition));
     pages.add(Method::GET, "/console/audit", P::AuditRead, get(audit_view::list));
     pages.add(Method::GET, "/console/audit/events/{seq}", P::AuditRead, get(audit_view::event));
     pages.add(Method::GET, "/console/audit/integrity", P::AuditRead, get(audit_view::integrity));
@@ -120,6 +132,8 @@ pub fn router<S: Clone + Send + Sync + 'static>(host: Arc<dyn Host>) -> (Router<
     pages.add(Method::GET, "/console/customers/{id}", P::IdentityCustomerRead, get(customer::show));
     pages.add(Method::GET, "/console/customers/{id}/wallets", P::WalletRead, get(customer::wallets));
     pages.add(Method::GET, "/console/wallets/{id}", P::LedgerRead, get(customer::statement));
+    pages.add(Method::GET, "/console/analytics", P::AnalyticsRead, get(analytics_view::show));
+    pages.add(Method::GET, "/console/iam", P::IamRead, get(iam_view::show));
     let (protected, list) = pages.finish();
     let public = Router::new()
         .route("/console", get(session::home))

@@ -8,9 +8,9 @@ use chrono::{DateTime, Utc};
 use fintrail_domain::{KybState, Permission as P, State as _};
 use maud::{html, Markup};
 
-use crate::case::{history_table, transition_form, ShowQuery, TransitionForm};
+use crate::case::{history, history_table, record, transition_form, ShowQuery, TransitionForm};
 use crate::host::HostError;
-use crate::html::{error_page, page, redirect_to, state_badge, time};
+use crate::html::{error_page, page, redirect_to, respond, state_badge, time};
 use crate::session::{HtmlForm, HtmlPath, HtmlQuery, Viewer};
 use crate::Console;
 
@@ -43,32 +43,15 @@ pub async fn show(
     HtmlPath(id): HtmlPath<i64>,
     HtmlQuery(q): HtmlQuery<ShowQuery>,
 ) -> Response {
-    match org_page(&console, &viewer, id, q.done.as_deref()).await {
-        Ok(m) => m.into_response(),
-        Err(e) => error_page(Some(&viewer), &e).into_response(),
-    }
+    respond(&viewer, org_page(&console, &viewer, id, q.done.as_deref()).await)
 }
 
 async fn org_page(console: &Console, viewer: &Viewer, id: i64, done: Option<&str>) -> Result<Markup, HostError> {
     let client = console.pool().get().await?;
-    let Some(o) = client
-        .query_opt(
-            "SELECT legal_name, registration_number, country, state, version, created_at, updated_at \
-             FROM fintrail.organizations WHERE id = $1",
-            &[&id],
-        )
-        .await?
-    else {
-        return Err(HostError::new(404, "not_found", "organization not found"));
-    };
+    let columns = "legal_name, registration_number, country, state, version, created_at, updated_at";
+    let o = record(&client, columns, "organizations", &id).await?;
     let state = KybState::parse(o.get::<_, &str>(3)).map_err(HostError::internal)?;
-    let history = client
-        .query(
-            "SELECT id, from_state, to_state, actor, reason, request_id, at FROM fintrail.organization_transitions \
-             WHERE organization_id = $1 ORDER BY id LIMIT 1000",
-            &[&id],
-        )
-        .await?;
+    let history = history(&client, "organization_transitions", "organization_id", &id).await?;
     drop(client);
     let offered: Vec<(KybState, String)> = KybState::TRANSITIONS
         .iter()
@@ -118,18 +101,10 @@ async fn apply(console: Console, viewer: Viewer, id: i64, form: TransitionForm) 
     }
 }
 
-/// `POST /console/kyb/{id}/screening` (`kyb.org.screen`).
-pub async fn screening(
-    State(console): State<Console>,
-    viewer: Viewer,
-    HtmlPath(id): HtmlPath<i64>,
-    HtmlForm(form): HtmlForm<TransitionForm>,
-) -> Response {
-    apply(console, viewer, id, form).await
-}
-
-/// `POST /console/kyb/{id}/decision` (`kyb.org.decide`).
-pub async fn decision(
+/// `POST /console/kyb/{id}/screening` (`kyb.org.screen`) and `POST /console/kyb/{id}/decision`
+/// (`kyb.org.decide`): one handler, two routes, each behind its own permission (the registry's
+/// guard); the API's transition procedure checks the target's permission again.
+pub async fn transition(
     State(console): State<Console>,
     viewer: Viewer,
     HtmlPath(id): HtmlPath<i64>,

@@ -3,13 +3,13 @@
 //! `(updated_at, id)` over the partial indexes of migration 0042 (a page costs its rows).
 
 use axum::extract::State;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use chrono::{DateTime, Utc};
 use maud::{html, Markup};
 use serde::Deserialize;
 
 use crate::host::HostError;
-use crate::html::{ago, error_page, page, state_badge, time};
+use crate::html::{ago, page, respond, state_badge, time};
 use crate::session::{HtmlQuery, Viewer};
 use crate::{Console, PAGE_SIZES, PAGE_SIZE_DEFAULT};
 
@@ -182,10 +182,7 @@ pub async fn kyc_queue(
     viewer: Viewer,
     HtmlQuery(q): HtmlQuery<QueueQuery>,
 ) -> Response {
-    match kyc_page(&console, &viewer, &q).await {
-        Ok(m) => m.into_response(),
-        Err(e) => error_page(Some(&viewer), &e).into_response(),
-    }
+    respond(&viewer, kyc_page(&console, &viewer, &q).await)
 }
 
 async fn kyc_page(console: &Console, viewer: &Viewer, q: &QueueQuery) -> Result<Markup, HostError> {
@@ -235,10 +232,7 @@ pub async fn kyb_queue(
     viewer: Viewer,
     HtmlQuery(q): HtmlQuery<QueueQuery>,
 ) -> Response {
-    match kyb_page(&console, &viewer, &q).await {
-        Ok(m) => m.into_response(),
-        Err(e) => error_page(Some(&viewer), &e).into_response(),
-    }
+    respond(&viewer, kyb_page(&console, &viewer, &q).await)
 }
 
 async fn kyb_page(console: &Console, viewer: &Viewer, q: &QueueQuery) -> Result<Markup, HostError> {

@@ -33,6 +33,10 @@ pub const LOGIN_COOKIE: &str = "ft_console_login";
 const LOGIN_COOKIE_TLS: &str = "__Host-ft_console_login";
 /// A session's lifetime (the database's trigger stamps the same; its CHECK caps it).
 pub const SESSION_MAX_AGE_SECS: u64 = 8 * 3600;
+/// A session unused this long is dead (migration 0044; the actor check holds the same rule).
+pub const SESSION_IDLE_SECS: i64 = 30 * 60;
+/// The last use is renewed at most this often: a page view is not a write each time.
+pub const SESSION_RENEW_SECS: i64 = 60;
 const LOGIN_MAX_AGE_SECS: u64 = 600;
 /// The form field carrying the CSRF token.
 pub const CSRF_FIELD: &str = "csrf";
@@ -149,11 +153,21 @@ pub async fn current(console: &Console, headers: &HeaderMap) -> Result<Option<Se
             "SELECT s.id, t.id, t.role, t.label FROM fintrail.console_sessions s \
              JOIN fintrail.api_tokens t ON t.id = s.token_id \
              WHERE s.session_hash = $1 AND s.expires_at > now() \
+               AND s.last_seen_at > now() - make_interval(secs => $2) \
                AND t.revoked_at IS NULL AND t.expires_at > now() AND t.customer_id IS NULL",
-            &[&session_hash(secret).as_slice()],
+            &[&session_hash(secret).as_slice(), &(SESSION_IDLE_SECS as f64)],
         )
         .await?;
     let Some(row) = row else { return Ok(None) };
+    // The database stamps the time (0044); renewing only when older than a minute keeps a
+    // burst of page views from being a burst of writes.
+    client
+        .execute(
+            "UPDATE fintrail.console_sessions SET last_seen_at = now() \
+             WHERE id = $1 AND last_seen_at < now() - make_interval(secs => $2)",
+            &[&row.get::<_, i64>(0), &(SESSION_RENEW_SECS as f64)],
+        )
+        .await?;
     let Ok(role) = row.get::<_, &str>(2).parse::<Role>() else { return Ok(None) };
     if role == Role::Customer {
         return Ok(None);

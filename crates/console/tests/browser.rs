@@ -334,6 +334,74 @@ async fn review_approve_audit_logout_and_refusals_in_chromium() {
     c.close().await.expect("close browser");
 }
 
+/// Whether the analytics page's KYC funnel draws `state` at `cases` cases (its bar's title).
+async fn funnel_shows(c: &Client, app: &App, state: &str, cases: u32) -> bool {
+    c.goto(&format!("{}/console/analytics", app.base)).await.expect("analytics");
+    let html = c.source().await.expect("page source");
+    html.contains(&format!("<title>{state}: {cases} cases</title>"))
+}
+
+/// The CDC pipeline runs in this process, as inside `fintrail up`: an approval made in the
+/// console is in the KYC funnel chart within 2 s (the freshness deadline; the
+/// pipeline commits every 200 ms). The page with real charts passes axe.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_kyc_funnel_chart_reflects_an_approval_within_2_s() {
+    let app = spawn().await;
+    let admin = app.staff(Role::Admin).await;
+    let case_id = app.submitted_case(&admin.token).await;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let ctx = app.ctx.clone();
+    let pipeline = tokio::spawn(async move {
+        fintrail_cdc::run_pipeline(&ctx, async move {
+            let _ = stopped.await;
+        })
+        .await
+    });
+    let axe_js = axe_source();
+    let driver = start_driver().await;
+    let c = browser(&driver).await;
+    login(&c, &app, &admin.token).await;
+    wait_for(&c, |u| u.ends_with("/console/kyc")).await;
+
+    // The snapshot is in once the funnel shows the submitted case (bounded poll).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !funnel_shows(&c, &app, "documents_submitted", 1).await {
+        assert!(!pipeline.is_finished(), "the pipeline stopped");
+        assert!(Instant::now() < deadline, "the pipeline's snapshot did not reach the console within 60 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(!funnel_shows(&c, &app, "approved", 1).await);
+    shot(&c, "30-analytics-before").await;
+    let serious = axe(&c, &axe_js, "analytics").await;
+    assert!(serious.is_empty(), "serious accessibility violations:\n{}", serious.join("\n"));
+    // The charts' figures are reachable by keyboard (their tables follow each chart).
+    tab_to(&c, "a.skip").await;
+
+    // Approve in the console.
+    c.goto(&format!("{}/console/kyc/{case_id}", app.base)).await.expect("case");
+    for (to, reason) in [("in_review", "documents legible"), ("approved", "passport matches the selfie")] {
+        c.find(Locator::Id(&format!("reason-{to}"))).await.expect("reason").send_keys(reason).await.expect("type");
+        c.find(Locator::Css(&format!("button[value={to}]"))).await.expect("button").click().await.expect("submit");
+        let notice = text_of(&c, "p.notice.ok", &to.replace('_', " ")).await;
+        assert!(notice.contains(&to.replace('_', " ")), "{notice}");
+    }
+    // The approval has committed (the page answered after it): the deadline starts now.
+    let committed = Instant::now();
+    let mut seen = false;
+    while committed.elapsed() < Duration::from_secs(2) {
+        if funnel_shows(&c, &app, "approved", 1).await {
+            seen = true;
+            break;
+        }
+    }
+    assert!(seen, "the approval is not in the KYC funnel 2 s after it committed");
+    println!("analytics: the approval reached the KYC funnel after {} ms", committed.elapsed().as_millis());
+    shot(&c, "31-analytics-after-approval").await;
+    c.close().await.expect("close browser");
+    let _ = stop.send(());
+    pipeline.await.expect("pipeline task").expect("the pipeline stops cleanly");
+}
+
 /// The pinned axe-core (`./dev setup` fetches it from npm, hash-checked, into `.deps/`).
 const AXE_JS_SHA256: &str = "29348999450cdf2849a8e70b7912fc2da85a849da39c0d0d5394f51d4a9ed95c"; // pragma: allowlist secret
 
@@ -462,6 +530,8 @@ async fn every_page_passes_axe_and_a_review_works_by_keyboard_alone() {
         ("audit-event", format!("/console/audit/events/{seq}")),
         ("integrity", "/console/audit/integrity".to_owned()),
         ("jobs", "/console/jobs".to_owned()),
+        ("analytics-unavailable", "/console/analytics".to_owned()),
+        ("iam", "/console/iam".to_owned()),
         ("customer", "/console/customers/1".to_owned()),
         ("wallets", "/console/customers/1/wallets".to_owned()),
         ("not-found", "/console/kyc/999999".to_owned()),

@@ -433,3 +433,75 @@ fn next_href(html: &str) -> Option<String> {
         href.split('"').next().expect("end").replace("&amp;", "&")
     })
 }
+
+/// The least-privilege page analyzes the checked-in `infra/envs` with the `fintrail-iam`
+/// library: one section per environment, its findings (excepted ones with their ticket) and
+/// its escalation paths. The analytics page without a pipeline or file says so (no 500).
+#[tokio::test]
+async fn the_iam_page_shows_each_environments_findings_and_paths_and_analytics_degrade_clearly() {
+    let app = spawn().await;
+    let auditor = app.staff(Role::Auditor).await;
+    let session = app.login(&auditor.token).await;
+    let (status, html) = app.page(&session.cookie, "/console/iam").await;
+    assert_eq!(status, 200, "{html}");
+    for env in ["dev", "staging", "prod"] {
+        assert!(html.contains(&format!("Environment <code>{env}</code>")), "{env} has its section: {html}");
+    }
+    assert!(html.contains("IAM010") && html.contains("excepted") && html.contains("ticket"), "{html}");
+    assert!(html.contains("media-signer") && html.contains("sign-blob"), "an escalation path and its method: {html}");
+    assert!(html.contains("0 failing"), "the checked-in code has no failing finding: {html}");
+    let checkout = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("checkout");
+    assert!(html.contains("infra/modules/iam/main.tf:"), "{html}");
+    assert!(!html.contains(&checkout.display().to_string()), "paths are the checkout's, not the server's folders");
+    let (status, html) = app.page(&session.cookie, "/console/analytics").await;
+    assert_eq!(status, 200);
+    assert_eq!(html.matches("Not available yet").count(), 4, "{html}");
+    // The analyst holds neither permission.
+    let analyst = app.staff(Role::KycAnalyst).await;
+    let session = app.login(&analyst.token).await;
+    assert_eq!(app.page(&session.cookie, "/console/iam").await.0, 403);
+    assert_eq!(app.page(&session.cookie, "/console/analytics").await.0, 403);
+}
+
+/// A session unused for 30 minutes is dead (migration 0044), whatever its 8-hour life says; a
+/// used one is renewed by the database's clock, and the application can neither choose that
+/// time nor change anything else of a session.
+#[tokio::test]
+async fn a_session_idle_for_30_minutes_is_dead_and_the_app_cannot_backdate_or_extend_one() {
+    let app = spawn().await;
+    let analyst = app.staff(Role::KycAnalyst).await;
+    let session = app.login(&analyst.token).await;
+    let other = app.login(&analyst.token).await;
+    let admin = app.db.connect(DbRole::Admin).await.expect("admin");
+    let c = app.db.connect(DbRole::App).await.expect("app");
+    // The application asks for a stamp in the past, or a longer life: neither happens.
+    c.execute("UPDATE fintrail.console_sessions SET last_seen_at = '2000-01-01T00:00:00Z'", &[]).await.expect("renew");
+    let stale: i64 = c
+        .query_one(
+            "SELECT count(*) FROM fintrail.console_sessions WHERE last_seen_at < now() - interval '1 minute'",
+            &[],
+        )
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(stale, 0, "the database stamps now(), not the application's time");
+    let e = c
+        .execute("UPDATE fintrail.console_sessions SET expires_at = expires_at + interval '1 day'", &[])
+        .await
+        .expect_err("no longer life");
+    let msg = e.as_db_error().map(|d| d.message().to_owned()).unwrap_or_default();
+    assert!(msg.contains("permission denied"), "no UPDATE of expires_at is granted: {e:?}");
+    // 31 minutes of idleness for one session, as only the owner's DDL could fake it.
+    admin
+        .batch_execute(
+            "ALTER TABLE fintrail.console_sessions DISABLE TRIGGER console_sessions_immutable;
+             UPDATE fintrail.console_sessions SET last_seen_at = now() - interval '31 minutes'
+              WHERE id = (SELECT min(id) FROM fintrail.console_sessions);
+             ALTER TABLE fintrail.console_sessions ENABLE TRIGGER console_sessions_immutable;",
+        )
+        .await
+        .expect("age one session");
+    let (s, _) = app.page(&session.cookie, "/console/kyc").await;
+    assert_eq!(s, 303, "the idle session is sent to the login form");
+    assert_eq!(app.page(&other.cookie, "/console/kyc").await.0, 200, "the other one lives on");
+}

@@ -79,11 +79,15 @@ pub enum Permission {
     LedgerIdempotencyPurge,
     /// System (periodic job, no role holds it): read the replication slot's health.
     CdcHealthRead,
+    /// Staff: read the analytics the CDC pipeline maintains (aggregates; the console's charts).
+    AnalyticsRead,
+    /// Staff: read the least-privilege findings and escalation paths of the infrastructure.
+    IamRead,
 }
 
 impl Permission {
     /// Every permission, in declaration order (exhaustive tests iterate this).
-    pub const ALL: [Permission; 33] = [
+    pub const ALL: [Permission; 35] = [
         Permission::IdentityCustomerCreate,
         Permission::IdentityCustomerRead,
         Permission::IdentitySelfRead,
@@ -117,6 +121,8 @@ impl Permission {
         Permission::AuditRetentionPurge,
         Permission::LedgerIdempotencyPurge,
         Permission::CdcHealthRead,
+        Permission::AnalyticsRead,
+        Permission::IamRead,
     ];
 
     /// The stable wire / database / log name.
@@ -155,6 +161,8 @@ impl Permission {
             Permission::AuditRetentionPurge => "audit.retention.purge",
             Permission::LedgerIdempotencyPurge => "ledger.idempotency.purge",
             Permission::CdcHealthRead => "cdc.health.read",
+            Permission::AnalyticsRead => "analytics.read",
+            Permission::IamRead => "iam.read",
         }
     }
 }
@@ -233,9 +241,17 @@ const CUSTOMER: &[Permission] = &[
 ];
 const KYC_ANALYST: &[Permission] = &[P::IdentityCustomerRead, P::KycCaseRead, P::KycCaseReview, P::KycMediaRead];
 const COMPLIANCE_OFFICER: &[Permission] =
-    &[P::KybOrgCreate, P::KybOrgRead, P::KybOrgScreen, P::KybOrgDecide, P::KycCaseRead, P::AuditRead];
-const AUDITOR: &[Permission] =
-    &[P::IdentityCustomerRead, P::KycCaseRead, P::KybOrgRead, P::AuditRead, P::WalletRead, P::LedgerRead];
+    &[P::KybOrgCreate, P::KybOrgRead, P::KybOrgScreen, P::KybOrgDecide, P::KycCaseRead, P::AuditRead, P::AnalyticsRead];
+const AUDITOR: &[Permission] = &[
+    P::IdentityCustomerRead,
+    P::KycCaseRead,
+    P::KybOrgRead,
+    P::AuditRead,
+    P::WalletRead,
+    P::LedgerRead,
+    P::AnalyticsRead,
+    P::IamRead,
+];
 const ADMIN: &[Permission] = &[
     P::IdentityCustomerCreate,
     P::IdentityCustomerRead,
@@ -258,6 +274,8 @@ const ADMIN: &[Permission] = &[
     P::WalletHoldCreate,
     P::WalletHoldSettle,
     P::LedgerRead,
+    P::AnalyticsRead,
+    P::IamRead,
 ];
 
 impl Role {

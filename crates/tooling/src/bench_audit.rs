@@ -46,30 +46,12 @@ pub async fn audit(args: BenchArgs, home: &Home) -> anyhow::Result<()> {
     anyhow::ensure!(args.events > 0 && args.events <= 100_000_000, "--events must be 1..=100000000");
     anyhow::ensure!(args.concurrency > 0 && args.concurrency <= 256, "--concurrency must be 1..=256");
     anyhow::ensure!(args.write_secs > 0 && args.write_secs <= 600, "--write-secs must be 1..=600");
-    let base = fintrail_db::prepare(home, args.database_url.as_deref()).await?;
-    let db = base.db.with_dbname(BENCH_DB);
-    let admin = base.db.with_dbname("postgres").connect(DbRole::Admin).await?;
-    admin.batch_execute(&format!("DROP DATABASE IF EXISTS {BENCH_DB} WITH (FORCE)")).await?;
-    fintrail_db::ensure_database(&db).await?;
-    fintrail_db::migrate::migrate(&db).await?;
-    let ctx = base.with_db(db.clone());
+    let ctx = bench_database(home, args.database_url.as_deref(), BENCH_DB).await?;
+    let db = ctx.db.clone();
 
     // 1. Verification speed.
     eprintln!("generating {} audit events ...", args.events);
-    let su = db.connect(DbRole::Admin).await?;
-    let mut done = 0;
-    while done < args.events {
-        let n = INSERT_BATCH.min(args.events - done);
-        su.execute(
-            "INSERT INTO fintrail.audit_events (actor, on_behalf_of, action, subject, permission, allowed, request_id, before, after) \
-             SELECT 'staff:1:bench', 'customer:' || g, 'kyc.case.transitioned', 'kyc_case:' || g, 'kyc.case.review', true, \
-                    'req-' || g, '{\"state\": \"in_review\"}', jsonb_build_object('state', 'approved', 'transition_id', g)::text \
-             FROM generate_series(1, $1::bigint) AS g",
-            &[&n],
-        )
-        .await?;
-        done += n;
-    }
+    generate_events(&db, args.events).await?;
     let t = Instant::now();
     let mut seq = Sequencer::try_open(&db).await?.context("another sequencer holds the lock")?;
     let linked = seq.run_once().await?;
@@ -112,6 +94,37 @@ pub async fn audit(args: BenchArgs, home: &Home) -> anyhow::Result<()> {
     println!("{:<44} {:>16.0}", "API transitions/s, audit ON (ours)", on_mean);
     println!("{:<44} {:>16.0}", "API transitions/s, audit OFF (baseline)", off_mean);
     println!("ratio: {ratio:.3}");
+    Ok(())
+}
+
+/// A new, migrated database `name` on the private cluster (or `database_url`'s server),
+/// dropped first if an earlier run left it: each benchmark measures in a database of its own.
+pub async fn bench_database(home: &Home, database_url: Option<&str>, name: &str) -> anyhow::Result<Context> {
+    let base = fintrail_db::prepare(home, database_url).await?;
+    let db = base.db.with_dbname(name);
+    let admin = base.db.with_dbname("postgres").connect(DbRole::Admin).await?;
+    admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await?;
+    fintrail_db::ensure_database(&db).await?;
+    fintrail_db::migrate::migrate(&db).await?;
+    Ok(base.with_db(db))
+}
+
+/// `events` KYC approval events, inserted server-side through the trail's own triggers.
+pub async fn generate_events(db: &fintrail_db::Database, events: i64) -> anyhow::Result<()> {
+    let su = db.connect(DbRole::Admin).await?;
+    let mut done = 0;
+    while done < events {
+        let n = INSERT_BATCH.min(events - done);
+        su.execute(
+            "INSERT INTO fintrail.audit_events (actor, on_behalf_of, action, subject, permission, allowed, request_id, before, after) \
+             SELECT 'staff:1:bench', 'customer:' || g, 'kyc.case.transitioned', 'kyc_case:' || g, 'kyc.case.review', true, \
+                    'req-' || g, '{\"state\": \"in_review\"}', jsonb_build_object('state', 'approved', 'transition_id', g)::text \
+             FROM generate_series(1, $1::bigint) AS g",
+            &[&n],
+        )
+        .await?;
+        done += n;
+    }
     Ok(())
 }
 

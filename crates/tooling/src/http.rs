@@ -13,7 +13,7 @@ use http_body_util::{BodyExt as _, Full};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 
-/// Largest response body read (the API's responses are small JSON documents).
+/// Largest response body read (the API's JSON documents and the console's pages are small).
 const RESPONSE_BYTES_MAX: usize = 1 << 20;
 
 /// One keep-alive connection to `addr`, authenticated with a bearer token.
@@ -76,15 +76,36 @@ impl Client {
             req = req.header("Idempotency-Key", key);
         }
         let req = req.body(Full::new(Bytes::from(serde_json::to_vec(body)?)))?;
+        let (status, _, body) = self.send_once(req).await?;
+        Ok((status, body))
+    }
+
+    /// Sends any request (the console's pages and forms: cookies, not the bearer); returns the
+    /// status, the headers and the body. On any error the connection is dropped.
+    pub async fn send(&mut self, req: hyper::Request<Full<Bytes>>) -> anyhow::Result<(u16, hyper::HeaderMap, Bytes)> {
+        let r = self.send_once(req).await;
+        if r.is_err() {
+            self.sender = None;
+        }
+        r
+    }
+
+    async fn send_once(&mut self, req: hyper::Request<Full<Bytes>>) -> anyhow::Result<(u16, hyper::HeaderMap, Bytes)> {
         let sender = self.connect().await?;
         sender.ready().await?;
         let res = sender.send_request(req).await?;
         let status = res.status().as_u16();
+        let headers = res.headers().clone();
         let body = http_body_util::Limited::new(res.into_body(), RESPONSE_BYTES_MAX)
             .collect()
             .await
             .map_err(|e| anyhow::anyhow!("reading the response body: {e}"))?
             .to_bytes();
-        Ok((status, body))
+        Ok((status, headers, body))
+    }
+
+    /// The address it connects to.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
     }
 }

@@ -1,5 +1,5 @@
 //! What only the binary and the tests use, kept out of the production library: the
-//! benchmarks (`fintrail bench transfers`, `fintrail bench audit`), `fintrail up`'s demo data
+//! benchmarks (`fintrail bench transfers`, `bench audit`, `bench console`), `fintrail up`'s demo data
 //! and the fixtures the integration tests and benchmarks build on.
 //!
 //! Why a crate of its own: a benchmark drives the real server over HTTP, so it needs an HTTP
@@ -8,6 +8,7 @@
 //! of ours depends on tooling except the binary and tests.
 
 pub mod bench_audit;
+pub mod bench_console;
 pub mod bench_transfers;
 pub mod demo;
 pub mod fixtures;
