@@ -78,21 +78,52 @@ async fn profile(console: &Console, viewer: &Viewer, id: i64) -> Result<Markup, 
     ))
 }
 
+/// Whose wallets a page lists: a customer's or an organization's (the wallet `kind`s that
+/// have an owner; system wallets have none and no page).
+#[derive(Debug, Clone, Copy)]
+enum Owner {
+    Customer(i64),
+    Organization(i64),
+}
+
+impl Owner {
+    /// The page title's subject.
+    fn title(self) -> String {
+        match self {
+            Owner::Customer(id) => format!("Customer {id}"),
+            Owner::Organization(id) => format!("Organization {id}"),
+        }
+    }
+}
+
 /// `GET /console/customers/{id}/wallets` (`wallet.read`).
 pub async fn wallets(State(console): State<Console>, viewer: Viewer, HtmlPath(id): HtmlPath<i64>) -> Response {
-    let r = wallets_page(&console, &viewer, id).await;
+    let r = wallets_page(&console, &viewer, Owner::Customer(id)).await;
     respond(&viewer, r)
 }
 
-async fn wallets_page(console: &Console, viewer: &Viewer, id: i64) -> Result<Markup, HostError> {
+/// `GET /console/kyb/{id}/wallets` (`wallet.read`): an organization's wallets and holds.
+pub async fn org_wallets(State(console): State<Console>, viewer: Viewer, HtmlPath(id): HtmlPath<i64>) -> Response {
+    let r = wallets_page(&console, &viewer, Owner::Organization(id)).await;
+    respond(&viewer, r)
+}
+
+async fn wallets_page(console: &Console, viewer: &Viewer, owner: Owner) -> Result<Markup, HostError> {
     let client = console.pool().get().await?;
-    let w = client
-        .query(
+    // Two fixed statements rather than one built from the owner: each is planned once.
+    let (sql, id) = match owner {
+        Owner::Customer(id) => (
             "SELECT id, currency, balance_minor, held_minor, floor_minor, created_at FROM fintrail.wallets \
              WHERE customer_id = $1 AND kind = 'customer' ORDER BY id LIMIT $2",
-            &[&id, &LIST_MAX],
-        )
-        .await?;
+            id,
+        ),
+        Owner::Organization(id) => (
+            "SELECT id, currency, balance_minor, held_minor, floor_minor, created_at FROM fintrail.wallets \
+             WHERE organization_id = $1 AND kind = 'organization' ORDER BY id LIMIT $2",
+            id,
+        ),
+    };
+    let w = client.query(sql, &[&id, &LIST_MAX]).await?;
     let ids: Vec<i64> = w.iter().map(|r| r.get(0)).collect();
     let holds = client
         .query(
@@ -103,7 +134,7 @@ async fn wallets_page(console: &Console, viewer: &Viewer, id: i64) -> Result<Mar
         .await?;
     drop(client);
     Ok(page(
-        &format!("Customer {id}: wallets"),
+        &format!("{}: wallets", owner.title()),
         Some(viewer),
         html! {
             @if w.is_empty() { p.empty { "No wallet." } }

@@ -28,7 +28,8 @@
 //!   runs and the signed checkpoints. `GET /console/jobs` (`audit.read`): the periodic jobs'
 //!   latest run each and the latest runs (`job_runs`).
 //! - `GET /console/customers/{id}` (`identity.customer.read`): profile and KYC cases;
-//!   `.../wallets` (`wallet.read`): balances and holds; `GET /console/wallets/{id}`
+//!   `.../wallets` (`wallet.read`): balances and holds (an organization's too:
+//!   `GET /console/kyb/{id}/wallets`); `GET /console/wallets/{id}`
 //!   (`ledger.read`): the statement. Bounded lists (newest 50).
 //! - `GET /console/analytics` (`analytics.read`): the pipeline's views (KYC funnel, time in
 //!   state, daily transfer volume, screening outcomes) as server-rendered SVG bar charts
@@ -131,6 +132,7 @@ pub fn router<S: Clone + Send + Sync + 'static>(host: Arc<dyn Host>) -> (Router<
     pages.add(Method::GET, "/console/jobs", P::AuditRead, get(jobs_view::list));
     pages.add(Method::GET, "/console/customers/{id}", P::IdentityCustomerRead, get(customer::show));
     pages.add(Method::GET, "/console/customers/{id}/wallets", P::WalletRead, get(customer::wallets));
+    pages.add(Method::GET, "/console/kyb/{id}/wallets", P::WalletRead, get(customer::org_wallets));
     pages.add(Method::GET, "/console/wallets/{id}", P::LedgerRead, get(customer::statement));
     pages.add(Method::GET, "/console/analytics", P::AnalyticsRead, get(analytics_view::show));
     pages.add(Method::GET, "/console/iam", P::IamRead, get(iam_view::show));

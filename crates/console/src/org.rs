@@ -85,6 +85,7 @@ async fn org_page(console: &Console, viewer: &Viewer, id: i64, done: Option<&str
                 h2 #history { "History" }
                 (history_table(&history))
             }
+            @if viewer.may(P::WalletRead) { p { a href={ "/console/kyb/" (id) "/wallets" } { "Wallets, balances and holds" } } }
             @if viewer.may(P::AuditRead) { p { a href={ "/console/audit?subject=organization:" (id) } { "This organization in the audit trail" } } }
         },
     ))

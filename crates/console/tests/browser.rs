@@ -534,6 +534,7 @@ async fn every_page_passes_axe_and_a_review_works_by_keyboard_alone() {
         ("iam", "/console/iam".to_owned()),
         ("customer", "/console/customers/1".to_owned()),
         ("wallets", "/console/customers/1/wallets".to_owned()),
+        ("organization-wallets", format!("/console/kyb/{org}/wallets")),
         ("not-found", "/console/kyc/999999".to_owned()),
     ] {
         c.goto(&format!("{}{path}", app.base)).await.expect("page");

@@ -425,6 +425,42 @@ async fn a_customer_their_wallets_and_a_statement_each_under_its_own_permission(
     assert_eq!(app.page(&s.cookie, "/console/customers/999999").await.0, 404);
 }
 
+#[tokio::test]
+async fn an_organizations_wallets_and_holds_under_wallet_read() {
+    let app = spawn().await;
+    let org = fintrail_tooling::fixtures::organization(&app.db, fintrail_domain::KybState::Cleared).await.expect("org");
+    let c = app.db.connect(DbRole::App).await.expect("app");
+    // With its audit event, as the database requires (migration 0036).
+    c.batch_execute(&format!(
+        "BEGIN; INSERT INTO fintrail.wallets (kind, organization_id, currency) VALUES ('organization', {org}, 'JPY'); {}; COMMIT",
+        fintrail_db::testing::RECORD_THIS_TRANSACTION
+    ))
+    .await
+    .expect("organization wallet");
+    let wallet: i64 = c
+        .query_one("SELECT id FROM fintrail.wallets WHERE organization_id = $1", &[&org])
+        .await
+        .expect("wallet")
+        .get(0);
+    let auditor = app.staff(Role::Auditor).await;
+    let s = app.login(&auditor.token).await;
+    let (st, html) = app.page(&s.cookie, &format!("/console/kyb/{org}")).await;
+    assert_eq!(st, 200);
+    assert!(html.contains(&format!("/console/kyb/{org}/wallets")), "the auditor may read wallets: linked");
+    let (st, html) = app.page(&s.cookie, &format!("/console/kyb/{org}/wallets")).await;
+    assert_eq!(st, 200, "{html}");
+    assert!(html.contains(&format!("Organization {org}: wallets")), "{html}");
+    assert!(html.contains(&format!("/console/wallets/{wallet}")) && html.contains("0 JPY"), "{html}");
+    // The analyst screens organizations but may not read wallets: no link, and the page is refused.
+    let analyst = app.staff(Role::KycAnalyst).await;
+    let s = app.login(&analyst.token).await;
+    let (st, html) = app.page(&s.cookie, &format!("/console/kyb/{org}")).await;
+    if st == 200 {
+        assert!(!html.contains("/wallets"), "no link to a page the role may not open");
+    }
+    assert_eq!(app.page(&s.cookie, &format!("/console/kyb/{org}/wallets")).await.0, 403);
+}
+
 /// The `rel="next"` link of a page, if any.
 fn next_href(html: &str) -> Option<String> {
     html.contains("rel=\"next\"").then(|| {
