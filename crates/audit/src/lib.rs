@@ -62,6 +62,7 @@
 pub mod chain;
 pub mod checkpoint;
 pub mod retention;
+mod scan;
 pub mod verify;
 pub mod writer;
 
