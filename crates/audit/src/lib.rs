@@ -61,6 +61,7 @@
 
 pub mod chain;
 pub mod checkpoint;
+mod copy_row;
 pub mod retention;
 mod scan;
 pub mod verify;

@@ -11,12 +11,11 @@
 use std::time::{Duration, Instant};
 
 use fintrail_db::DbRole;
-use fintrail_domain::audit::{link_of_canonical, Link};
+use fintrail_domain::audit::{link_of_canonical, AuditRecordRef, Link};
 use futures_util::TryStreamExt as _;
-use tokio_postgres::binary_copy::{BinaryCopyOutRow, BinaryCopyOutStream};
-use tokio_postgres::types::Type;
+use tokio_postgres::CopyOutStream;
 
-use super::verify::{record_ref, EVENT_TYPES};
+use super::copy_row;
 use super::EVENT_COLUMNS;
 
 /// Limits of the parallel read.
@@ -175,23 +174,21 @@ impl Folder<'_> {
     }
 
     /// Adds a linked event to the chunk; false when reading must stop (a break).
-    fn linked(&mut self, chunk: &mut Chunk, row: &BinaryCopyOutRow, stored: &[u8]) -> anyhow::Result<bool> {
-        let record = record_ref(row)?;
-        let Ok(stored) = Link::try_from(stored) else {
+    fn linked(&mut self, chunk: &mut Chunk, record: AuditRecordRef<'_>, stored: Option<&[u8]>) -> bool {
+        let Some(Ok(stored)) = stored.map(Link::try_from) else {
             // A stored link of the wrong length matches nothing: a mismatch here, after the
             // chunk's own (earlier) events are checked.
-            if !self.flush(chunk) {
-                return Ok(false);
+            if self.flush(chunk) {
+                self.summary.steps.push(Step::Mismatch(record.seq));
             }
-            self.summary.steps.push(Step::Mismatch(record.seq));
-            return Ok(false);
+            return false;
         };
         record.canonical_into(&mut chunk.bytes);
         chunk.entries.push(Entry { seq: record.seq, end: chunk.bytes.len(), stored });
         if chunk.bytes.len() >= self.plan.limits.chunk_bytes_max || self.at_checkpoint(record.seq) {
-            return Ok(self.flush(chunk));
+            return self.flush(chunk);
         }
-        Ok(true)
+        true
     }
 }
 
@@ -245,11 +242,9 @@ impl Reader {
                 "COPY (SELECT seq, link FROM fintrail.audit_chain WHERE seq > {a} AND seq <= {b} ORDER BY seq) TO STDOUT (FORMAT binary)"
             ))
             .await?;
-        let events = Box::pin(BinaryCopyOutStream::new(events, &EVENT_TYPES));
-        let links = Box::pin(BinaryCopyOutStream::new(links, &[Type::INT8, Type::BYTEA]));
         let checkpoint_next = plan.checkpoint_seqs.partition_point(|&s| s <= a);
         let mut folder = Folder { plan, summary: Summary::default(), prev, checkpoint_next };
-        merge(&mut folder, events, links).await?;
+        merge(&mut folder, Box::pin(events), Box::pin(links)).await?;
         let mut summary = folder.summary;
         assert!(summary.steps.len() as i64 <= b - a, "at most one step per sequence number");
         summary.read = started.elapsed().saturating_sub(summary.hash);
@@ -257,7 +252,22 @@ impl Reader {
     }
 }
 
-type RowStream = std::pin::Pin<Box<BinaryCopyOutStream>>;
+type RowStream = std::pin::Pin<Box<CopyOutStream>>;
+
+/// The next row of a binary COPY stream (the header removed from the first message); `None`
+/// after the trailer. Rows are parsed in place ([`copy_row`]) by the caller.
+async fn next_row(
+    stream: &mut RowStream,
+    first: &mut bool,
+) -> anyhow::Result<Option<impl std::ops::Deref<Target = [u8]>>> {
+    let Some(msg) = stream.try_next().await? else {
+        anyhow::bail!("binary COPY: the stream ended without its trailer")
+    };
+    let header_bytes = if std::mem::take(first) { msg.len() - copy_row::skip_header(&msg)?.len() } else { 0 };
+    let row = msg.slice(header_bytes..);
+    // The trailer is a field count of -1; rows are checked field by field when parsed.
+    Ok((row.get(..2) != Some(&[0xFF, 0xFF][..])).then_some(row))
+}
 
 /// Merges the partition's events and links in sequence order into `folder`, until both end or
 /// the first break. Dropping the streams early discards the rest of the COPYs.
@@ -266,28 +276,29 @@ async fn merge(folder: &mut Folder<'_>, mut events: RowStream, mut links: RowStr
         bytes: Vec::with_capacity(folder.plan.limits.chunk_bytes_max + 4096),
         entries: Vec::with_capacity(4096),
     };
-    let mut next_event = events.try_next().await?;
-    let mut next_link = links.try_next().await?;
+    let (mut events_first, mut links_first) = (true, true);
+    let mut next_event = next_row(&mut events, &mut events_first).await?;
+    let mut next_link = next_row(&mut links, &mut links_first).await?;
     loop {
-        let e_seq: Option<i64> = next_event.as_ref().map(|r| r.try_get(0)).transpose()?;
-        let c_seq: Option<i64> = next_link.as_ref().map(|r| r.try_get(0)).transpose()?;
+        let event = next_event.as_deref().map(|r| copy_row::fields::<11>(r)).transpose()?.flatten();
+        let link = next_link.as_deref().map(|r| copy_row::fields::<2>(r)).transpose()?.flatten();
+        let e_seq = event.map(|f| copy_row::int8(f[0])).transpose()?;
+        let c_seq = link.map(|f| copy_row::int8(f[0])).transpose()?;
         let Some((seq, heads)) = merge_step(e_seq, c_seq) else {
             folder.flush(&mut chunk);
             return Ok(());
         };
-        let go_on = match heads {
-            Heads::Both => {
-                let (Some(erow), Some(crow)) = (&next_event, &next_link) else { unreachable!("both present") };
-                folder.linked(&mut chunk, erow, crow.try_get(1)?)?
-            }
-            Heads::EventOnly => {
+        let go_on = match (heads, event, link) {
+            (Heads::Both, Some(event), Some(link)) => folder.linked(&mut chunk, copy_row::event(event)?, link[1]),
+            (Heads::Both, ..) => unreachable!("both present"),
+            (Heads::EventOnly, ..) => {
                 // Earlier events first: a mismatch among them is the first break.
                 folder.flush(&mut chunk) && {
                     folder.summary.steps.push(Step::Unlinked(seq));
                     seq > folder.plan.chain_max
                 }
             }
-            Heads::LinkOnly => {
+            (Heads::LinkOnly, ..) => {
                 if folder.flush(&mut chunk) {
                     folder.summary.steps.push(Step::Missing(seq));
                 }
@@ -298,10 +309,10 @@ async fn merge(folder: &mut Folder<'_>, mut events: RowStream, mut links: RowStr
             return Ok(());
         }
         if heads != Heads::LinkOnly {
-            next_event = events.try_next().await?;
+            next_event = next_row(&mut events, &mut events_first).await?;
         }
         if heads == Heads::Both {
-            next_link = links.try_next().await?;
+            next_link = next_row(&mut links, &mut links_first).await?;
         }
     }
 }

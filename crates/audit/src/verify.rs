@@ -11,9 +11,6 @@ pub use super::scan::ScanLimits;
 use super::scan::{self, Partition, Reader, ScanPlan, Step, Summary};
 use fintrail_db::keys::Key;
 use fintrail_db::DbRole;
-use fintrail_domain::audit::AuditRecordRef;
-use tokio_postgres::binary_copy::BinaryCopyOutRow;
-use tokio_postgres::types::Type;
 
 /// Counters of a verification run.
 #[derive(Debug, Clone, Default)]
@@ -61,39 +58,6 @@ impl Outcome {
             Outcome::CannotCheck(_) => 2,
         }
     }
-}
-
-/// Column types of [`EVENT_COLUMNS`] for binary COPY.
-pub const EVENT_TYPES: [Type; 11] = [
-    Type::INT8,
-    Type::TIMESTAMPTZ,
-    Type::TEXT,
-    Type::TEXT,
-    Type::TEXT,
-    Type::TEXT,
-    Type::TEXT,
-    Type::BOOL,
-    Type::TEXT,
-    Type::TEXT,
-    Type::TEXT,
-];
-
-/// Borrows one binary COPY row as an event.
-pub fn record_ref(row: &BinaryCopyOutRow) -> Result<AuditRecordRef<'_>, tokio_postgres::Error> {
-    let at: chrono::DateTime<chrono::Utc> = row.try_get(1)?;
-    Ok(AuditRecordRef {
-        seq: row.try_get(0)?,
-        at_unix_micros: at.timestamp_micros(),
-        actor: row.try_get(2)?,
-        on_behalf_of: row.try_get(3)?,
-        action: row.try_get(4)?,
-        subject: row.try_get(5)?,
-        permission: row.try_get(6)?,
-        allowed: row.try_get(7)?,
-        request_id: row.try_get(8)?,
-        before: row.try_get(9)?,
-        after: row.try_get(10)?,
-    })
 }
 
 /// The first broken event found and why.

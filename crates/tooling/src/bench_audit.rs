@@ -116,11 +116,46 @@ pub async fn audit(args: BenchArgs, home: &Home) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Clock ticks per second of `/proc/*/stat` times (`USER_HZ`: 100 on every Linux target).
+const PROC_TICKS_PER_SEC: f64 = 100.0;
+
+/// CPU seconds (user + system) used so far by this process and by the private cluster's
+/// PostgreSQL (the postmaster, its live children and the children it reaped), from `/proc`;
+/// `None` where that cannot be read (another OS, an external server).
+fn cpu_secs(home: &Home) -> Option<(f64, f64)> {
+    // Fields after the command's closing parenthesis: state, ppid, ... utime (12th), stime,
+    // cutime, cstime.
+    let stat = |pid: &str| -> Option<(u32, [f64; 4])> {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let rest: Vec<&str> = text.rsplit_once(") ")?.1.split(' ').collect();
+        let tick = |i: usize| rest.get(i).and_then(|v| v.parse::<f64>().ok()).map(|t| t / PROC_TICKS_PER_SEC);
+        Some((rest.get(1)?.parse().ok()?, [tick(11)?, tick(12)?, tick(13)?, tick(14)?]))
+    };
+    let fintrail_db::cluster::Status::Running { pid: postmaster, .. } =
+        fintrail_db::cluster::Cluster::new(home.clone()).ok()?.status().ok()?
+    else {
+        return None;
+    };
+    let (_, me) = stat("self")?;
+    let (_, pm) = stat(&postmaster.to_string())?;
+    let mut server = pm.iter().sum::<f64>();
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().filter(|n| n.bytes().all(|b| b.is_ascii_digit())) else { continue };
+        if let Some((_, t)) = stat(pid).filter(|(ppid, _)| *ppid == postmaster) {
+            server += t[0] + t[1];
+        }
+    }
+    Some((me[0] + me[1], server))
+}
+
 /// Verification figures: medians over the rounds.
 struct VerifyFigures {
     parallel_secs: f64,
     single_secs: f64,
     floor_secs: f64,
+    /// CPU seconds of this process and of PostgreSQL during the median parallel run.
+    cpu: Option<(f64, f64)>,
     /// The parallel run with the median time: its breakdown.
     breakdown: Report,
 }
@@ -142,6 +177,10 @@ impl VerifyFigures {
         println!("{:<44} {:>16.3}", "  readers: SHA-256, s", t.hash_secs);
         println!("{:<44} {:>16.3}", "  walk: chain fold in seq order, s", t.fold_secs);
         println!("{:<44} {:>16.3}", "  walk: waiting for readers, s", t.wait_secs);
+        if let Some((client, server)) = self.cpu {
+            println!("{:<44} {:>16.3}", "  CPU: fintrail (readers, TLS, walk), s", client);
+            println!("{:<44} {:>16.3}", "  CPU: PostgreSQL (COPY backends, TLS), s", server);
+        }
     }
 }
 
@@ -158,13 +197,18 @@ async fn verify_rounds(ctx: &Context, home: &Home, limits: ScanLimits, rounds: u
             match which {
                 0 | 1 => {
                     let l = if which == 0 { limits } else { single };
+                    let cpu_before = cpu_secs(home);
                     let outcome = fintrail_audit::verify::verify_trail_with(ctx, &dir, l).await;
                     let secs = t.elapsed().as_secs_f64();
+                    // The readers' backends have exited: let the postmaster reap them (their CPU
+                    // time moves to its children's total).
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    let cpu = cpu_before.zip(cpu_secs(home)).map(|(a, b)| (b.0 - a.0, b.1 - a.1));
                     let Outcome::Intact(report) = outcome else {
                         anyhow::bail!("the generated trail must verify: {outcome:?}")
                     };
                     if which == 0 {
-                        parallel.push((secs, report))
+                        parallel.push((secs, report, cpu))
                     } else {
                         one.push(secs)
                     }
@@ -180,8 +224,8 @@ async fn verify_rounds(ctx: &Context, home: &Home, limits: ScanLimits, rounds: u
         v[v.len() / 2]
     };
     parallel.sort_by(|a, b| a.0.total_cmp(&b.0));
-    let (parallel_secs, breakdown) = parallel.swap_remove(parallel.len() / 2);
-    Ok(VerifyFigures { parallel_secs, single_secs: median(&mut one), floor_secs: median(&mut floor), breakdown })
+    let (parallel_secs, breakdown, cpu) = parallel.swap_remove(parallel.len() / 2);
+    Ok(VerifyFigures { parallel_secs, single_secs: median(&mut one), floor_secs: median(&mut floor), cpu, breakdown })
 }
 
 async fn write_throughput(ctx: &Context, audit_on: bool, args: &BenchArgs) -> anyhow::Result<f64> {
