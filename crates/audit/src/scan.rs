@@ -55,24 +55,35 @@ impl ScanLimits {
     }
 }
 
-/// The sequence numbers `after_seq + 1 ..= through_seq`, the `index`-th partition.
+/// The sequence numbers `first_seq ..= last_seq`, the `index`-th partition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Partition {
     pub index: usize,
-    pub after_seq: i64,
-    pub through_seq: i64,
+    pub first_seq: i64,
+    pub last_seq: i64,
 }
 
-/// Cuts `after_seq + 1 ..= through_seq` into partitions of `width` sequence numbers.
-pub(crate) fn partitions(after_seq: i64, through_seq: i64, width: i64) -> Vec<Partition> {
+/// The most partitions of one verification: a trail whose sequence numbers spread further (a
+/// forged event at a far-away `seq`) gets wider partitions, not an unbounded list.
+pub const PARTITIONS_MAX: i64 = 1 << 16;
+
+/// Cuts `first_seq ..= last_seq` into partitions of `width` sequence numbers (wider if that
+/// would make more than [`PARTITIONS_MAX`]).
+pub(crate) fn partitions(first_seq: i64, last_seq: i64, width: i64) -> Vec<Partition> {
     assert!(width > 0);
+    // i128: the span of two far-apart i64s overflows i64.
+    let (first, last) = (i128::from(first_seq), i128::from(last_seq));
+    let per_partition_min = (last - first + i128::from(PARTITIONS_MAX)) / i128::from(PARTITIONS_MAX);
+    let width = i128::from(width).max(per_partition_min);
     let mut out = Vec::new();
-    let mut from = after_seq;
-    while from < through_seq {
-        let to = from.saturating_add(width).min(through_seq);
-        out.push(Partition { index: out.len(), after_seq: from, through_seq: to });
-        from = to;
+    let mut from = first;
+    while from <= last {
+        let to = (from + width - 1).min(last);
+        // In range: first <= from <= to <= last.
+        out.push(Partition { index: out.len(), first_seq: from as i64, last_seq: to as i64 });
+        from = to + 1;
     }
+    assert!(out.len() as i64 <= PARTITIONS_MAX);
     out
 }
 
@@ -212,11 +223,11 @@ impl Reader {
         Ok(Self { events, links })
     }
 
-    /// The stored link of the last linked event at or before `seq` (the anchor if none).
+    /// The stored link of the last linked event before `seq` (the anchor if none).
     async fn link_through(&self, seq: i64, anchor: Link) -> anyhow::Result<Link> {
         let row = self
             .links
-            .query_opt("SELECT link FROM fintrail.audit_chain WHERE seq <= $1 ORDER BY seq DESC LIMIT 1", &[&seq])
+            .query_opt("SELECT link FROM fintrail.audit_chain WHERE seq < $1 ORDER BY seq DESC LIMIT 1", &[&seq])
             .await?;
         // A malformed link: the hash of the next event against it fails, naming that event,
         // and an earlier partition names the malformed one first.
@@ -226,27 +237,30 @@ impl Reader {
     /// Reads, hashes and summarizes one partition, stopping at its first break.
     pub async fn read(&self, plan: &ScanPlan, part: Partition) -> anyhow::Result<Summary> {
         let started = Instant::now();
-        let prev = if part.index == 0 { plan.anchor } else { self.link_through(part.after_seq, plan.anchor).await? };
-        let (a, b) = (part.after_seq, part.through_seq);
+        let prev = if part.index == 0 { plan.anchor } else { self.link_through(part.first_seq, plan.anchor).await? };
+        let (a, b) = (part.first_seq, part.last_seq);
         // Binary COPY: no per-row protocol round and no text parsing; the range keeps each COPY
         // an index range scan.
         let events = self
             .events
             .copy_out(&format!(
-                "COPY (SELECT {EVENT_COLUMNS} FROM fintrail.audit_events e WHERE e.seq > {a} AND e.seq <= {b} ORDER BY e.seq) TO STDOUT (FORMAT binary)"
+                "COPY (SELECT {EVENT_COLUMNS} FROM fintrail.audit_events e WHERE e.seq >= {a} AND e.seq <= {b} ORDER BY e.seq) TO STDOUT (FORMAT binary)"
             ))
             .await?;
         let links = self
             .links
             .copy_out(&format!(
-                "COPY (SELECT seq, link FROM fintrail.audit_chain WHERE seq > {a} AND seq <= {b} ORDER BY seq) TO STDOUT (FORMAT binary)"
+                "COPY (SELECT seq, link FROM fintrail.audit_chain WHERE seq >= {a} AND seq <= {b} ORDER BY seq) TO STDOUT (FORMAT binary)"
             ))
             .await?;
-        let checkpoint_next = plan.checkpoint_seqs.partition_point(|&s| s <= a);
+        let checkpoint_next = plan.checkpoint_seqs.partition_point(|&s| s < a);
         let mut folder = Folder { plan, summary: Summary::default(), prev, checkpoint_next };
         merge(&mut folder, Box::pin(events), Box::pin(links)).await?;
         let mut summary = folder.summary;
-        assert!(summary.steps.len() as i64 <= b - a, "at most one step per sequence number");
+        assert!(
+            summary.steps.len() as i128 <= i128::from(b) - i128::from(a) + 1,
+            "at most one step per sequence number"
+        );
         summary.read = started.elapsed().saturating_sub(summary.hash);
         Ok(summary)
     }
@@ -343,7 +357,7 @@ pub(crate) fn merge_step(e_seq: Option<i64>, c_seq: Option<i64>) -> Option<(i64,
 
 #[cfg(test)]
 mod tests {
-    use super::{merge_step, partitions, Heads, Partition};
+    use super::{merge_step, partitions, Heads, Partition, PARTITIONS_MAX};
 
     #[test]
     fn the_merge_takes_the_lower_head_and_says_which_streams_carry_it() {
@@ -357,15 +371,20 @@ mod tests {
 
     #[test]
     fn partitions_cover_the_range_once_in_order() {
-        assert_eq!(partitions(5, 5, 10), vec![]);
+        assert_eq!(partitions(6, 5, 10), vec![]);
         assert_eq!(
-            partitions(0, 25, 10),
+            partitions(1, 25, 10),
             vec![
-                Partition { index: 0, after_seq: 0, through_seq: 10 },
-                Partition { index: 1, after_seq: 10, through_seq: 20 },
-                Partition { index: 2, after_seq: 20, through_seq: 25 },
+                Partition { index: 0, first_seq: 1, last_seq: 10 },
+                Partition { index: 1, first_seq: 11, last_seq: 20 },
+                Partition { index: 2, first_seq: 21, last_seq: 25 },
             ]
         );
         assert_eq!(partitions(i64::MAX - 3, i64::MAX, 10).len(), 1);
+        // A forged event far away widens the partitions instead of multiplying them.
+        let far = partitions(i64::MIN, i64::MAX, 10);
+        assert_eq!(far.len() as i64, PARTITIONS_MAX);
+        assert_eq!((far[0].first_seq, far[far.len() - 1].last_seq), (i64::MIN, i64::MAX));
+        assert!(far.windows(2).all(|w| w[1].first_seq == w[0].last_seq + 1));
     }
 }

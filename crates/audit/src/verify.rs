@@ -122,7 +122,7 @@ pub async fn verify_with(
     checkpoint_seqs.dedup();
     let plan = ScanPlan { anchor, chain_max, checkpoint_seqs, hash: true, limits };
     let parts = match (first, last) {
-        (Some(first), Some(last)) => scan::partitions(first - 1, last, limits.partition_seqs),
+        (Some(first), Some(last)) => scan::partitions(first, last, limits.partition_seqs),
         _ => Vec::new(),
     };
     let scanned = scan_and_walk(db, &snapshot, plan, parts, |steps| walk.apply(steps)).await?;
@@ -151,7 +151,7 @@ pub async fn read_floor(db: &fintrail_db::Database, limits: ScanLimits) -> anyho
     let (first, last): (i64, i64) = (row.get(0), row.get(1));
     let plan = ScanPlan { anchor: GENESIS, chain_max: i64::MAX, checkpoint_seqs: Vec::new(), hash: false, limits };
     let mut events = 0u64;
-    let parts = scan::partitions(first - 1, last, limits.partition_seqs);
+    let parts = scan::partitions(first, last, limits.partition_seqs);
     scan_and_walk(db, &snapshot, plan, parts, |steps| {
         for s in steps {
             events += match s {
