@@ -6,8 +6,8 @@
 use fintrail_api::cli::{run_audit, AuditArgs, AuditCommand};
 use fintrail_audit::chain::Sequencer;
 use fintrail_audit::checkpoint;
-use fintrail_audit::verify::verify_trail;
 use fintrail_audit::verify::Outcome;
+use fintrail_audit::verify::{verify_trail, verify_trail_with, ScanLimits};
 use fintrail_audit::{AuditWriter, NewEvent};
 use fintrail_db::testing::{fresh_db, TestDb};
 use fintrail_db::{Context, DbRole, Home};
@@ -520,4 +520,73 @@ async fn the_owner_disabling_the_trigger_is_detected_by_verify() {
     .expect("the owner may run DDL");
     assert_eq!(tampered_at(&verify(&e).await), 3);
     assert_eq!(cli_verify(&e).await, 1);
+}
+
+/// Inserts `n` events in one statement (as the benchmark does): a large trail in a second.
+async fn emit_many(db: &TestDb, n: i64) {
+    db.connect(DbRole::App)
+        .await
+        .expect("app")
+        .execute(
+            "INSERT INTO fintrail.audit_events (actor, on_behalf_of, action, subject, permission, allowed, request_id, before, after) \
+             SELECT 'system:test', 'customer:' || g, 'kyc.case.transitioned', 'kyc_case:' || g, 'kyc.case.review', true, \
+                    'req-' || g, '{\"state\": \"in_review\"}', jsonb_build_object('state', 'approved', 'n', g)::text \
+             FROM generate_series(1, $1::bigint) AS g",
+            &[&n],
+        )
+        .await
+        .expect("insert");
+}
+
+/// How a sequential recomputation reads (one reader, one partition: what the default does with
+/// this trail), and many small partitions and chunks over more readers than cores.
+fn scan_limits() -> [ScanLimits; 2] {
+    let sequential = ScanLimits { partition_seqs: 1 << 24, readers: 1, ..ScanLimits::default() };
+    let small = ScanLimits { partition_seqs: 4096, readers: 3, chunk_bytes_max: 8192, queue_depth: 1 };
+    [sequential, small]
+}
+
+/// The first broken event each way of reading names (they must agree).
+async fn first_break(e: &Env) -> Vec<i64> {
+    let mut seqs = Vec::new();
+    for limits in scan_limits() {
+        seqs.push(tampered_at(&verify_trail_with(&e.ctx, &checkpoint::checkpoint_dir(&e.ctx.home), limits).await));
+    }
+    seqs
+}
+
+#[tokio::test]
+async fn parallel_readers_name_the_same_first_broken_event_as_a_sequential_walk() {
+    const EVENTS: i64 = 50_000;
+    let e = env().await;
+    emit_many(&e.db, EVENTS).await;
+    assert_eq!(chain(&e.db).await, EVENTS as usize);
+    for limits in scan_limits() {
+        match verify_trail_with(&e.ctx, &checkpoint::checkpoint_dir(&e.ctx.home), limits).await {
+            Outcome::Intact(r) => assert_eq!((r.events, r.linked, r.head_seq), (EVENTS as u64, EVENTS as u64, EVENTS)),
+            other => panic!("{limits:?}: {other:?}"),
+        }
+    }
+    let su = superuser(&e.db).await;
+    // The first and last event, both sides of a partition boundary (4096 | 4097), the middle.
+    for seq in [1, 4096, 4097, 8192, 25_000, EVENTS] {
+        let set = |actor: &str| format!("UPDATE fintrail.audit_events SET actor = '{actor}' WHERE seq = {seq}");
+        su.execute(&set("mallory"), &[]).await.expect("tamper");
+        assert_eq!(first_break(&e).await, [seq; 2], "tampered at {seq}");
+        su.execute(&set("system:test"), &[]).await.expect("restore");
+    }
+    // Two tampered events in partitions that different readers read: the earlier one is named.
+    su.execute("UPDATE fintrail.audit_events SET subject = 'x' WHERE seq IN (30000, 9000)", &[]).await.expect("tamper");
+    assert_eq!(first_break(&e).await, [9000; 2]);
+    // A deleted event with its link at the last sequence number of a partition: the next
+    // partition's first event no longer hashes onto the stored link before it.
+    su.batch_execute(
+        "DELETE FROM fintrail.audit_events WHERE seq = 8192; DELETE FROM fintrail.audit_chain WHERE seq = 8192",
+    )
+    .await
+    .expect("tamper");
+    assert_eq!(first_break(&e).await, [8193; 2]);
+    // A deleted link below the head: the event is unchained, before the later mismatch.
+    su.execute("DELETE FROM fintrail.audit_chain WHERE seq = 4097", &[]).await.expect("tamper");
+    assert_eq!(first_break(&e).await, [4097; 2]);
 }

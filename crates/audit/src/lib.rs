@@ -23,9 +23,12 @@
 //!   `FINTRAIL_HOME/audit-checkpoints/` (ship those off the machine). `fintrail audit checkpoint`
 //!   writes one; the server writes one every `--checkpoint-interval-secs` (300) when the head moved.
 //! - **Verify** (`fintrail audit verify`, as the app role): checks every checkpoint signature
-//!   (database and files), then streams events and links with two binary `COPY ... TO STDOUT`
-//!   sharing one exported REPEATABLE READ snapshot, merges them in seq order, hashes rows from the
-//!   receive buffers, and reports the first broken event: modified or reordered (link mismatch),
+//!   (database and files), then cuts the trail into `seq` ranges (`scan`): parallel readers,
+//!   each with two connections sharing one exported REPEATABLE READ snapshot, stream a range's
+//!   events and links with binary `COPY ... TO STDOUT`, parse rows in place (`copy_row`), hash
+//!   each event onto its *stored* predecessor link (so ranges are independent: up to the first
+//!   break stored and recomputed links agree), and the walk folds the ranges in seq order; it
+//!   reports the first broken event: modified or reordered (link mismatch),
 //!   deleted (chained but missing), inserted (present but unchained below the head), truncated or
 //!   recomputed chain (a signed checkpoint disagrees or covers missing events). Exit 0 intact,
 //!   1 tampered, 2 cannot check. Events committed after the head are pending, not flagged.
@@ -57,11 +60,14 @@
 //! truncation after a checkpoint, a recomputed chain and a forged checkpoint file each exit 1
 //! naming the event; untouched → 0; missing key → 2; append-only for app and owner; retention
 //! purge; `sequencer_chains_in_sequence_order_not_commit_order`; `insert_is_detected_at_the_event`
-//! (rollback gap).
+//! (rollback gap); `parallel_readers_name_the_same_first_broken_event_as_a_sequential_walk`
+//! (50k events, tampering at and between range boundaries, several readers vs one).
 
 pub mod chain;
 pub mod checkpoint;
+mod copy_row;
 pub mod retention;
+mod scan;
 pub mod verify;
 pub mod writer;
 

@@ -5,15 +5,12 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use fintrail_domain::audit::{ChainBreak, Link, GENESIS};
-use futures_util::TryStreamExt as _;
 
 use super::checkpoint::{signature_valid, Checkpoint};
-use super::EVENT_COLUMNS;
+pub use super::scan::ScanLimits;
+use super::scan::{self, Partition, Reader, ScanPlan, Step, Summary};
 use fintrail_db::keys::Key;
 use fintrail_db::DbRole;
-use fintrail_domain::audit::AuditRecordRef;
-use tokio_postgres::binary_copy::{BinaryCopyOutRow, BinaryCopyOutStream};
-use tokio_postgres::types::Type;
 
 /// Counters of a verification run.
 #[derive(Debug, Clone, Default)]
@@ -30,6 +27,8 @@ pub struct Report {
     pub head_seq: i64,
     /// Wall time, milliseconds.
     pub elapsed_ms: u128,
+    /// Where the time went.
+    pub timing: Timing,
 }
 
 /// The verdict.
@@ -61,39 +60,6 @@ impl Outcome {
     }
 }
 
-/// Column types of [`EVENT_COLUMNS`] for binary COPY.
-pub const EVENT_TYPES: [Type; 11] = [
-    Type::INT8,
-    Type::TIMESTAMPTZ,
-    Type::TEXT,
-    Type::TEXT,
-    Type::TEXT,
-    Type::TEXT,
-    Type::TEXT,
-    Type::BOOL,
-    Type::TEXT,
-    Type::TEXT,
-    Type::TEXT,
-];
-
-/// Borrows one binary COPY row as an event.
-pub fn record_ref(row: &BinaryCopyOutRow) -> Result<AuditRecordRef<'_>, tokio_postgres::Error> {
-    let at: chrono::DateTime<chrono::Utc> = row.try_get(1)?;
-    Ok(AuditRecordRef {
-        seq: row.try_get(0)?,
-        at_unix_micros: at.timestamp_micros(),
-        actor: row.try_get(2)?,
-        on_behalf_of: row.try_get(3)?,
-        action: row.try_get(4)?,
-        subject: row.try_get(5)?,
-        permission: row.try_get(6)?,
-        allowed: row.try_get(7)?,
-        request_id: row.try_get(8)?,
-        before: row.try_get(9)?,
-        after: row.try_get(10)?,
-    })
-}
-
 /// The first broken event found and why.
 #[derive(Debug, Clone)]
 struct Break {
@@ -101,21 +67,28 @@ struct Break {
     reason: String,
 }
 
-/// Verifies the whole trail in one snapshot. Events and links are streamed by two connections
-/// sharing an exported snapshot (two index scans in parallel, no server-side join or sort) and
-/// merged here in sequence order.
+/// Verifies the whole trail in one snapshot with the default [`ScanLimits`].
 pub async fn verify(
     db: &fintrail_db::Database,
     checkpoints: &[Checkpoint],
     key: Option<&Key>,
 ) -> anyhow::Result<Outcome> {
+    verify_with(db, checkpoints, key, ScanLimits::default()).await
+}
+
+/// Verifies the whole trail in one snapshot: partitions of it are read and hashed by parallel
+/// readers sharing an exported snapshot ([`crate::scan`]) and walked here in sequence order.
+pub async fn verify_with(
+    db: &fintrail_db::Database,
+    checkpoints: &[Checkpoint],
+    key: Option<&Key>,
+    limits: ScanLimits,
+) -> anyhow::Result<Outcome> {
+    limits.check()?;
     let started = Instant::now();
-    let mut events_conn = db.connect(DbRole::App).await?;
-    let mut chain_conn = db.connect(DbRole::App).await?;
-    let tx = begin_read_only(&mut events_conn).await?;
+    let mut conn = db.connect(DbRole::App).await?;
+    let tx = begin_read_only(&mut conn).await?;
     let snapshot: String = tx.query_one("SELECT pg_export_snapshot()", &[]).await?.get(0);
-    let ctx = begin_read_only(&mut chain_conn).await?;
-    ctx.batch_execute(&format!("SET TRANSACTION SNAPSHOT '{}'", snapshot.replace('\'', ""))).await?;
     let anchors: Vec<Anchor> = tx
         .query("SELECT id, purged_through_seq, anchor_link FROM fintrail.audit_retention ORDER BY id", &[])
         .await?
@@ -134,18 +107,147 @@ pub async fn verify(
         Some(a) => (a.seq, a.link.clone().try_into().unwrap_or(GENESIS)),
         None => (0, GENESIS),
     };
-    let chain_max: i64 = tx.query_one("SELECT coalesce(max(seq), 0) FROM fintrail.audit_chain", &[]).await?.get(0);
-    let mut walk = ChainWalk::new(checkpoints, purged_through, anchor, chain_max);
-    let brk = stream_and_walk(&tx, &ctx, &mut walk).await?;
-    // Read-only snapshot transactions: rolled back on drop (a COPY cut short is discarded).
-    drop(ctx);
+    let bounds = tx
+        .query_one(
+            "SELECT (SELECT coalesce(max(seq), 0) FROM fintrail.audit_chain), \
+                    least((SELECT min(seq) FROM fintrail.audit_events), (SELECT min(seq) FROM fintrail.audit_chain)), \
+                    greatest((SELECT max(seq) FROM fintrail.audit_events), (SELECT max(seq) FROM fintrail.audit_chain))",
+            &[],
+        )
+        .await?;
+    let (chain_max, first, last): (i64, Option<i64>, Option<i64>) = (bounds.get(0), bounds.get(1), bounds.get(2));
+    let mut walk = ChainWalk::new(checkpoints, purged_through, chain_max);
+    let mut checkpoint_seqs: Vec<i64> = checkpoints.iter().map(|c| c.seq).collect();
+    checkpoint_seqs.sort_unstable();
+    checkpoint_seqs.dedup();
+    let plan = ScanPlan { anchor, chain_max, checkpoint_seqs, hash: true, limits };
+    let parts = match (first, last) {
+        (Some(first), Some(last)) => scan::partitions(first, last, limits.partition_seqs),
+        _ => Vec::new(),
+    };
+    let scanned = scan_and_walk(db, &snapshot, plan, parts, |steps| walk.apply(steps)).await?;
+    // The readers' snapshot transactions ended with their connections; this one is read-only.
     drop(tx);
-    let (mut report, brk) = walk.finish(brk);
+    let (mut report, brk) = walk.finish(scanned.brk);
+    report.timing = scanned.timing;
     report.elapsed_ms = started.elapsed().as_millis();
     Ok(match brk {
         None => Outcome::Intact(report),
         Some(Break { seq, reason }) => Outcome::Tampered { report, seq, reason },
     })
+}
+
+/// Reads the trail exactly as [`verify_with`] does (same readers, same COPYs, same decoding and
+/// canonical encoding) without hashing and without the walk: the events read and the seconds
+/// taken, the floor of any verifier on these connections.
+pub async fn read_floor(db: &fintrail_db::Database, limits: ScanLimits) -> anyhow::Result<(u64, f64)> {
+    limits.check()?;
+    let mut conn = db.connect(DbRole::App).await?;
+    let tx = begin_read_only(&mut conn).await?;
+    let started = Instant::now();
+    let snapshot: String = tx.query_one("SELECT pg_export_snapshot()", &[]).await?.get(0);
+    let row =
+        tx.query_one("SELECT coalesce(min(seq), 1), coalesce(max(seq), 0) FROM fintrail.audit_events", &[]).await?;
+    let (first, last): (i64, i64) = (row.get(0), row.get(1));
+    let plan = ScanPlan { anchor: GENESIS, chain_max: i64::MAX, checkpoint_seqs: Vec::new(), hash: false, limits };
+    let mut events = 0u64;
+    let parts = scan::partitions(first, last, limits.partition_seqs);
+    scan_and_walk(db, &snapshot, plan, parts, |steps| {
+        for s in steps {
+            events += match s {
+                Step::Linked { count, .. } => *count,
+                _ => 1,
+            };
+        }
+        None
+    })
+    .await?;
+    Ok((events, started.elapsed().as_secs_f64()))
+}
+
+/// Where verification's time went, in seconds; the readers' figures are summed over readers
+/// (they run at the same time, so they can exceed the wall time).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Timing {
+    /// Readers waiting for and decoding the COPY streams, and encoding events canonically.
+    pub read_secs: f64,
+    /// Readers hashing (SHA-256 of each event).
+    pub hash_secs: f64,
+    /// The walk folding the readers' summaries in sequence order (one thread).
+    pub fold_secs: f64,
+    /// The walk waiting for the next partition's summary.
+    pub wait_secs: f64,
+}
+
+/// The walk's verdict and the timing.
+struct Scanned {
+    brk: Option<Break>,
+    timing: Timing,
+}
+
+/// Aborts the readers when the walk ends (early at a break): their connections close, which
+/// ends their COPYs and snapshot transactions.
+struct Readers(Vec<tokio::task::JoinHandle<()>>);
+
+impl Drop for Readers {
+    fn drop(&mut self) {
+        for h in &self.0 {
+            h.abort();
+        }
+    }
+}
+
+/// Starts the readers (reader `r` takes partitions `r`, `r + readers`, ...) and feeds their
+/// summaries to `fold` in partition order, until the end or the first break `fold` returns.
+async fn scan_and_walk(
+    db: &fintrail_db::Database,
+    snapshot: &str,
+    plan: ScanPlan,
+    parts: Vec<Partition>,
+    mut fold: impl FnMut(&[Step]) -> Option<Break>,
+) -> anyhow::Result<Scanned> {
+    let readers_n = plan.limits.readers.min(parts.len()).max(1);
+    let plan = std::sync::Arc::new(plan);
+    let mut queues = Vec::with_capacity(readers_n);
+    let mut handles = Readers(Vec::with_capacity(readers_n));
+    for r in 0..readers_n {
+        let (tx, rx) = tokio::sync::mpsc::channel::<anyhow::Result<Summary>>(plan.limits.queue_depth);
+        let mine: Vec<Partition> = parts.iter().copied().skip(r).step_by(readers_n).collect();
+        let (db, snapshot, plan) = (db.clone(), snapshot.to_owned(), plan.clone());
+        handles.0.push(tokio::spawn(async move {
+            let reader = match Reader::connect(&db, &snapshot).await {
+                Ok(reader) => reader,
+                Err(e) => return drop(tx.send(Err(e)).await),
+            };
+            for part in mine {
+                let summary = reader.read(&plan, part).await;
+                let failed = summary.is_err();
+                // The walk stopped (a break) or this reader failed: nothing more to read.
+                if tx.send(summary).await.is_err() || failed {
+                    return;
+                }
+            }
+        }));
+        queues.push(rx);
+    }
+    let mut timing = Timing::default();
+    for part in &parts {
+        let waited = Instant::now();
+        let summary = queues[part.index % readers_n]
+            .recv()
+            .await
+            .ok_or_else(|| anyhow::anyhow!("a verification reader ended early (partition {})", part.index))??;
+        let folded = Instant::now();
+        timing.wait_secs += (folded - waited).as_secs_f64();
+        timing.read_secs += summary.read.as_secs_f64();
+        timing.hash_secs += summary.hash.as_secs_f64();
+        let brk = fold(&summary.steps);
+        timing.fold_secs += folded.elapsed().as_secs_f64();
+        if brk.is_some() {
+            return Ok(Scanned { brk, timing });
+        }
+    }
+    Ok(Scanned { brk: None, timing })
 }
 
 /// A retention anchor: events through `seq` were purged; the chain resumes from `link`.
@@ -234,123 +336,56 @@ async fn begin_read_only(
         .await
 }
 
-/// Streams events (`tx`) and links (`ctx`) in sequence order into `walk`; the first break, if
-/// any. The COPYs end when this returns, before the snapshot transactions do.
-async fn stream_and_walk(
-    tx: &tokio_postgres::Transaction<'_>,
-    ctx: &tokio_postgres::Transaction<'_>,
-    walk: &mut ChainWalk<'_>,
-) -> anyhow::Result<Option<Break>> {
-    // Binary COPY: the cheapest way to move a million rows (no per-row protocol round, no
-    // text parsing); rows are hashed straight from the receive buffers.
-    let events = tx
-        .copy_out(&format!(
-            "COPY (SELECT {EVENT_COLUMNS} FROM fintrail.audit_events e ORDER BY e.seq) TO STDOUT (FORMAT binary)"
-        ))
-        .await?;
-    // Boxed (not stack-pinned) so they can be dropped, ending the COPYs, before the snapshot
-    // transactions end (early on a break).
-    let mut events = Box::pin(BinaryCopyOutStream::new(events, &EVENT_TYPES));
-    let links = ctx
-        .copy_out("COPY (SELECT seq, link FROM fintrail.audit_chain ORDER BY seq) TO STDOUT (FORMAT binary)")
-        .await?;
-    let mut links = Box::pin(BinaryCopyOutStream::new(links, &[Type::INT8, Type::BYTEA]));
-    let mut next_event = events.try_next().await?;
-    let mut next_link = links.try_next().await?;
-    loop {
-        let e_seq: Option<i64> = next_event.as_ref().map(|r| r.try_get(0)).transpose()?;
-        let c_seq: Option<i64> = next_link.as_ref().map(|r| r.try_get(0)).transpose()?;
-        let Some((seq, heads)) = merge_step(e_seq, c_seq) else { return Ok(None) };
-        let step = match heads {
-            Heads::Both => {
-                let (Some(erow), Some(crow)) = (&next_event, &next_link) else { unreachable!("both present") };
-                walk.linked(seq, record_ref(erow)?, crow.try_get(1)?)
-            }
-            Heads::EventOnly => walk.unlinked(seq),
-            Heads::LinkOnly => Err(ChainWalk::missing_event(seq)),
-        };
-        // Stop reading at the first break: the rest of the COPYs is discarded.
-        if let Err(brk) = step {
-            return Ok(Some(brk));
-        }
-        if heads != Heads::LinkOnly {
-            next_event = events.try_next().await?;
-        }
-        if heads == Heads::Both {
-            next_link = links.try_next().await?;
-        }
-    }
-}
-
-/// Which streams' heads carry the next sequence number.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Heads {
-    /// An event and its link.
-    Both,
-    /// An event without a link.
-    EventOnly,
-    /// A link without its event.
-    LinkOnly,
-}
-
-/// The next sequence number of the merge of two ascending streams with heads `e_seq` (events)
-/// and `c_seq` (links), and which heads carry it; `None` when both ended.
-fn merge_step(e_seq: Option<i64>, c_seq: Option<i64>) -> Option<(i64, Heads)> {
-    match (e_seq, c_seq) {
-        (None, None) => None,
-        (Some(e), Some(c)) if e == c => Some((e, Heads::Both)),
-        (Some(e), Some(c)) if e < c => Some((e, Heads::EventOnly)),
-        (Some(_), Some(c)) => Some((c, Heads::LinkOnly)),
-        (Some(e), None) => Some((e, Heads::EventOnly)),
-        (None, Some(c)) => Some((c, Heads::LinkOnly)),
-    }
-}
-
-/// The chain walk over records already read, in sequence order: the comparison rules, with no
-/// I/O (the COPY streams are read by [`stream_and_walk`]).
+/// The chain walk over the readers' summaries, in sequence order: the comparison rules, with no
+/// I/O and no hashing (done by [`crate::scan`]).
 struct ChainWalk<'c> {
     report: Report,
-    /// The link of the last linked event (the retention anchor, or genesis, before the first).
-    prev: Link,
     /// Checkpoints after the purged prefix not reached yet, by sequence number.
     expected: BTreeMap<i64, Vec<&'c Checkpoint>>,
     /// The last sequence number a checkpoint confirmed (the purged prefix's end at first).
     last_checkpoint_seq: i64,
     /// The highest linked sequence number in the snapshot: an event after it is pending.
     chain_max: i64,
-    /// Hashing buffer, reused for every event.
-    scratch: Vec<u8>,
 }
 
 impl<'c> ChainWalk<'c> {
-    fn new(checkpoints: &'c [Checkpoint], purged_through: i64, anchor: Link, chain_max: i64) -> Self {
+    fn new(checkpoints: &'c [Checkpoint], purged_through: i64, chain_max: i64) -> Self {
         let mut expected: BTreeMap<i64, Vec<&Checkpoint>> = BTreeMap::new();
         for cp in checkpoints.iter().filter(|c| c.seq > purged_through) {
             expected.entry(cp.seq).or_default().push(cp);
         }
-        Self {
-            report: Report::default(),
-            prev: anchor,
-            expected,
-            last_checkpoint_seq: purged_through,
-            chain_max,
-            scratch: Vec::with_capacity(1024),
-        }
+        Self { report: Report::default(), expected, last_checkpoint_seq: purged_through, chain_max }
     }
 
-    /// Event `seq` with its stored link: recomputes the link and checks the checkpoints at `seq`.
-    fn linked(&mut self, seq: i64, record: AuditRecordRef<'_>, stored: &[u8]) -> Result<(), Break> {
-        self.report.events += 1;
-        let link = record.link(&self.prev, &mut self.scratch);
-        if stored != link {
-            return Err(Break { seq, reason: ChainBreak::LinkMismatch { seq }.to_string() });
+    /// Folds a partition's steps; the first break, if any.
+    fn apply(&mut self, steps: &[Step]) -> Option<Break> {
+        for step in steps {
+            let checked = match *step {
+                Step::Linked { count, last_seq, ref link } => self.linked(count, last_seq, link),
+                Step::Mismatch(seq) => {
+                    self.report.events += 1;
+                    Err(Break { seq, reason: ChainBreak::LinkMismatch { seq }.to_string() })
+                }
+                Step::Unlinked(seq) => self.unlinked(seq),
+                Step::Missing(seq) => Err(Break { seq, reason: ChainBreak::MissingEvent { seq }.to_string() }),
+            };
+            if let Err(brk) = checked {
+                return Some(brk);
+            }
         }
-        self.prev = link;
-        self.report.linked += 1;
+        None
+    }
+
+    /// `count` events whose links matched, the last one `seq` with `link`: checks the
+    /// checkpoints at `seq` (a run ends at every checkpoint's sequence number).
+    fn linked(&mut self, count: u64, seq: i64, link: &Link) -> Result<(), Break> {
+        assert!(count > 0, "runs are non-empty");
+        self.report.events += count;
+        self.report.linked += count;
         self.report.head_seq = seq;
         if let Some(cps) = self.expected.remove(&seq) {
             self.report.checkpoints += cps.len();
-            if let Some(cp) = cps.iter().find(|cp| cp.link != link) {
+            if let Some(cp) = cps.iter().find(|cp| &cp.link != link) {
                 let first = self.last_checkpoint_seq + 1;
                 return Err(Break {
                     seq: first,
@@ -373,11 +408,6 @@ impl<'c> ChainWalk<'c> {
         }
         self.report.pending += 1;
         Ok(())
-    }
-
-    /// A link without its event `seq`.
-    fn missing_event(seq: i64) -> Break {
-        Break { seq, reason: ChainBreak::MissingEvent { seq }.to_string() }
     }
 
     /// The counters and the first break, given the walk's own break `brk`.
@@ -405,6 +435,11 @@ impl<'c> ChainWalk<'c> {
 
 /// Runs the verification, mapping every failure to check into [`Outcome::CannotCheck`].
 pub async fn verify_trail(ctx: &fintrail_db::Context, dir: &std::path::Path) -> Outcome {
+    verify_trail_with(ctx, dir, ScanLimits::default()).await
+}
+
+/// [`verify_trail`] with these limits (tests cut small partitions and chunks).
+pub async fn verify_trail_with(ctx: &fintrail_db::Context, dir: &std::path::Path, limits: ScanLimits) -> Outcome {
     let client = match ctx.db.connect(DbRole::App).await {
         Ok(c) => c,
         Err(e) => return Outcome::CannotCheck(format!("cannot connect: {e:#}")),
@@ -418,23 +453,8 @@ pub async fn verify_trail(ctx: &fintrail_db::Context, dir: &std::path::Path) -> 
         Err(e) => return Outcome::CannotCheck(format!("cannot read the checkpoint key: {e:#}")),
     };
     drop(client);
-    match verify(&ctx.db, &cps, key.as_ref()).await {
+    match verify_with(&ctx.db, &cps, key.as_ref(), limits).await {
         Ok(o) => o,
         Err(e) => Outcome::CannotCheck(format!("{e:#}")),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::{merge_step, Heads};
-
-    #[test]
-    fn the_merge_takes_the_lower_head_and_says_which_streams_carry_it() {
-        assert_eq!(merge_step(None, None), None);
-        assert_eq!(merge_step(Some(3), Some(3)), Some((3, Heads::Both)));
-        assert_eq!(merge_step(Some(3), Some(5)), Some((3, Heads::EventOnly)));
-        assert_eq!(merge_step(Some(5), Some(3)), Some((3, Heads::LinkOnly)));
-        assert_eq!(merge_step(Some(7), None), Some((7, Heads::EventOnly)));
-        assert_eq!(merge_step(None, Some(7)), Some((7, Heads::LinkOnly)));
     }
 }

@@ -180,6 +180,17 @@ pub const GENESIS: Link = [0u8; 32];
 /// Domain separation for the chain hash (versioned: a new encoding gets a new tag).
 pub const CHAIN_DOMAIN: &[u8] = b"fintrail.audit.chain.v1\0";
 
+/// The link of an event given the previous link and the event's canonical encoding (what
+/// [`AuditRecordRef::canonical_into`] wrote): verification encodes a chunk of events first and
+/// hashes them afterwards.
+pub fn link_of_canonical(prev: &Link, canonical: &[u8]) -> Link {
+    let mut h = Sha256::new();
+    h.update(CHAIN_DOMAIN);
+    h.update(prev);
+    h.update(canonical);
+    h.finalize().into()
+}
+
 fn put_str(out: &mut Vec<u8>, tag: u8, s: &str) {
     out.push(tag);
     out.extend_from_slice(&(s.len() as u64).to_be_bytes());
@@ -245,11 +256,7 @@ impl AuditRecordRef<'_> {
     pub fn link(&self, prev: &Link, scratch: &mut Vec<u8>) -> Link {
         scratch.clear();
         self.canonical_into(scratch);
-        let mut h = Sha256::new();
-        h.update(CHAIN_DOMAIN);
-        h.update(prev);
-        h.update(&scratch[..]);
-        h.finalize().into()
+        link_of_canonical(prev, scratch)
     }
 }
 

@@ -1,5 +1,6 @@
-//! `fintrail bench audit`: (1) `audit verify` speed on 1M events (target ≥ 500k events/s on
-//! one core), next to the I/O floor (the same rows read without hashing); (2) API write
+//! `fintrail bench audit`: (1) `audit verify` speed on 1M events (target ≥ 1M events/s), with
+//! its parallel readers and with one reader, alternated per round, next to the I/O floor (the
+//! same readers and COPYs without hashing), and where verification's time goes; (2) API write
 //! throughput (KYB screening transitions over real HTTP) with the audit trail on vs off, in
 //! the same run, alternating order per round. Last line: `ratio: X` = on ÷ off.
 
@@ -8,14 +9,11 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use fintrail_db::{Context, DbRole, Home};
 use fintrail_domain::Role;
-use futures_util::TryStreamExt as _;
 use serde_json::json;
 
 use fintrail_api::state::AppConfig;
 use fintrail_audit::chain::Sequencer;
-use fintrail_audit::verify::{record_ref, EVENT_TYPES};
-use fintrail_audit::EVENT_COLUMNS;
-use tokio_postgres::binary_copy::BinaryCopyOutStream;
+use fintrail_audit::verify::{Outcome, Report, ScanLimits};
 
 /// `fintrail bench audit` options.
 #[derive(clap::Args, Clone, Debug)]
@@ -35,6 +33,12 @@ pub struct BenchArgs {
     /// Rounds of (audit on, audit off); the order alternates between rounds.
     #[arg(long, default_value_t = 2)]
     pub rounds: usize,
+    /// Rounds of (verify with N readers, verify with one reader, I/O floor), order alternating.
+    #[arg(long, default_value_t = 3)]
+    pub verify_rounds: usize,
+    /// Parallel verification readers (default: one per core).
+    #[arg(long)]
+    pub verify_readers: Option<usize>,
 }
 
 const BENCH_DB: &str = "fintrail_bench_audit";
@@ -46,6 +50,10 @@ pub async fn audit(args: BenchArgs, home: &Home) -> anyhow::Result<()> {
     anyhow::ensure!(args.events > 0 && args.events <= 100_000_000, "--events must be 1..=100000000");
     anyhow::ensure!(args.concurrency > 0 && args.concurrency <= 256, "--concurrency must be 1..=256");
     anyhow::ensure!(args.write_secs > 0 && args.write_secs <= 600, "--write-secs must be 1..=600");
+    anyhow::ensure!((1..=20).contains(&args.verify_rounds), "--verify-rounds must be 1..=20");
+    let limits =
+        ScanLimits { readers: args.verify_readers.unwrap_or(ScanLimits::default().readers), ..ScanLimits::default() };
+    limits.check()?;
     let ctx = bench_database(home, args.database_url.as_deref(), BENCH_DB).await?;
     let db = ctx.db.clone();
 
@@ -57,13 +65,7 @@ pub async fn audit(args: BenchArgs, home: &Home) -> anyhow::Result<()> {
     let linked = seq.run_once().await?;
     let chain_secs = t.elapsed().as_secs_f64();
     drop(seq);
-    let floor = read_floor(&db).await?;
-    let dir = home.root().join("bench-audit-checkpoints");
-    let _ = std::fs::remove_dir_all(&dir);
-    let t = Instant::now();
-    let outcome = fintrail_audit::verify::verify_trail(&ctx, &dir).await;
-    let verify_secs = t.elapsed().as_secs_f64();
-    anyhow::ensure!(outcome.exit_code() == 0, "the generated trail must verify: {outcome:?}");
+    let verify = verify_rounds(&ctx, home, limits, args.verify_rounds).await?;
     let n = args.events as f64;
 
     // 2. Write throughput, audit on vs off.
@@ -89,8 +91,7 @@ pub async fn audit(args: BenchArgs, home: &Home) -> anyhow::Result<()> {
     println!("{:<44} {:>16}", "measure", "value");
     println!("{:<44} {:>16}", "events in trail", args.events);
     println!("{:<44} {:>16.0}", "chaining (sequencer), events/s", linked as f64 / chain_secs.max(1e-9));
-    println!("{:<44} {:>16.0}", "verify, events/s (target >= 500000)", n / verify_secs.max(1e-9));
-    println!("{:<44} {:>16.0}", "I/O floor: same rows read, no hashing, rows/s", floor);
+    verify.print(n, limits.readers);
     println!("{:<44} {:>16.0}", "API transitions/s, audit ON (ours)", on_mean);
     println!("{:<44} {:>16.0}", "API transitions/s, audit OFF (baseline)", off_mean);
     println!("ratio: {ratio:.3}");
@@ -128,22 +129,116 @@ pub async fn generate_events(db: &fintrail_db::Database, events: i64) -> anyhow:
     Ok(())
 }
 
-/// Reads the events exactly as verification does (same binary COPY, same decoding), without
-/// hashing and without the chain: the floor any verifier on this connection would hit.
-async fn read_floor(db: &fintrail_db::Database) -> anyhow::Result<f64> {
-    let mut c = db.connect(DbRole::App).await?;
-    let tx = c.build_transaction().read_only(true).start().await?;
-    let t = Instant::now();
-    let sql =
-        format!("COPY (SELECT {EVENT_COLUMNS} FROM fintrail.audit_events e ORDER BY e.seq) TO STDOUT (FORMAT binary)");
-    let stream = BinaryCopyOutStream::new(tx.copy_out(&sql).await?, &EVENT_TYPES);
-    futures_util::pin_mut!(stream);
-    let mut n = 0u64;
-    while let Some(row) = stream.try_next().await? {
-        let r = record_ref(&row)?;
-        n += u64::from(r.seq > 0);
+/// Clock ticks per second of `/proc/*/stat` times (`USER_HZ`: 100 on every Linux target).
+const PROC_TICKS_PER_SEC: f64 = 100.0;
+
+/// CPU seconds (user + system) used so far by this process and by the private cluster's
+/// PostgreSQL (the postmaster, its live children and the children it reaped), from `/proc`;
+/// `None` where that cannot be read (another OS, an external server).
+fn cpu_secs(home: &Home) -> Option<(f64, f64)> {
+    // Fields after the command's closing parenthesis: state, ppid, ... utime (12th), stime,
+    // cutime, cstime.
+    let stat = |pid: &str| -> Option<(u32, [f64; 4])> {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let rest: Vec<&str> = text.rsplit_once(") ")?.1.split(' ').collect();
+        let tick = |i: usize| rest.get(i).and_then(|v| v.parse::<f64>().ok()).map(|t| t / PROC_TICKS_PER_SEC);
+        Some((rest.get(1)?.parse().ok()?, [tick(11)?, tick(12)?, tick(13)?, tick(14)?]))
+    };
+    let fintrail_db::cluster::Status::Running { pid: postmaster, .. } =
+        fintrail_db::cluster::Cluster::new(home.clone()).ok()?.status().ok()?
+    else {
+        return None;
+    };
+    let (_, me) = stat("self")?;
+    let (_, pm) = stat(&postmaster.to_string())?;
+    let mut server = pm.iter().sum::<f64>();
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().filter(|n| n.bytes().all(|b| b.is_ascii_digit())) else { continue };
+        if let Some((_, t)) = stat(pid).filter(|(ppid, _)| *ppid == postmaster) {
+            server += t[0] + t[1];
+        }
     }
-    Ok(n as f64 / t.elapsed().as_secs_f64().max(1e-9))
+    Some((me[0] + me[1], server))
+}
+
+/// Verification figures: medians over the rounds.
+struct VerifyFigures {
+    parallel_secs: f64,
+    single_secs: f64,
+    floor_secs: f64,
+    /// CPU seconds of this process and of PostgreSQL during the median parallel run.
+    cpu: Option<(f64, f64)>,
+    /// The parallel run with the median time: its breakdown.
+    breakdown: Report,
+}
+
+impl VerifyFigures {
+    fn print(&self, events: f64, readers: usize) {
+        let rate = |secs: f64| events / secs.max(1e-9);
+        let t = &self.breakdown.timing;
+        println!(
+            "{:<44} {:>16.0}",
+            format!("verify, {readers} readers, events/s (target >= 1M)"),
+            rate(self.parallel_secs)
+        );
+        println!("{:<44} {:>16.0}", "verify, 1 reader, events/s", rate(self.single_secs));
+        println!("{:<44} {:>16.0}", format!("I/O floor: {readers} readers, no hashing, rows/s"), rate(self.floor_secs));
+        println!("where verify's time goes ({readers} readers; reader seconds are summed over readers):");
+        println!("{:<44} {:>16.3}", "  wall, s", self.breakdown.elapsed_ms as f64 / 1000.0);
+        println!("{:<44} {:>16.3}", "  readers: COPY, TLS, decode, encode, s", t.read_secs);
+        println!("{:<44} {:>16.3}", "  readers: SHA-256, s", t.hash_secs);
+        println!("{:<44} {:>16.3}", "  walk: chain fold in seq order, s", t.fold_secs);
+        println!("{:<44} {:>16.3}", "  walk: waiting for readers, s", t.wait_secs);
+        if let Some((client, server)) = self.cpu {
+            println!("{:<44} {:>16.3}", "  CPU: fintrail (readers, TLS, walk), s", client);
+            println!("{:<44} {:>16.3}", "  CPU: PostgreSQL (COPY backends, TLS), s", server);
+        }
+    }
+}
+
+/// Verifies the trail with `limits` and with one reader, and reads the I/O floor, `rounds`
+/// times in alternating order; medians.
+async fn verify_rounds(ctx: &Context, home: &Home, limits: ScanLimits, rounds: usize) -> anyhow::Result<VerifyFigures> {
+    let dir = home.root().join("bench-audit-checkpoints");
+    let _ = std::fs::remove_dir_all(&dir);
+    let single = ScanLimits { readers: 1, ..limits };
+    let (mut parallel, mut one, mut floor) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..rounds {
+        for which in if round % 2 == 0 { [0, 1, 2] } else { [2, 1, 0] } {
+            let t = Instant::now();
+            match which {
+                0 | 1 => {
+                    let l = if which == 0 { limits } else { single };
+                    let cpu_before = cpu_secs(home);
+                    let outcome = fintrail_audit::verify::verify_trail_with(ctx, &dir, l).await;
+                    let secs = t.elapsed().as_secs_f64();
+                    // The readers' backends have exited: let the postmaster reap them (their CPU
+                    // time moves to its children's total).
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    let cpu = cpu_before.zip(cpu_secs(home)).map(|(a, b)| (b.0 - a.0, b.1 - a.1));
+                    let Outcome::Intact(report) = outcome else {
+                        anyhow::bail!("the generated trail must verify: {outcome:?}")
+                    };
+                    if which == 0 {
+                        parallel.push((secs, report, cpu))
+                    } else {
+                        one.push(secs)
+                    }
+                }
+                _ => floor.push(fintrail_audit::verify::read_floor(&ctx.db, limits).await?.1),
+            }
+        }
+    }
+    let parallel_all: Vec<f64> = parallel.iter().map(|p| p.0).collect();
+    eprintln!("verify rounds, s: {} readers {parallel_all:.3?}, 1 reader {one:.3?}, floor {floor:.3?}", limits.readers);
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    parallel.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let (parallel_secs, breakdown, cpu) = parallel.swap_remove(parallel.len() / 2);
+    Ok(VerifyFigures { parallel_secs, single_secs: median(&mut one), floor_secs: median(&mut floor), cpu, breakdown })
 }
 
 async fn write_throughput(ctx: &Context, audit_on: bool, args: &BenchArgs) -> anyhow::Result<f64> {
