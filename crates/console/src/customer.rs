@@ -87,6 +87,25 @@ enum Owner {
 }
 
 impl Owner {
+    /// The owner's existence probe and its wallets, fixed statements per kind (each planned
+    /// once), and the owner's id.
+    fn statements(self) -> (&'static str, &'static str, i64) {
+        match self {
+            Owner::Customer(id) => (
+                "SELECT 1 FROM fintrail.customers WHERE id = $1",
+                "SELECT id, currency, balance_minor, held_minor, floor_minor, created_at FROM fintrail.wallets \
+                 WHERE customer_id = $1 AND kind = 'customer' ORDER BY id LIMIT $2",
+                id,
+            ),
+            Owner::Organization(id) => (
+                "SELECT 1 FROM fintrail.organizations WHERE id = $1",
+                "SELECT id, currency, balance_minor, held_minor, floor_minor, created_at FROM fintrail.wallets \
+                 WHERE organization_id = $1 AND kind = 'organization' ORDER BY id LIMIT $2",
+                id,
+            ),
+        }
+    }
+
     /// The page title's subject.
     fn title(self) -> String {
         match self {
@@ -110,20 +129,11 @@ pub async fn org_wallets(State(console): State<Console>, viewer: Viewer, HtmlPat
 
 async fn wallets_page(console: &Console, viewer: &Viewer, owner: Owner) -> Result<Markup, HostError> {
     let client = console.pool().get().await?;
-    // Two fixed statements rather than one built from the owner: each is planned once.
-    let (sql, id) = match owner {
-        Owner::Customer(id) => (
-            "SELECT id, currency, balance_minor, held_minor, floor_minor, created_at FROM fintrail.wallets \
-             WHERE customer_id = $1 AND kind = 'customer' ORDER BY id LIMIT $2",
-            id,
-        ),
-        Owner::Organization(id) => (
-            "SELECT id, currency, balance_minor, held_minor, floor_minor, created_at FROM fintrail.wallets \
-             WHERE organization_id = $1 AND kind = 'organization' ORDER BY id LIMIT $2",
-            id,
-        ),
-    };
-    let w = client.query(sql, &[&id, &LIST_MAX]).await?;
+    let (exists, wallets, id) = owner.statements();
+    if client.query_opt(exists, &[&id]).await?.is_none() {
+        return Err(HostError::new(404, "not_found", format!("{} not found", owner.title())));
+    }
+    let w = client.query(wallets, &[&id, &LIST_MAX]).await?;
     let ids: Vec<i64> = w.iter().map(|r| r.get(0)).collect();
     let holds = client
         .query(

@@ -459,6 +459,11 @@ async fn an_organizations_wallets_and_holds_under_wallet_read() {
         assert!(!html.contains("/wallets"), "no link to a page the role may not open");
     }
     assert_eq!(app.page(&s.cookie, &format!("/console/kyb/{org}/wallets")).await.0, 403);
+    // An owner that does not exist is a 404, not an empty list.
+    let s = app.login(&auditor.token).await;
+    assert_eq!(app.page(&s.cookie, "/console/kyb/999999/wallets").await.0, 404);
+    assert_eq!(app.page(&s.cookie, "/console/customers/999999/wallets").await.0, 404);
+    assert_eq!(app.page(&s.cookie, "/console/kyb/abc/wallets").await.0, 400);
 }
 
 /// The `rel="next"` link of a page, if any.
