@@ -162,15 +162,18 @@ impl ServiceDb {
     /// The TLS settings, each problem recorded against the variable that caused it: a bad
     /// mode against `FINTRAIL_DB_SSLMODE`, an unusable CA file against `FINTRAIL_DB_SSLROOTCERT`.
     fn tls_from_env(env: &mut crate::env::EnvReader<'_>) -> Option<Tls> {
-        use crate::tls::{SSLMODE_ENV, SSLROOTCERT_ENV, SSLROOTCERT_PEM_ENV};
-        let mode = env.optional(SSLMODE_ENV);
+        use crate::tls::{SslMode, SSLMODE_ENV, SSLROOTCERT_ENV, SSLROOTCERT_PEM_ENV};
+        let mode = match env.optional(SSLMODE_ENV) {
+            None => SslMode::VerifyFull,
+            Some(m) => match m.trim().parse::<SslMode>() {
+                Ok(mode) => mode,
+                Err(e) => {
+                    env.problem(SSLMODE_ENV, format!("{e:#}"));
+                    return None;
+                }
+            },
+        };
         let mut root = env.optional(SSLROOTCERT_ENV).map(std::path::PathBuf::from);
-        if let Some(m) = mode.as_deref().map(str::trim).filter(|m| !m.is_empty()) {
-            if let Err(e) = m.parse::<crate::tls::SslMode>() {
-                env.problem(SSLMODE_ENV, format!("{e:#}"));
-                return None;
-            }
-        }
         if let Some(pem) = env.optional(SSLROOTCERT_PEM_ENV) {
             if root.is_some() {
                 env.problem(SSLROOTCERT_PEM_ENV, format!("set {SSLROOTCERT_ENV} or {SSLROOTCERT_PEM_ENV}, not both"));
@@ -184,7 +187,7 @@ impl ServiceDb {
                 }
             }
         }
-        match Tls::from_settings(mode.as_deref(), root.as_deref()) {
+        match Tls::new(mode, root.as_deref()) {
             Ok(tls) => Some(tls),
             Err(e) => {
                 env.problem(SSLROOTCERT_ENV, format!("{e:#}"));

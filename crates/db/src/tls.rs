@@ -111,6 +111,13 @@ impl Tls {
     /// without one: the public web roots). Reads and checks the file now: a missing,
     /// unreadable or empty file is an error naming it.
     pub fn new(mode: SslMode, root_cert: Option<&Path>) -> anyhow::Result<Self> {
+        // Said wherever the mode comes from (a URL's environment, a service's, a test).
+        if mode == SslMode::Disable {
+            tracing::warn!(
+                log_class = "app",
+                "{SSLMODE_ENV}=disable: connections to PostgreSQL are NOT encrypted (passwords and data in clear)"
+            );
+        }
         let roots = match (mode, root_cert) {
             (SslMode::Disable, _) => RootCertStore::empty(),
             (_, Some(path)) => load_roots(path)?,
@@ -139,14 +146,7 @@ impl Tls {
             Some(m) => m.parse::<SslMode>().with_context(|| format!("{SSLMODE_ENV}={m}"))?,
             None => SslMode::VerifyFull,
         };
-        let root_cert = root_cert.filter(|p| !p.as_os_str().is_empty());
-        if mode == SslMode::Disable {
-            tracing::warn!(
-                log_class = "app",
-                "{SSLMODE_ENV}=disable: connections to PostgreSQL are NOT encrypted (passwords and data in clear)"
-            );
-        }
-        Self::new(mode, root_cert)
+        Self::new(mode, root_cert.filter(|p| !p.as_os_str().is_empty()))
     }
 
     /// The private cluster: `verify-full` against its own CA certificate.
