@@ -89,23 +89,30 @@ pub enum TokenCommand {
 /// Where `fintrail serve` listens without `--listen` (local use).
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 
-/// `fintrail serve`: runs until Ctrl-C / SIGTERM. In production the binary passes the typed
-/// configuration's listen address and jobs caller check; locally `None` for both. Media go to
-/// GCS when `FINTRAIL_MEDIA_BUCKET` is set ([`MediaConfig::from_env`]; a malformed or
-/// incomplete setting stops it before it listens).
-pub async fn run_serve(
-    args: ServeArgs,
-    ctx: &Context,
-    listen: Option<SocketAddr>,
-    jobs_oidc: Option<fintrail_jobs::oidc::OidcConfig>,
-) -> anyhow::Result<u8> {
+/// What production's typed configuration decided for `fintrail serve` (read once, from the
+/// environment, by the binary before anything starts).
+#[derive(Debug, Clone)]
+pub struct Deployed {
+    pub listen: SocketAddr,
+    pub jobs_oidc: fintrail_jobs::oidc::OidcConfig,
+    pub media: MediaConfig,
+}
+
+/// `fintrail serve`: runs until Ctrl-C / SIGTERM. In production the binary passes what its
+/// typed configuration read ([`Deployed`]); locally `None`, and media go to GCS when
+/// `FINTRAIL_MEDIA_BUCKET` is set ([`MediaConfig::from_env`]; a malformed or incomplete
+/// setting stops it before it listens).
+pub async fn run_serve(args: ServeArgs, ctx: &Context, deployed: Option<Deployed>) -> anyhow::Result<u8> {
     let default_listen: SocketAddr = DEFAULT_LISTEN.parse()?;
-    let listen = listen.or(args.listen).unwrap_or(default_listen);
+    let (listen, jobs_oidc, media) = match deployed {
+        Some(d) => (d.listen, Some(d.jobs_oidc), d.media),
+        None => (args.listen.unwrap_or(default_listen), None, MediaConfig::from_env()?),
+    };
     let config = AppConfig {
         pool_size: args.pool_size,
         checkpoint_interval_secs: args.checkpoint_interval_secs,
         jobs_oidc,
-        media: MediaConfig::from_env()?,
+        media,
         ..AppConfig::default()
     };
     let handle = crate::server::start_with(ctx, listen, config).await?;

@@ -101,6 +101,8 @@ pub struct ServeConfig {
     /// The HMAC key of the API's own signed download URLs: one for every instance, or a URL
     /// one instance signed would fail on the next.
     pub media_url_key: [u8; 32],
+    /// Where media live (GCS in production), read once here.
+    pub media: media::MediaConfig,
 }
 
 /// What `fintrail cdc run` runs with in production.
@@ -125,12 +127,16 @@ fn checked_together<T>(
     env: &mut EnvReader<'_>,
     vars: &[&str],
     parse: impl FnOnce(&dyn Fn(&str) -> Option<String>) -> anyhow::Result<T>,
-) {
+) -> Option<T> {
     assert!(!vars.is_empty(), "a group names its variables");
     let values: std::collections::HashMap<&str, String> =
         vars.iter().filter_map(|&v| env.optional(v).map(|value| (v, value))).collect();
-    if let Err(e) = parse(&|k: &str| values.get(k).cloned()) {
-        env.problem(vars[0], format!("{e:#}"));
+    match parse(&|k: &str| values.get(k).cloned()) {
+        Ok(t) => Some(t),
+        Err(e) => {
+            env.problem(vars[0], format!("{e:#}"));
+            None
+        }
     }
 }
 
@@ -198,8 +204,8 @@ pub fn serve_config(
             Err("is not an https:// URL".into())
         }
     });
-    let media = [media::ENV_BUCKET, media::ENV_SIGNER, media::ENV_ENDPOINT];
-    checked_together(env, &media, |get| media::MediaConfig::from_lookup(get));
+    let media_vars = [media::ENV_BUCKET, media::ENV_SIGNER, media::ENV_ENDPOINT];
+    let media = checked_together(env, &media_vars, |get| media::MediaConfig::from_lookup(get));
     let key = hex_key(env, AUDIT_CHECKPOINT_KEY, "the HMAC key of signed audit checkpoints (Secret Manager)");
     let url_key = hex_key(env, MEDIA_URL_KEY, "the HMAC key of the API's signed media URLs (Secret Manager)");
     if let Some(e) = env.take_error() {
@@ -213,7 +219,8 @@ pub fn serve_config(
         Some(jwks_url),
         Some(audit_checkpoint_key),
         Some(media_url_key),
-    ) = (db, listen, audience, invoker, jwks_url, key, url_key)
+        Some(media),
+    ) = (db, listen, audience, invoker, jwks_url, key, url_key, media)
     else {
         unreachable!("a missing value is a recorded problem")
     };
@@ -224,7 +231,7 @@ pub fn serve_config(
         issuers: fintrail_jobs::oidc::GOOGLE_ISSUERS.map(String::from).to_vec(),
         refresh_min: fintrail_jobs::oidc::REFRESH_MIN_INTERVAL,
     };
-    Ok(ServeConfig { environment, db, listen, jobs_oidc, audit_checkpoint_key, media_url_key })
+    Ok(ServeConfig { environment, db, listen, jobs_oidc, audit_checkpoint_key, media_url_key, media })
 }
 
 /// A required 32-byte key given as 64 hex digits (Secret Manager); its value is never printed.

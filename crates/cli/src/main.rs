@@ -299,11 +299,12 @@ fn serve(args: fintrail_api::cli::ServeArgs, home: fintrail_db::Home, url: Optio
             tracing::info!(log_class = "app", environment = c.environment.as_str(), "production configuration read");
             let ctx = fintrail_db::Context::new(fintrail_db::Database::service(c.db), home);
             block_on(Signals::Command, async move {
-                fintrail_api::cli::run_serve(args, &ctx, Some(c.listen), Some(c.jobs_oidc)).await
+                let deployed = fintrail_api::cli::Deployed { listen: c.listen, jobs_oidc: c.jobs_oidc, media: c.media };
+                fintrail_api::cli::run_serve(args, &ctx, Some(deployed)).await
             })
         }
         None => with_context(&home, url, Signals::Command, |ctx| async move {
-            fintrail_api::cli::run_serve(args, &ctx, None, None).await
+            fintrail_api::cli::run_serve(args, &ctx, None).await
         }),
     }
 }
