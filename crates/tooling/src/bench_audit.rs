@@ -2,7 +2,10 @@
 //! its parallel readers and with one reader, alternated per round, next to the I/O floor (the
 //! same readers and COPYs without hashing), and where verification's time goes; (2) API write
 //! throughput (KYB screening transitions over real HTTP) with the audit trail on vs off, in
-//! the same run, alternating order per round. Last line: `ratio: X` = on ÷ off.
+//! the same run, alternating order per round, and the CPU each side spends per transition
+//! (fintrail and PostgreSQL, from `/proc`): where the trail's cost goes. Last line:
+//! `ratio: X`, the median over rounds of (on ÷ off) within a round: the two halves of a round
+//! run back to back, so a load that drifts on a shared machine cancels out of each ratio.
 
 use std::time::{Duration, Instant};
 
@@ -25,13 +28,14 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 1_000_000)]
     pub events: i64,
     /// Seconds per write-throughput measurement.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 4)]
     pub write_secs: u64,
     /// Concurrent HTTP clients.
     #[arg(long, default_value_t = 8)]
     pub concurrency: usize,
-    /// Rounds of (audit on, audit off); the order alternates between rounds.
-    #[arg(long, default_value_t = 2)]
+    /// Rounds of (audit on, audit off); the order alternates between rounds; `ratio:` is the
+    /// median of the rounds' ratios.
+    #[arg(long, default_value_t = 5)]
     pub rounds: usize,
     /// Rounds of (verify with N readers, verify with one reader, I/O floor), order alternating.
     #[arg(long, default_value_t = 3)]
@@ -51,6 +55,7 @@ pub async fn audit(args: BenchArgs, home: &Home) -> anyhow::Result<()> {
     anyhow::ensure!(args.concurrency > 0 && args.concurrency <= 256, "--concurrency must be 1..=256");
     anyhow::ensure!(args.write_secs > 0 && args.write_secs <= 600, "--write-secs must be 1..=600");
     anyhow::ensure!((1..=20).contains(&args.verify_rounds), "--verify-rounds must be 1..=20");
+    anyhow::ensure!((1..=50).contains(&args.rounds), "--rounds must be 1..=50");
     let limits =
         ScanLimits { readers: args.verify_readers.unwrap_or(ScanLimits::default().readers), ..ScanLimits::default() };
     limits.check()?;
@@ -69,33 +74,92 @@ pub async fn audit(args: BenchArgs, home: &Home) -> anyhow::Result<()> {
     let n = args.events as f64;
 
     // 2. Write throughput, audit on vs off.
-    let mut on = Vec::new();
-    let mut off = Vec::new();
-    for round in 0..args.rounds {
-        let order = if round % 2 == 0 { [true, false] } else { [false, true] };
-        for audit_on in order {
-            let ops = write_throughput(&ctx, audit_on, &args).await?;
-            eprintln!("round {} audit {:<3}: {ops:.0} transitions/s", round + 1, if audit_on { "on" } else { "off" });
-            if audit_on {
-                on.push(ops)
-            } else {
-                off.push(ops)
-            }
-        }
-    }
-    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
-    let (on_mean, off_mean) = (mean(&on), mean(&off));
-    let ratio = if off_mean > 0.0 { on_mean / off_mean } else { 0.0 };
+    let writes = write_rounds(&ctx, home, &args).await?;
 
     println!("fintrail bench audit");
     println!("{:<44} {:>16}", "measure", "value");
     println!("{:<44} {:>16}", "events in trail", args.events);
     println!("{:<44} {:>16.0}", "chaining (sequencer), events/s", linked as f64 / chain_secs.max(1e-9));
     verify.print(n, limits.readers);
-    println!("{:<44} {:>16.0}", "API transitions/s, audit ON (ours)", on_mean);
-    println!("{:<44} {:>16.0}", "API transitions/s, audit OFF (baseline)", off_mean);
-    println!("ratio: {ratio:.3}");
+    writes.print();
     Ok(())
+}
+
+/// One write-throughput measurement: transitions per second, and the CPU microseconds per
+/// transition of this process and of PostgreSQL (`None` where `/proc` cannot tell).
+#[derive(Debug, Clone, Copy)]
+struct WriteRun {
+    ops_per_sec: f64,
+    cpu_us: Option<(f64, f64)>,
+}
+
+/// The write rounds: each side's runs, and each round's on ÷ off.
+struct WriteFigures {
+    on: Vec<WriteRun>,
+    off: Vec<WriteRun>,
+    ratios: Vec<f64>,
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
+}
+
+impl WriteFigures {
+    fn print(&self) {
+        let rate = |v: &[WriteRun]| median(&v.iter().map(|r| r.ops_per_sec).collect::<Vec<_>>());
+        println!("{:<44} {:>16.0}", "API transitions/s, audit ON (ours), median", rate(&self.on));
+        println!("{:<44} {:>16.0}", "API transitions/s, audit OFF (baseline), median", rate(&self.off));
+        println!("{:<44} {:>16}", "per-round ratios (on / off)", format!("{:.3?}", self.ratios));
+        let cpu = |v: &[WriteRun]| -> Option<(f64, f64)> {
+            let all: Option<Vec<(f64, f64)>> = v.iter().map(|r| r.cpu_us).collect();
+            let all = all?;
+            Some((
+                median(&all.iter().map(|c| c.0).collect::<Vec<_>>()),
+                median(&all.iter().map(|c| c.1).collect::<Vec<_>>()),
+            ))
+        };
+        if let (Some(on), Some(off)) = (cpu(&self.on), cpu(&self.off)) {
+            println!("where a transition's time goes (CPU per transition, medians):");
+            println!("{:<44} {:>16.0}", "  fintrail (HTTP, handler, client), on, us", on.0);
+            println!("{:<44} {:>16.0}", "  fintrail, off, us", off.0);
+            println!("{:<44} {:>16.0}", "  PostgreSQL, on, us", on.1);
+            println!("{:<44} {:>16.0}", "  PostgreSQL, off, us", off.1);
+            println!("{:<44} {:>16.0}", "  the trail's cost (on - off, both), us", on.0 + on.1 - off.0 - off.1);
+        }
+        println!("ratio: {:.3}", median(&self.ratios));
+    }
+}
+
+/// `args.rounds` rounds of (audit on, audit off), the order alternating between rounds.
+async fn write_rounds(ctx: &Context, home: &Home, args: &BenchArgs) -> anyhow::Result<WriteFigures> {
+    let mut figures = WriteFigures { on: Vec::new(), off: Vec::new(), ratios: Vec::new() };
+    for round in 0..args.rounds {
+        let order = if round % 2 == 0 { [true, false] } else { [false, true] };
+        let (mut on, mut off) = (None, None);
+        for audit_on in order {
+            let before = cpu_secs(home);
+            let (ops, secs) = write_throughput(ctx, audit_on, args).await?;
+            let cpu_us = before.zip(cpu_secs(home)).map(|(a, b)| {
+                let n = (ops * secs).max(1.0);
+                ((b.0 - a.0) * 1e6 / n, (b.1 - a.1) * 1e6 / n)
+            });
+            eprintln!("round {} audit {:<3}: {ops:.0} transitions/s", round + 1, if audit_on { "on" } else { "off" });
+            let run = WriteRun { ops_per_sec: ops, cpu_us };
+            if audit_on {
+                on = Some(run);
+                figures.on.push(run);
+            } else {
+                off = Some(run);
+                figures.off.push(run);
+            }
+        }
+        if let (Some(on), Some(off)) = (on, off) {
+            figures.ratios.push(if off.ops_per_sec > 0.0 { on.ops_per_sec / off.ops_per_sec } else { 0.0 });
+        }
+    }
+    Ok(figures)
 }
 
 /// A new, migrated database `name` on the private cluster (or `database_url`'s server),
@@ -232,16 +296,13 @@ async fn verify_rounds(ctx: &Context, home: &Home, limits: ScanLimits, rounds: u
     }
     let parallel_all: Vec<f64> = parallel.iter().map(|p| p.0).collect();
     eprintln!("verify rounds, s: {} readers {parallel_all:.3?}, 1 reader {one:.3?}, floor {floor:.3?}", limits.readers);
-    let median = |v: &mut Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
     parallel.sort_by(|a, b| a.0.total_cmp(&b.0));
     let (parallel_secs, breakdown, cpu) = parallel.swap_remove(parallel.len() / 2);
-    Ok(VerifyFigures { parallel_secs, single_secs: median(&mut one), floor_secs: median(&mut floor), cpu, breakdown })
+    Ok(VerifyFigures { parallel_secs, single_secs: median(&one), floor_secs: median(&floor), cpu, breakdown })
 }
 
-async fn write_throughput(ctx: &Context, audit_on: bool, args: &BenchArgs) -> anyhow::Result<f64> {
+/// Transitions per second over `args.write_secs`, and the seconds measured.
+async fn write_throughput(ctx: &Context, audit_on: bool, args: &BenchArgs) -> anyhow::Result<(f64, f64)> {
     // The baseline is the platform without its trail: no events, so no coupling either (it would
     // refuse every transition); this benchmark's own database, the owner's DDL.
     let admin = ctx.db.connect(DbRole::Admin).await?;
@@ -291,5 +352,5 @@ async fn write_throughput(ctx: &Context, audit_on: bool, args: &BenchArgs) -> an
     }
     let secs = started.elapsed().as_secs_f64();
     handle.shutdown().await?;
-    Ok(total as f64 / secs.max(1e-9))
+    Ok((total as f64 / secs.max(1e-9), secs))
 }
