@@ -122,3 +122,72 @@ async fn events_name_only_the_holder_of_the_presented_token() {
         .get(0);
     assert_eq!(minted, 0);
 }
+
+/// The shape of an event (migration 0045 moved the column rules from CHECKs into the insert
+/// trigger): refused for every role, as `check_violation` (a `before`/`after` that is not JSON
+/// fails its cast), before a sequence number is taken; system actors keep their character set.
+#[tokio::test]
+async fn an_event_of_the_wrong_shape_is_refused_for_every_role_and_takes_no_number() {
+    let db = fresh_db().await;
+    let admin = db.connect(DbRole::Admin).await.unwrap();
+    let app = db.connect(DbRole::App).await.unwrap();
+    const SHAPED: &str = "INSERT INTO fintrail.audit_events \
+        (actor, on_behalf_of, action, subject, permission, allowed, request_id, before, after) \
+        VALUES ($1, $2, $3, $4, $5, true, $6, $7, $8)";
+    let last_seq = || async {
+        admin.query_one("SELECT last_value FROM fintrail.audit_events_seq", &[]).await.unwrap().get::<_, i64>(0)
+    };
+    let ok: [Option<String>; 8] = [
+        Some("system:shape".into()),
+        Some("customer:1".into()),
+        Some("kyc.case.transitioned".into()),
+        Some("kyc_case:1".into()),
+        Some("kyc.case.review".into()),
+        Some("req-1".into()),
+        Some(r#"{"state":"a"}"#.into()),
+        None,
+    ];
+    let with = |i: usize, v: Option<String>| {
+        let mut row = ok.clone();
+        row[i] = v;
+        row
+    };
+    let long = |n: usize| Some("x".repeat(n));
+    let bad: [(&str, [Option<String>; 8], &str); 12] = [
+        ("an empty actor", with(0, Some(String::new())), "23514"),
+        ("a 201-character actor", with(0, long(201)), "23514"),
+        ("a 201-character on_behalf_of", with(1, long(201)), "23514"),
+        ("an action with a capital", with(2, Some("kyc.Case".into())), "23514"),
+        ("a 65-character action", with(2, long(65)), "23514"),
+        ("an empty subject", with(3, Some(String::new())), "23514"),
+        ("a 201-character subject", with(3, long(201)), "23514"),
+        ("a permission with a space", with(4, Some("kyc case".into())), "23514"),
+        ("an empty permission", with(4, Some(String::new())), "23514"),
+        ("a 65-character request id", with(5, long(65)), "23514"),
+        ("a before that is not JSON", with(6, Some("{not json".into())), "22P02"),
+        ("an after over 65536 characters", with(7, Some(format!("\"{}\"", "x".repeat(65_535)))), "23514"),
+    ];
+    let before = last_seq().await;
+    for (what, row, code) in &bad {
+        let e = admin
+            .execute(SHAPED, &[&row[0], &row[1], &row[2], &row[3], &row[4], &row[5], &row[6], &row[7]])
+            .await
+            .expect_err(what);
+        assert_eq!(sqlstate(&e), *code, "{what}: {e}");
+    }
+    assert_eq!(last_seq().await, before, "a refused event takes no sequence number");
+    // The same rules bound each column's accepted range: its edges pass.
+    let edges = [with(0, long(200)), with(2, Some("a".repeat(64))), with(5, long(64)), with(4, None)];
+    for row in &edges {
+        admin.execute(SHAPED, &[&row[0], &row[1], &row[2], &row[3], &row[4], &row[5], &row[6], &row[7]]).await.unwrap();
+    }
+    // The platform's own actors keep their character set and length (the app role).
+    for actor in ["system:Job", "system:", "system:a b", &format!("system:{}", "a".repeat(101))] {
+        let e = app.execute(INSERT, &[&actor, &"ledger.hold.expired", &true, &None::<&str>]).await.expect_err(actor);
+        assert_eq!(sqlstate(&e), "FT031", "{actor}: {e}");
+    }
+    let longest = format!("system:{}", "a".repeat(100));
+    for actor in ["system:job:hold-expiry_1.x", longest.as_str()] {
+        app.execute(INSERT, &[&actor, &"ledger.hold.expired", &true, &None::<&str>]).await.expect(actor);
+    }
+}
