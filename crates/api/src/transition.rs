@@ -7,7 +7,7 @@ use serde_json::json;
 
 use crate::auth::{record_denial, Caller};
 use crate::error::{ApiError, ApiResult};
-use crate::machines::{apply_transition, Machine};
+use crate::machines::{insert_history, update_state_sql, update_state_with, HistoryRow, Machine};
 use crate::state::AppState;
 use fintrail_audit::NewEvent;
 
@@ -67,7 +67,8 @@ pub async fn transition<M: Machine>(
         )));
     }
     let actor = caller.principal.actor();
-    let transition_id = apply_transition::<M, _>(&*tx, id, from, to, &actor, reason, Some(&caller.request_id)).await?;
+    let row = HistoryRow { id, from, to, actor: &actor, reason, request_id: Some(&caller.request_id) };
+    let transition_id = insert_history(&*tx, &row).await?;
     let ev = NewEvent::allowed(actor, M::ACTION, subject, Some(needed))
         .credential(caller.principal.credential.clone())
         .on_behalf_of(owner.map(|c| format!("customer:{c}")))
@@ -76,7 +77,15 @@ pub async fn transition<M: Machine>(
             Some(json!({ "state": from.as_str() })),
             Some(json!({ "state": to.as_str(), "transition_id": transition_id })),
         );
-    state.audit.append_cached(&tx, &ev).await?;
+    // The state update and the audit event travel in one round trip: both statements are
+    // prepared (cached per connection), so `join!` sends the update's request on its first
+    // poll, before the event's, and PostgreSQL runs them in that order. The first error in
+    // statement order is the cause: after a refused update the event fails only as "aborted".
+    let update = tx.prepare_cached(&update_state_sql::<M>()).await?;
+    let (updated, appended) =
+        tokio::join!(update_state_with(&*tx, &update, id, to, transition_id), state.audit.append_cached(&tx, &ev));
+    updated?;
+    appended?;
     tx.commit().await?;
     state.audit.committed();
     debug_assert!(matches!(M::ACTION, AuditAction::KycCaseTransitioned | AuditAction::OrganizationTransitioned));
