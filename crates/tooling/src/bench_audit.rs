@@ -18,6 +18,8 @@ use fintrail_api::state::AppConfig;
 use fintrail_audit::chain::Sequencer;
 use fintrail_audit::verify::{Outcome, Report, ScanLimits};
 
+use crate::bench_transfers::median;
+
 /// `fintrail bench audit` options.
 #[derive(clap::Args, Clone, Debug)]
 pub struct BenchArgs {
@@ -109,25 +111,16 @@ struct WriteFigures {
     ratios: Vec<f64>,
 }
 
-fn median(v: &[f64]) -> f64 {
-    let mut v = v.to_vec();
-    v.sort_by(f64::total_cmp);
-    v.get(v.len() / 2).copied().unwrap_or(0.0)
-}
-
 impl WriteFigures {
     fn print(&self) {
-        let rate = |v: &[WriteRun]| median(&v.iter().map(|r| r.ops_per_sec).collect::<Vec<_>>());
+        let rate = |v: &[WriteRun]| median(&mut v.iter().map(|r| r.ops_per_sec).collect::<Vec<_>>());
         println!("{:<44} {:>16.0}", "API transitions/s, audit ON (ours), median", rate(&self.on));
         println!("{:<44} {:>16.0}", "API transitions/s, audit OFF (baseline), median", rate(&self.off));
         println!("{:<44} {:>16}", "per-round ratios (on / off)", format!("{:.3?}", self.ratios));
+        // (fintrail, PostgreSQL) medians; `None` where `/proc` could not tell for some run.
         let cpu = |v: &[WriteRun]| -> Option<(f64, f64)> {
-            let all: Option<Vec<(f64, f64)>> = v.iter().map(|r| r.cpu_us).collect();
-            let all = all?;
-            Some((
-                median(&all.iter().map(|c| c.0).collect::<Vec<_>>()),
-                median(&all.iter().map(|c| c.1).collect::<Vec<_>>()),
-            ))
+            let (mut client, mut server): (Vec<f64>, Vec<f64>) = v.iter().map(|r| r.cpu_us).collect::<Option<_>>()?;
+            Some((median(&mut client), median(&mut server)))
         };
         if let (Some(on), Some(off)) = (cpu(&self.on), cpu(&self.off)) {
             println!("where a transition's time goes (CPU per transition, medians):");
@@ -137,7 +130,7 @@ impl WriteFigures {
             println!("{:<44} {:>16.0}", "  PostgreSQL, off, us", off.1);
             println!("{:<44} {:>16.0}", "  the trail's cost (on - off, both), us", on.0 + on.1 - off.0 - off.1);
         }
-        println!("ratio: {:.3}", median(&self.ratios));
+        println!("ratio: {:.3}", median(&mut self.ratios.clone()));
     }
 }
 
@@ -307,7 +300,7 @@ async fn verify_rounds(ctx: &Context, home: &Home, limits: ScanLimits, rounds: u
     eprintln!("verify rounds, s: {} readers {parallel_all:.3?}, 1 reader {one:.3?}, floor {floor:.3?}", limits.readers);
     parallel.sort_by(|a, b| a.0.total_cmp(&b.0));
     let (parallel_secs, breakdown, cpu) = parallel.swap_remove(parallel.len() / 2);
-    Ok(VerifyFigures { parallel_secs, single_secs: median(&one), floor_secs: median(&floor), cpu, breakdown })
+    Ok(VerifyFigures { parallel_secs, single_secs: median(&mut one), floor_secs: median(&mut floor), cpu, breakdown })
 }
 
 /// Transitions per second over `args.write_secs`, and the seconds measured.
