@@ -1,12 +1,24 @@
 //! `fintrail bench cdc` and `fintrail bench cdc-impact`: ours and the baseline in the same
-//! run, a human table, and `ratio: X` (ours ÷ baseline, higher is better) as the last line.
+//! run, a human table, where the time and the CPU go, and `ratio: X` (ours ÷ baseline,
+//! higher is better) as the last line.
+//!
+//! `bench cdc [--under-load]`: pg_recvlogical and our pipeline drain slots created at the same
+//! point, so both decode exactly the same WAL; alternated rounds, medians. `--under-load`
+//! runs pgbench (default mode) during each consumer's run, and reports its TPS then.
+//! `bench cdc-impact`: pgbench TPS with the pipeline streaming vs. no consumer, alternated,
+//! with the CPU each part took (so a ratio below 1 can be told apart: the shared CPU, or
+//! the database working harder per transaction).
+
+mod cpu;
 
 use std::process::Stdio;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use fintrail_db::{Context, DbRole, Home};
+use tokio::io::AsyncBufReadExt;
 
-use crate::pipeline::{self, percentile, Options, Summary};
+use crate::pipeline::{self, percentile, Options, StreamTimes, Summary};
 use crate::policy::{Policy, Pseudonymizer};
 use crate::sink::duck::DuckSink;
 use crate::source::{self, Names};
@@ -19,7 +31,11 @@ pub struct BenchArgs {
     /// Use this server instead of a private cluster under FINTRAIL_HOME.
     #[arg(long)]
     pub database_url: Option<String>,
-    /// cdc-impact: alternating rounds of (with pipeline, without consumer).
+    /// cdc: run pgbench (default mode, `--clients`, `--scale`) during both consumers' runs.
+    #[arg(long)]
+    pub under_load: bool,
+    /// Alternated rounds: cdc (pg_recvlogical, ours; medians), cdc-impact (no consumer,
+    /// pipeline streaming).
     #[arg(long, default_value_t = 3)]
     pub rounds: u32,
     /// cdc-impact: seconds per pgbench run.
@@ -28,10 +44,10 @@ pub struct BenchArgs {
     /// cdc-impact: idle seconds before measuring retained WAL.
     #[arg(long, default_value_t = 60)]
     pub idle_secs: u64,
-    /// cdc-impact: pgbench clients.
+    /// pgbench clients (cdc --under-load, cdc-impact).
     #[arg(long, default_value_t = 4)]
     pub clients: u32,
-    /// cdc-impact: pgbench scale factor.
+    /// pgbench scale factor (cdc --under-load, cdc-impact).
     #[arg(long, default_value_t = 10)]
     pub scale: u32,
 }
@@ -92,10 +108,15 @@ async fn run_ours(
     path: &std::path::Path,
     stop: u64,
 ) -> anyhow::Result<Summary> {
-    let ps = Pseudonymizer::new(&[1u8; 32])?;
-    let mut sink = DuckSink::open(path)?;
-    let opts = Options { names: names.clone(), stop_at_lsn: Some(stop), ..Default::default() };
-    pipeline::run(&ctx.db, policy, &ps, &mut sink, &opts, std::future::pending()).await
+    let (db, policy, names, path) = (ctx.db.clone(), policy.clone(), names.clone(), path.to_owned());
+    pipeline::on_own_thread("cdc-bench", std::future::pending(), move |shutdown| async move {
+        let ps = Pseudonymizer::new(&[1u8; 32])?;
+        let mut sink = DuckSink::open(&path)?;
+        sink.one_thread()?; // as `cdc run`
+        let opts = Options { names, stop_at_lsn: Some(stop), ..Default::default() };
+        pipeline::run(&db, &policy, &ps, &mut sink, &opts, shutdown).await
+    })
+    .await
 }
 
 fn bench_dir(home: &Home) -> anyhow::Result<std::path::PathBuf> {
@@ -105,17 +126,44 @@ fn bench_dir(home: &Home) -> anyhow::Result<std::path::PathBuf> {
     Ok(d)
 }
 
+/// Seconds pgbench runs before a consumer's run starts (connections up, steady rate).
+const LOAD_WARMUP: Duration = Duration::from_secs(2);
+
+/// One consumer's measured run.
+#[derive(Debug, Clone, Default)]
+struct Run {
+    secs: f64,
+    cpu: cpu::Use,
+    /// pgbench's TPS and client CPU seconds during the run (under load).
+    tps: Option<f64>,
+    pgbench_cpu: f64,
+    /// Ours: the pipeline's summary.
+    summary: Option<Summary>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Consumer {
+    Recv,
+    Ours,
+}
+
 /// `fintrail bench cdc`: pg_recvlogical draining pgoutput to /dev/null vs. our pipeline
-/// end to end into DuckDB, on the same rows; plus the snapshot rate.
+/// end to end into DuckDB, on the same rows, in alternated rounds (optionally under a
+/// pgbench load); plus the snapshot rate.
 pub async fn cdc(args: BenchArgs, home: &Home) -> anyhow::Result<()> {
     anyhow::ensure!(args.rows >= 1 && args.rows <= 100_000_000, "--rows must be in 1..=100000000");
+    anyhow::ensure!(args.rounds >= 1 && args.rounds <= 20, "--rounds must be in 1..=20 for bench cdc");
     let ctx = prepare(&args, home).await?;
+    let pm = if args.database_url.is_none() { cpu::postmaster(home) } else { None };
     let policy = Policy::parse(BENCH_POLICY)?;
     let dir = bench_dir(home)?;
-    let ours = Names { publication: "fintrail_bench_pub".into(), slot: "fintrail_bench_ours".into() };
-    let recv = Names { publication: ours.publication.clone(), slot: "fintrail_bench_recv".into() };
-    let snap = Names { publication: ours.publication.clone(), slot: "fintrail_bench_snap".into() };
-    for n in [&ours, &snap, &recv] {
+    let publication = "fintrail_bench_pub".to_string();
+    let slot = |s: String| Names { publication: publication.clone(), slot: s };
+    let rounds = args.rounds as usize;
+    let ours: Vec<Names> = (0..rounds).map(|r| slot(format!("fintrail_bench_ours_{r}"))).collect();
+    let recv: Vec<Names> = (0..rounds).map(|r| slot(format!("fintrail_bench_recv_{r}"))).collect();
+    let snap = slot("fintrail_bench_snap".into());
+    for n in ours.iter().chain(&recv).chain([&snap]) {
         source::drop_slot(&ctx.db, n).await?;
     }
     admin_sql(
@@ -126,33 +174,85 @@ pub async fn cdc(args: BenchArgs, home: &Home) -> anyhow::Result<()> {
              currency text NOT NULL, note text, created_at timestamptz NOT NULL DEFAULT now());",
     )
     .await?;
-    // Both consumers' slots exist before the load, so both decode exactly the same WAL.
-    let ours_path = dir.join("stream.duckdb");
+    if args.under_load {
+        init_pgbench(&ctx, &args).await?;
+    }
+    // Every consumer's slot exists before the load, so all decode exactly the same WAL.
     let m = marker(&ctx).await?;
-    run_ours(&ctx, &policy, &ours, &ours_path, m).await?;
+    let paths: Vec<_> = (0..rounds).map(|r| dir.join(format!("stream_{r}.duckdb"))).collect();
+    for (n, p) in ours.iter().zip(&paths) {
+        run_ours(&ctx, &policy, n, p, m).await?;
+    }
     let repl = ctx.db.connect(DbRole::Replicator).await?;
-    repl.execute("SELECT pg_create_logical_replication_slot($1, 'pgoutput')", &[&recv.slot]).await?;
+    for n in &recv {
+        repl.execute("SELECT pg_create_logical_replication_slot($1, 'pgoutput')", &[&n.slot]).await?;
+    }
     let load_secs = load_bench_rows(&ctx, args.rows).await?;
     let end = marker(&ctx).await?;
 
-    let recv_secs = pg_recvlogical(&ctx, &recv, end).await?;
-    // Ours, end to end into DuckDB (data and LSN committed).
-    let t0 = Instant::now();
-    let s = run_ours(&ctx, &policy, &ours, &ours_path, end).await?;
-    let ours_secs = t0.elapsed().as_secs_f64();
-    anyhow::ensure!(s.streamed_rows == args.rows, "pipeline streamed {} rows, expected {}", s.streamed_rows, args.rows);
-    let check = duck_count(&ours_path, "bench_cdc").await?;
-    anyhow::ensure!(check == args.rows, "DuckDB holds {check} rows, expected {}", args.rows);
+    let (mut recv_runs, mut ours_runs) = (Vec::new(), Vec::new());
+    for r in 0..rounds {
+        let order = if r % 2 == 0 { [Consumer::Recv, Consumer::Ours] } else { [Consumer::Ours, Consumer::Recv] };
+        for which in order {
+            let load = if args.under_load { Some(Load::start(&ctx, &args).await?) } else { None };
+            let before = cpu::Snap::now(pm);
+            let pgbench_before = load.as_ref().map_or(0.0, Load::cpu_secs);
+            let watch = cpu::WalsenderWatch::start(pm);
+            let t0 = Instant::now();
+            let summary = match which {
+                Consumer::Recv => {
+                    pg_recvlogical(&ctx, &recv[r], end).await?;
+                    None
+                }
+                Consumer::Ours => Some(run_ours(&ctx, &policy, &ours[r], &paths[r], end).await?),
+            };
+            let t1 = Instant::now();
+            let mut cpu = before.until(&cpu::Snap::now(pm));
+            if let Some(w) = watch {
+                cpu.walsender = w.stop().await;
+            }
+            let pgbench_cpu = load.as_ref().map_or(0.0, Load::cpu_secs) - pgbench_before;
+            let tps = match load {
+                Some(l) => Some(l.stop(t0, t1).await),
+                None => None,
+            };
+            let run = Run { secs: (t1 - t0).as_secs_f64(), cpu, tps, pgbench_cpu, summary };
+            eprintln!(
+                "round {}: {} {:.2} s ({:.0} rows/s){}, load average {:.2}",
+                r + 1,
+                if which == Consumer::Recv { "pg_recvlogical" } else { "ours" },
+                run.secs,
+                args.rows as f64 / run.secs,
+                run.tps.map(|t| format!(", pgbench {t:.0} tps")).unwrap_or_default(),
+                cpu::loadavg()
+            );
+            match which {
+                Consumer::Recv => recv_runs.push(run),
+                Consumer::Ours => ours_runs.push(run),
+            }
+        }
+        let s = ours_runs.last().and_then(|r| r.summary.as_ref()).expect("ours ran this round");
+        anyhow::ensure!(
+            s.streamed_rows == args.rows,
+            "pipeline streamed {} rows, expected {}",
+            s.streamed_rows,
+            args.rows
+        );
+        let check = duck_count(&paths[r], "bench_cdc").await?;
+        anyhow::ensure!(check == args.rows, "DuckDB holds {check} rows, expected {}", args.rows);
+    }
 
-    // Snapshot: a fresh slot and file copy the same rows.
+    // Snapshot: a fresh slot and file copy the same rows (no load).
     let snap_path = dir.join("snapshot.duckdb");
     let m = marker(&ctx).await?;
     let snap_sum = run_ours(&ctx, &policy, &snap, &snap_path, m).await?;
-    for n in [&ours, &snap] {
+    for n in ours.iter().chain([&snap]) {
         source::drop_slot(&ctx.db, n).await?;
     }
-    repl.execute("SELECT pg_drop_replication_slot($1)", &[&recv.slot]).await?;
-    print_cdc(args.rows, load_secs, recv_secs, ours_secs, &snap_sum);
+    for n in &recv {
+        repl.execute("SELECT pg_drop_replication_slot($1)", &[&n.slot]).await?;
+    }
+    print_cdc(&args, load_secs, &recv_runs, &ours_runs, &snap_sum);
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
@@ -176,11 +276,10 @@ async fn load_bench_rows(ctx: &Context, rows: u64) -> anyhow::Result<f64> {
     Ok(t0.elapsed().as_secs_f64())
 }
 
-/// The baseline: pg_recvlogical on `names.slot` to /dev/null up to `end`; returns seconds.
-async fn pg_recvlogical(ctx: &Context, names: &Names, end: u64) -> anyhow::Result<f64> {
+/// The baseline: pg_recvlogical on `names.slot` to /dev/null up to `end`.
+async fn pg_recvlogical(ctx: &Context, names: &Names, end: u64) -> anyhow::Result<()> {
     let bins = fintrail_db::cluster::PgBinaries::locate()?;
     let p = ctx.db.params(DbRole::Replicator);
-    let t0 = Instant::now();
     let out = tokio::process::Command::new(bins.tool("pg_recvlogical"))
         .args(["-h", &p.host, "-p", &p.port.to_string(), "-U", &p.user, "-d", &p.dbname])
         .args(["--slot", &names.slot, "--start", "--no-loop", "-f", "/dev/null"])
@@ -191,9 +290,100 @@ async fn pg_recvlogical(ctx: &Context, names: &Names, end: u64) -> anyhow::Resul
         .stdin(Stdio::null())
         .output()
         .await?;
-    let secs = t0.elapsed().as_secs_f64();
     anyhow::ensure!(out.status.success(), "pg_recvlogical failed: {}", String::from_utf8_lossy(&out.stderr));
-    Ok(secs)
+    Ok(())
+}
+
+/// pgbench's tables in the bench database (`-i`, `--scale`), owned by the schema's owner.
+async fn init_pgbench(ctx: &Context, args: &BenchArgs) -> anyhow::Result<()> {
+    eprintln!("initialising pgbench tables (scale {})...", args.scale);
+    admin_sql(
+        ctx,
+        "DROP TABLE IF EXISTS fintrail.pgbench_accounts, fintrail.pgbench_branches, fintrail.pgbench_tellers, fintrail.pgbench_history",
+    )
+    .await?;
+    pgbench(ctx, args, true).await?;
+    // `setup` revokes every grant on the schema's tables as their owner.
+    admin_sql(
+        ctx,
+        "ALTER TABLE fintrail.pgbench_accounts OWNER TO fintrail_owner; ALTER TABLE fintrail.pgbench_branches OWNER TO fintrail_owner;
+         ALTER TABLE fintrail.pgbench_tellers OWNER TO fintrail_owner; ALTER TABLE fintrail.pgbench_history OWNER TO fintrail_owner;",
+    )
+    .await
+}
+
+/// pgbench (default mode) running until stopped, with its per-second progress reports.
+struct Load {
+    child: tokio::process::Child,
+    /// (arrival, TPS over the second before it).
+    samples: Arc<Mutex<Vec<(Instant, f64)>>>,
+    reader: tokio::task::JoinHandle<()>,
+}
+
+impl Load {
+    async fn start(ctx: &Context, args: &BenchArgs) -> anyhow::Result<Load> {
+        let (mut cmd, dbname) = pgbench_command(ctx)?;
+        let clients = args.clients.clamp(1, 64).to_string();
+        cmd.args(["-n", "-c", &clients, "-j", "2", "-T", "36000", "-P", "1", &dbname])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = cmd.spawn()?;
+        let stderr = child.stderr.take().ok_or_else(|| anyhow::anyhow!("pgbench has no stderr"))?;
+        let samples = Arc::new(Mutex::new(Vec::new()));
+        let sink = samples.clone();
+        let reader = tokio::spawn(async move {
+            let mut lines = tokio::io::BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                if let Some(tps) = parse_progress(&line) {
+                    sink.lock().expect("not poisoned").push((Instant::now(), tps));
+                }
+            }
+        });
+        tokio::time::sleep(LOAD_WARMUP).await;
+        if let Some(st) = child.try_wait()? {
+            anyhow::bail!("pgbench exited at start: {st}");
+        }
+        Ok(Load { child, samples, reader })
+    }
+
+    /// pgbench's user + system CPU seconds so far.
+    fn cpu_secs(&self) -> f64 {
+        self.child.id().and_then(cpu::process_secs).unwrap_or(0.0)
+    }
+
+    /// Stops pgbench; its TPS over `[from, to]`: each progress report covers the second
+    /// before it, weighted by its overlap with the window.
+    async fn stop(mut self, from: Instant, to: Instant) -> f64 {
+        let _ = self.child.start_kill();
+        let _ = self.child.wait().await;
+        let _ = self.reader.await;
+        // Let its backends exit before the next run.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let samples = self.samples.lock().expect("not poisoned");
+        let (mut sum, mut weight) = (0.0, 0.0);
+        for &(at, tps) in samples.iter() {
+            let start = at.checked_sub(Duration::from_secs(1)).unwrap_or(at);
+            let lo = start.max(from);
+            let hi = at.min(to);
+            if hi > lo {
+                let w = (hi - lo).as_secs_f64();
+                sum += tps * w;
+                weight += w;
+            }
+        }
+        if weight > 0.0 {
+            sum / weight
+        } else {
+            0.0
+        }
+    }
+}
+
+/// "progress: 5.0 s, 3012.9 tps, lat 1.326 ms stddev 0.690, 0 failed" → 3012.9.
+fn parse_progress(line: &str) -> Option<f64> {
+    let rest = line.strip_prefix("progress: ")?;
+    rest.split(", ").find_map(|f| f.strip_suffix(" tps")?.parse().ok())
 }
 
 /// Rows of a table in a DuckDB file (the pipeline has closed it).
@@ -207,19 +397,117 @@ async fn duck_count(path: &std::path::Path, table: &'static str) -> anyhow::Resu
     Ok(n as u64)
 }
 
-fn print_cdc(rows: u64, load_secs: f64, recv_secs: f64, ours_secs: f64, snap: &Summary) {
-    let recv_rate = rows as f64 / recv_secs;
-    let ours_rate = rows as f64 / ours_secs;
+fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// The run with the median time (its breakdown is the one printed).
+fn median_run(runs: &[Run]) -> &Run {
+    let mut idx: Vec<usize> = (0..runs.len()).collect();
+    idx.sort_by(|a, b| runs[*a].secs.total_cmp(&runs[*b].secs));
+    &runs[idx[idx.len() / 2]]
+}
+
+fn print_cdc(args: &BenchArgs, load_secs: f64, recv: &[Run], ours: &[Run], snap: &Summary) {
+    let rows = args.rows;
+    let mrows = rows as f64 / 1e6;
+    let rates = |runs: &[Run]| runs.iter().map(|r| rows as f64 / r.secs).collect::<Vec<_>>();
+    let (recv_rate, ours_rate) = (median(rates(recv)), median(rates(ours)));
+    let med = |runs: &[Run], f: &dyn Fn(&Run) -> f64| median(runs.iter().map(f).collect());
     let snap_rate = snap.snapshot_rows as f64 / snap.snapshot_secs.max(1e-9);
-    println!("fintrail bench cdc — {rows} rows ({LOAD_TXN_ROWS} per transaction), loaded in {load_secs:.1} s");
-    println!("{:<48} {:>10} {:>14}", "", "seconds", "rows/s");
-    println!("{:<48} {:>10.2} {:>14.0}", "baseline: pg_recvlogical pgoutput -> /dev/null", recv_secs, recv_rate);
-    println!("{:<48} {:>10.2} {:>14.0}", "ours: stream -> DuckDB (committed, LSN stored)", ours_secs, ours_rate);
     println!(
-        "{:<48} {:>10.2} {:>14.0}   (target >= 300000)",
+        "fintrail bench cdc{} — {rows} rows ({LOAD_TXN_ROWS} per transaction), loaded in {load_secs:.1} s; {} alternated rounds, medians",
+        if args.under_load { " --under-load" } else { "" },
+        recv.len()
+    );
+    if args.under_load {
+        println!(
+            "load: pgbench default mode, -c {} -j 2, scale {}, during each consumer's run (after {} s of warm-up)",
+            args.clients,
+            args.scale,
+            LOAD_WARMUP.as_secs()
+        );
+    }
+    let tps = |runs: &[Run]| {
+        if args.under_load {
+            format!("{:.0}", med(runs, &|r| r.tps.unwrap_or(0.0)))
+        } else {
+            "-".into()
+        }
+    };
+    println!("{:<48} {:>9} {:>10} {:>13} {:>12}", "", "seconds", "rows/s", "CPU s/M rows", "pgbench tps");
+    println!(
+        "{:<48} {:>9.2} {:>10.0} {:>13.2} {:>12}",
+        "baseline: pg_recvlogical pgoutput -> /dev/null",
+        med(recv, &|r| r.secs),
+        recv_rate,
+        med(recv, &|r| r.cpu.children) / mrows,
+        tps(recv)
+    );
+    println!(
+        "{:<48} {:>9.2} {:>10.0} {:>13.2} {:>12}",
+        "ours: stream -> DuckDB (committed, LSN stored)",
+        med(ours, &|r| r.secs),
+        ours_rate,
+        med(ours, &|r| r.cpu.me) / mrows,
+        tps(ours)
+    );
+    println!(
+        "{:<48} {:>9.2} {:>10.0}   (target >= 300000, no load)",
         "ours: snapshot COPY -> DuckDB", snap.snapshot_secs, snap_rate
     );
+    let list = |v: Vec<f64>| v.iter().map(|x| format!("{x:.0}")).collect::<Vec<_>>().join(", ");
+    println!("rounds, rows/s: pg_recvlogical [{}]; ours [{}]", list(rates(recv)), list(rates(ours)));
+    let per_sec = |runs: &[Run], f: &dyn Fn(&Run) -> f64| med(runs, &|r| f(r) / r.secs.max(1e-9));
+    println!(
+        "CPU during the runs, CPU s per s (pg_recvlogical / ours; the machine has {:.2}): machine busy {:.2} / {:.2}; \
+         PostgreSQL {:.2} / {:.2}, of which walsender (sampled) {:.2} / {:.2}; pgbench client {:.2} / {:.2}; consumer {:.2} / {:.2}",
+        per_sec(ours, &|r| r.cpu.machine_capacity),
+        per_sec(recv, &|r| r.cpu.machine_busy),
+        per_sec(ours, &|r| r.cpu.machine_busy),
+        per_sec(recv, &|r| r.cpu.server),
+        per_sec(ours, &|r| r.cpu.server),
+        per_sec(recv, &|r| r.cpu.walsender),
+        per_sec(ours, &|r| r.cpu.walsender),
+        per_sec(recv, &|r| r.pgbench_cpu),
+        per_sec(ours, &|r| r.pgbench_cpu),
+        per_sec(recv, &|r| r.cpu.children),
+        per_sec(ours, &|r| r.cpu.me),
+    );
+    let m = median_run(ours);
+    if let Some(s) = &m.summary {
+        println!(
+            "where the time goes (ours, median round): {:.2} s = {:.2} s setup and connect + {:.2} s streaming; {}",
+            m.secs,
+            m.secs - s.stream_secs,
+            s.stream_secs,
+            breakdown(&s.times)
+        );
+    }
+    println!("load average (1 min) at the end: {:.2}", cpu::loadavg());
     println!("ratio: {:.3}", ours_rate / recv_rate);
+}
+
+/// The streaming time's breakdown, one line.
+fn breakdown(t: &StreamTimes) -> String {
+    format!(
+        "receiving side: {:.2} s waiting for the server, {:.2} s decoding, {:.2} s waiting on a full queue; \
+         sink {}: {:.2} s applying, {:.2} s committing, {:.2} s idle; {} batches, queue peak {} batches / {:.1} MB",
+        t.recv_wait_secs,
+        t.decode_secs,
+        t.queue_wait_secs,
+        if t.threaded { "thread" } else { "(on the task)" },
+        t.apply_secs,
+        t.commit_secs,
+        t.sink_idle_secs,
+        t.batches,
+        t.queue_peak_batches,
+        t.queue_peak_bytes as f64 / 1e6
+    )
 }
 
 fn parse_tps(out: &str) -> Option<f64> {
@@ -228,7 +516,9 @@ fn parse_tps(out: &str) -> Option<f64> {
         .find_map(|l| l.trim_start_matches("tps = ").split_whitespace().next()?.parse().ok())
 }
 
-async fn pgbench(ctx: &Context, args: &BenchArgs, init: bool) -> anyhow::Result<f64> {
+/// A pgbench command on the bench database (tables in the `fintrail` schema), and the
+/// database name to end its arguments with.
+fn pgbench_command(ctx: &Context) -> anyhow::Result<(tokio::process::Command, String)> {
     let bins = fintrail_db::cluster::PgBinaries::locate()?;
     let p = ctx.db.params(DbRole::Admin);
     let mut cmd = tokio::process::Command::new(bins.tool("pgbench"));
@@ -237,11 +527,16 @@ async fn pgbench(ctx: &Context, args: &BenchArgs, init: bool) -> anyhow::Result<
         .env("PGOPTIONS", "-c search_path=fintrail")
         .envs(p.libpq_tls_env())
         .stdin(Stdio::null());
+    Ok((cmd, p.dbname.clone()))
+}
+
+async fn pgbench(ctx: &Context, args: &BenchArgs, init: bool) -> anyhow::Result<f64> {
+    let (mut cmd, dbname) = pgbench_command(ctx)?;
     if init {
-        cmd.args(["-i", "-q", "-s", &args.scale.to_string(), &p.dbname]);
+        cmd.args(["-i", "-q", "-s", &args.scale.to_string(), &dbname]);
     } else {
         let clients = args.clients.clamp(1, 64).to_string();
-        cmd.args(["-n", "-c", &clients, "-j", "2", "-T", &args.round_secs.to_string(), &p.dbname]);
+        cmd.args(["-n", "-c", &clients, "-j", "2", "-T", &args.round_secs.to_string(), &dbname]);
     }
     let out = cmd.output().await?;
     anyhow::ensure!(out.status.success(), "pgbench failed: {}", String::from_utf8_lossy(&out.stderr));
@@ -260,20 +555,14 @@ pub async fn cdc_impact(args: BenchArgs, home: &Home) -> anyhow::Result<()> {
     let dir = bench_dir(home)?;
     let names = Names { publication: "fintrail_impact_pub".into(), slot: "fintrail_impact".into() };
     source::drop_slot(&ctx.db, &names).await?;
-    admin_sql(&ctx, "DROP TABLE IF EXISTS fintrail.pgbench_accounts, fintrail.pgbench_branches, fintrail.pgbench_tellers, fintrail.pgbench_history").await?;
-    pgbench(&ctx, &args, true).await?;
-    admin_sql(
-        &ctx,
-        "ALTER TABLE fintrail.pgbench_accounts OWNER TO fintrail_owner; ALTER TABLE fintrail.pgbench_branches OWNER TO fintrail_owner;
-         ALTER TABLE fintrail.pgbench_tellers OWNER TO fintrail_owner; ALTER TABLE fintrail.pgbench_history OWNER TO fintrail_owner;",
-    )
-    .await?;
+    init_pgbench(&ctx, &args).await?;
     let policy = Policy::parse(IMPACT_POLICY)?;
     let path = dir.join("impact.duckdb");
     // Snapshot once (not measured), so rounds measure streaming only.
     let m = marker(&ctx).await?;
     run_ours(&ctx, &policy, &names, &path, m).await?;
-    let rounds = impact_rounds(&ctx, &args, &policy, &names, &path).await?;
+    let pm = if args.database_url.is_none() { cpu::postmaster(home) } else { None };
+    let rounds = impact_rounds(&ctx, &args, &policy, &names, &path, pm).await?;
 
     // Idle: the pipeline runs, nothing is written; heartbeats keep the slot advancing. It
     // runs with the shipped heartbeat interval (`--heartbeat-secs` default), so the figure
@@ -298,8 +587,15 @@ struct Rounds {
     with: Vec<f64>,
     /// pgbench TPS without a consumer, per round.
     without: Vec<f64>,
+    /// CPU during the pgbench runs, summed over the rounds.
+    with_cpu: cpu::Use,
+    without_cpu: cpu::Use,
     /// Commit-to-queryable lag of the sink commits during the runs with the pipeline (ms).
     lags_ms: Vec<f64>,
+    /// The pipeline's runs, start to stop: its CPU seconds, rows, and where its time went.
+    pipeline_cpu_secs: f64,
+    pipeline_rows: u64,
+    times: StreamTimes,
 }
 
 /// Alternating pgbench runs: without a consumer (the slot exists, nobody reads it), then
@@ -310,33 +606,57 @@ async fn impact_rounds(
     policy: &Policy,
     names: &Names,
     path: &std::path::Path,
+    pm: Option<u32>,
 ) -> anyhow::Result<Rounds> {
     let mut r = Rounds::default();
     for round in 0..args.rounds {
+        let before = cpu::Snap::now(pm);
         r.without.push(pgbench(ctx, args, false).await?);
+        r.without_cpu += before.until(&cpu::Snap::now(pm));
+        let started = cpu::Snap::now(None);
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = spawn_pipeline(ctx, policy, names, path, rx);
         // Let it catch up with the backlog of the round without consumer first: the lag
         // figure is about steady state under load, not about draining a backlog.
         tokio::time::sleep(Duration::from_secs(3)).await;
         let with_start_us = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_micros() as i64;
+        let before = cpu::Snap::now(pm);
         r.with.push(pgbench(ctx, args, false).await?);
+        r.with_cpu += before.until(&cpu::Snap::now(pm));
         // Let it drain before stopping (lag samples include the tail).
         tokio::time::sleep(Duration::from_millis(500)).await;
         let _ = tx.send(());
         let s = task.await??;
+        r.pipeline_cpu_secs += started.until(&cpu::Snap::now(None)).me;
+        r.pipeline_rows += s.streamed_rows;
+        add_times(&mut r.times, &s.times);
         r.lags_ms.extend(s.lag_samples_ms.iter().filter(|(ts, _)| *ts >= with_start_us).map(|(_, l)| *l));
         eprintln!(
-            "round {}: without {:.0} tps, with {:.0} tps",
+            "round {}: without {:.0} tps, with {:.0} tps, load average {:.2}",
             round + 1,
             r.without.last().copied().unwrap_or(0.0),
-            r.with.last().copied().unwrap_or(0.0)
+            r.with.last().copied().unwrap_or(0.0),
+            cpu::loadavg()
         );
     }
     Ok(r)
 }
 
-/// The pipeline with default options in a task, until `stop` fires.
+fn add_times(sum: &mut StreamTimes, t: &StreamTimes) {
+    sum.recv_wait_secs += t.recv_wait_secs;
+    sum.decode_secs += t.decode_secs;
+    sum.queue_wait_secs += t.queue_wait_secs;
+    sum.apply_secs += t.apply_secs;
+    sum.commit_secs += t.commit_secs;
+    sum.sink_idle_secs += t.sink_idle_secs;
+    sum.batches += t.batches;
+    sum.queue_peak_batches = sum.queue_peak_batches.max(t.queue_peak_batches);
+    sum.queue_peak_bytes = sum.queue_peak_bytes.max(t.queue_peak_bytes);
+    sum.threaded |= t.threaded;
+}
+
+/// The pipeline with default options in a task (on a thread of its own, like `cdc run`),
+/// until `stop` fires.
 fn spawn_pipeline(
     ctx: &Context,
     policy: &Policy,
@@ -344,16 +664,17 @@ fn spawn_pipeline(
     path: &std::path::Path,
     stop: tokio::sync::oneshot::Receiver<()>,
 ) -> tokio::task::JoinHandle<anyhow::Result<Summary>> {
-    let (ctx, policy, names, path) = (ctx.clone(), policy.clone(), names.clone(), path.to_owned());
-    tokio::spawn(async move {
+    let (db, policy, names, path) = (ctx.db.clone(), policy.clone(), names.clone(), path.to_owned());
+    let stop = async {
+        let _ = stop.await;
+    };
+    tokio::spawn(pipeline::on_own_thread("cdc-bench", stop, move |shutdown| async move {
         let ps = Pseudonymizer::new(&[1u8; 32])?;
         let mut sink = DuckSink::open(&path)?;
+        sink.one_thread()?; // as `cdc run`
         let opts = Options { names, ..Default::default() };
-        pipeline::run(&ctx.db, &policy, &ps, &mut sink, &opts, async {
-            let _ = stop.await;
-        })
-        .await
-    })
+        pipeline::run(&db, &policy, &ps, &mut sink, &opts, shutdown).await
+    }))
 }
 
 fn print_impact(args: &BenchArgs, r: &Rounds, retained_wal_bytes: i64) {
@@ -374,7 +695,57 @@ fn print_impact(args: &BenchArgs, r: &Rounds, retained_wal_bytes: i64) {
         r.lags_ms.len()
     );
     println!("retained WAL after {} s idle: {retained_mb:.2} MB (target <= 16 MB)", args.idle_secs);
+    print_impact_cpu(r, to, tw);
+    println!("where the time goes (pipeline, all rounds' runs): {}", breakdown(&r.times));
+    println!("load average (1 min) at the end: {:.2}", cpu::loadavg());
     println!("ratio: {:.3}", tw / to.max(1e-9));
+}
+
+/// Where the CPU went during the pgbench runs, without and with the pipeline: if the
+/// machine is busy in both, TPS follows the CPU left to pgbench and PostgreSQL's backends,
+/// and the database's CPU per transaction tells whether it works harder with the pipeline.
+fn print_impact_cpu(r: &Rounds, to: f64, tw: f64) {
+    let (o, w) = (&r.without_cpu, &r.with_cpu);
+    if o.wall_secs <= 0.0 || w.wall_secs <= 0.0 {
+        return;
+    }
+    let ps = |u: &cpu::Use, x: f64| x / u.wall_secs;
+    println!(
+        "CPU during the pgbench runs, CPU s per s (the machine has {:.2}):  without consumer / with the pipeline",
+        ps(w, w.machine_capacity)
+    );
+    println!("  {:<52} {:>6.2} / {:.2}", "machine busy", ps(o, o.machine_busy), ps(w, w.machine_busy));
+    println!("  {:<52} {:>6.2} / {:.2}", "PostgreSQL, all processes", ps(o, o.server), ps(w, w.server));
+    println!(
+        "  {:<52} {:>6.2} / {:.2}",
+        "  of which walsenders (decoding for the pipeline)",
+        ps(o, o.walsender),
+        ps(w, w.walsender)
+    );
+    println!("  {:<52} {:>6.2} / {:.2}", "pgbench client", ps(o, o.children), ps(w, w.children));
+    println!("  {:<52} {:>6.2} / {:.2}", "pipeline (this process)", ps(o, o.me), ps(w, w.me));
+    // The database's own work per transaction, walsender apart (CDC's share of it).
+    let per_ktx = |u: &cpu::Use, tps: f64| (u.server - u.walsender) / (tps * u.wall_secs).max(1.0) * 1000.0;
+    println!(
+        "PostgreSQL CPU per 1000 transactions, walsenders apart: {:.3} s without / {:.3} s with",
+        per_ktx(o, to),
+        per_ktx(w, tw)
+    );
+    println!(
+        "pipeline: {:.2} CPU s per million rows ({} rows over its runs); {:.1}% of the machine's CPU during the runs with it",
+        r.pipeline_cpu_secs / (r.pipeline_rows.max(1) as f64 / 1e6),
+        r.pipeline_rows,
+        100.0 * w.me / w.machine_capacity.max(1e-9)
+    );
+    // CPU left to pgbench and the backends: what a CPU-bound TPS follows.
+    let left = |u: &cpu::Use| ps(u, u.machine_busy - u.me - u.walsender);
+    println!(
+        "shared CPU: pgbench and the backends had {:.2} CPU/s without and {:.2} with: a CPU-bound ratio of {:.3} (measured {:.3})",
+        left(o),
+        left(w),
+        left(w) / left(o).max(1e-9),
+        tw / to.max(1e-9)
+    );
 }
 
 #[cfg(test)]
@@ -388,5 +759,11 @@ mod tests {
         assert_eq!(parse_tps("nothing"), None);
         assert!(Policy::parse(BENCH_POLICY).is_ok());
         assert!(Policy::parse(IMPACT_POLICY).is_ok());
+    }
+
+    #[test]
+    fn parses_pgbench_progress() {
+        assert_eq!(parse_progress("progress: 5.0 s, 3012.9 tps, lat 1.326 ms stddev 0.690, 0 failed"), Some(3012.9));
+        assert_eq!(parse_progress("pgbench: warning: something"), None);
     }
 }

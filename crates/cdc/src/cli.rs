@@ -243,8 +243,23 @@ pub async fn run_cdc(args: CdcArgs, ctx: &Context) -> anyhow::Result<u8> {
     }
 }
 
-/// The pipeline into `path`, until `shutdown`.
+/// The pipeline into `path`, until `shutdown`, on a thread of its own
+/// (`pipeline::on_own_thread`), with the query server.
 pub async fn run_with(
+    ctx: &Context,
+    policy: &Policy,
+    path: &std::path::Path,
+    opts: Options,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
+    let (ctx, policy, path) = (ctx.clone(), policy.clone(), path.to_owned());
+    pipeline::on_own_thread("cdc-pipeline", shutdown, move |shutdown| async move {
+        serve_and_run(&ctx, &policy, &path, opts, shutdown).await
+    })
+    .await
+}
+
+async fn serve_and_run(
     ctx: &Context,
     policy: &Policy,
     path: &std::path::Path,
@@ -252,6 +267,7 @@ pub async fn run_with(
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
     let mut sink = DuckSink::open(path)?;
+    sink.one_thread()?;
     // One writer: this process holds the file, so it answers the read-only queries too
     // (`analytics` module), with file access turned off for every connection of the instance.
     analytics::lock_down(sink.conn())?;

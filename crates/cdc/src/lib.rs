@@ -43,7 +43,10 @@
 //!   confirmed only after the sink committed (keepalives only when nothing is pending);
 //!   transactions below the stored LSN are skipped. Small transactions share a sink commit
 //!   (≤ 200 ms or 50 000 changes). On stop, complete transactions are committed; the open one is
-//!   resent.
+//!   resent. Receiving and decoding run on one thread (`pipeline::on_own_thread`: the transport
+//!   and the loop on a single-threaded runtime), the sink's writes on another (`apply`), behind
+//!   a queue bounded in batches and bytes: the receiving side waits when it is full, and an LSN
+//!   is confirmed only once the sink thread committed it.
 //! - `status`: `FINTRAIL_HOME/cdc-status.json`, written atomically.
 //! - `analytics`: read-only queries while the pipeline writes (one writer; its socket), the
 //!   guard every query passes (one SELECT, READ ONLY transaction, no file access, row and time

@@ -3,7 +3,10 @@
 //!
 //! [`run`] sets up the publication, loads the sink's state, copies the snapshot when the
 //! sink has none (or resumes it), then streams: [`stream::Stream`] decides what to buffer,
-//! write, commit and confirm (pure, unit-tested), and `driver` carries it out (I/O only).
+//! write, commit and confirm (pure, unit-tested), `driver` receives, decodes and hands the
+//! sink work over (I/O only), and `apply` writes it into the sink on its own thread, behind a
+//! queue bounded in batches and bytes (back-pressure; the LSN is confirmed only once the
+//! sink thread committed it).
 //!
 //! Invariants held here (the streaming ones are in `stream.rs`, the copy's in `snapshot.rs`):
 //! - a sink belongs to one slot, and resumes only while that slot exists: without it the
@@ -13,8 +16,11 @@
 //!   the slot (or, resumed, under a newer one, with the catch-up window applied as upserts);
 //! - on error the sink's open transaction is rolled back and the error lands in the status.
 
+mod apply;
 mod driver;
 pub mod stream;
+
+pub use apply::StreamTimes;
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
@@ -22,7 +28,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
 use fintrail_db::{Database, DbRole};
-use pgwire_replication::{Lsn, ReplicationClient};
+use pgwire_replication::ReplicationClient;
 
 use crate::model::{Projection, TableShape};
 use crate::pgoutput;
@@ -53,6 +59,12 @@ pub struct Options {
     pub views: Vec<(String, String)>,
     /// Run `setup` (publication + grants) at start, as the admin.
     pub setup: bool,
+    /// Streaming: batches (one flush or spill each, up to `batch_rows_max` changes) that may
+    /// wait for the sink thread; the receiving side waits when the queue is full.
+    pub queue_batches_max: usize,
+    /// Streaming: estimated bytes of changes queued or being applied (at most 4 GiB); a
+    /// batch larger than this goes alone.
+    pub queue_bytes_max: usize,
 }
 
 impl Default for Options {
@@ -69,6 +81,8 @@ impl Default for Options {
             stop_at_lsn: None,
             views: Vec::new(),
             setup: true,
+            queue_batches_max: 4,
+            queue_bytes_max: 256 << 20,
         }
     }
 }
@@ -96,6 +110,8 @@ pub struct Summary {
     /// Source commit to sink commit: (source commit time in Unix µs, lag in ms), one sample
     /// per sink commit, for the oldest source transaction in it.
     pub lag_samples_ms: Vec<(i64, f64)>,
+    /// Where the streaming time went, and the queue's peaks.
+    pub times: StreamTimes,
 }
 
 fn now_us() -> i64 {
@@ -338,30 +354,29 @@ impl Pipeline<'_> {
         shutdown: impl Future<Output = ()> + Send,
     ) -> anyhow::Result<()> {
         let hb = self.db.connect(DbRole::Replicator).await?;
+        let start_lsn = st.lsn;
         let mut stream = Stream::new(self.policy, self.ps, self.opts.limits(), st, sink_shapes, Instant::now());
-        let mut io = driver::Io {
-            sink: &mut *self.sink,
-            policy: self.policy,
-            names: &self.opts.names,
-            client,
-            hb,
-            status: &mut *self.status,
-            lag_samples_ms: Vec::new(),
-        };
+        let limits =
+            apply::QueueLimits { batches_max: self.opts.queue_batches_max, bytes_max: self.opts.queue_bytes_max };
+        let side = apply::SinkSide::start(&mut *self.sink, self.policy, limits, start_lsn)?;
+        let mut io = driver::Io::new(&self.opts.names, client, hb, &mut *self.status);
         let stream_t0 = Instant::now();
-        let result = driver::run(&mut stream, &mut io, shutdown).await;
-        let lsn = stream.state().lsn;
+        let result = driver::run(&mut stream, side, &mut io, shutdown).await;
         self.summary.stream_secs = stream_t0.elapsed().as_secs_f64();
-        self.summary.last_lsn = lsn;
         self.summary.streamed_rows = stream.rows_streamed();
         self.summary.streamed_txns = stream.txns_streamed();
-        self.summary.lag_samples_ms = std::mem::take(&mut io.lag_samples_ms);
-        if let Err(e) = result {
-            io.client.stop();
-            return Err(e);
-        }
-        // Let the final feedback reach the server before closing.
-        io.client.update_applied_lsn(Lsn(lsn));
+        let report = match result {
+            Ok(r) => r,
+            Err(e) => {
+                io.client.stop();
+                return Err(e);
+            }
+        };
+        let lsn = stream.state().lsn;
+        self.summary.last_lsn = lsn;
+        self.summary.lag_samples_ms = report.lag_samples_ms;
+        self.summary.times = report.times;
+        // The driver confirmed the final position: let it reach the server before closing.
         tokio::time::sleep(Duration::from_millis(50)).await;
         let _ = io.client.shutdown().await;
         io.status.running = false;
@@ -369,6 +384,52 @@ impl Pipeline<'_> {
         io.status.applied_lsn = pgoutput::lsn_to_string(lsn);
         io.status.write();
         Ok(())
+    }
+}
+
+/// Runs `job` (a pipeline run, given the shutdown it must honour) on a thread of its own with a
+/// single-threaded runtime, and waits for it without blocking the caller's runtime. There the
+/// replication transport, the decoding and the status work share one thread, so an event
+/// reaches the decoder without waking another thread; the sink has its own (`apply`).
+/// Measured on the 2-core machine (300 000 rows, `bench cdc`, median of 2): 6.0 s instead of
+/// 8.2 s on the caller's multi-threaded runtime, where the transport's task and the loop woke
+/// each other across threads per event. `shutdown` resolving, or this future being dropped, stops the run
+/// (gracefully: what is complete is committed and confirmed).
+pub async fn on_own_thread<T, F, Fut>(
+    name: &str,
+    shutdown: impl Future<Output = ()> + Send,
+    job: F,
+) -> anyhow::Result<T>
+where
+    T: Send + 'static,
+    F: FnOnce(std::pin::Pin<Box<dyn Future<Output = ()> + Send>>) -> Fut + Send + 'static,
+    Fut: Future<Output = anyhow::Result<T>>,
+{
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let (done_tx, mut done_rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new().name(name.into()).spawn(move || {
+        let inner = Box::pin(async move {
+            // Sent, or the caller is gone: stop either way.
+            let _ = stop_rx.await;
+        });
+        let r = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(anyhow::Error::from)
+            .and_then(|rt| rt.block_on(job(inner)));
+        let _ = done_tx.send(r);
+    })?;
+    tokio::pin!(shutdown);
+    let mut stop_tx = Some(stop_tx);
+    loop {
+        tokio::select! {
+            r = &mut done_rx => return r.unwrap_or_else(|_| Err(anyhow::anyhow!("the pipeline thread panicked"))),
+            () = &mut shutdown, if stop_tx.is_some() => {
+                if let Some(tx) = stop_tx.take() {
+                    let _ = tx.send(());
+                }
+            }
+        }
     }
 }
 

@@ -59,6 +59,21 @@ impl DuckSink {
         Ok(DuckSink { conn, in_txn: false })
     }
 
+    /// DuckDB's work on the calling thread alone (`threads = 1`, for the whole database;
+    /// before `analytics::lock_down`). The pipeline's instance runs so: DuckDB's worker pool
+    /// cost more CPU than it saved (the sink alone, 1M inserts in 50 000-row commits, 5 runs
+    /// each: ~7.9 CPU s with the default, ~5.7 s with one thread) and competed with the
+    /// walsender and the receiving side on a small machine.
+    pub fn one_thread(&self) -> anyhow::Result<()> {
+        self.conn.execute_batch("SET threads = 1")?;
+        Ok(())
+    }
+
+    /// Another connection to the same database (its own transactions).
+    pub fn try_clone(&self) -> anyhow::Result<DuckSink> {
+        Ok(DuckSink { conn: self.conn.try_clone()?, in_txn: false })
+    }
+
     pub fn conn(&self) -> &Connection {
         &self.conn
     }
@@ -556,6 +571,15 @@ impl Sink for DuckSink {
         Ok(())
     }
 
+    /// The streaming phase's handle: a connection of its own. Its session keeps DuckDB's
+    /// default time zone (a locked-down instance refuses `SET`), which no write depends on:
+    /// timestamps are converted in Rust, and a value left as text for DuckDB to cast carries
+    /// its offset (PostgreSQL prints `timestamptz` with one).
+    fn fork(&mut self) -> anyhow::Result<Option<Box<dyn Sink>>> {
+        assert!(!self.in_txn, "a sink is forked between transactions only");
+        Ok(Some(Box::new(self.try_clone()?)))
+    }
+
     fn as_duck(&mut self) -> Option<&DuckSink> {
         Some(self)
     }
@@ -906,5 +930,25 @@ mod tests {
         assert_eq!(format_ts(0), "1970-01-01 00:00:00.000000+00");
         assert_eq!(format_ts(1_700_000_000_123_456), "2023-11-14 22:13:20.123456+00");
         assert_eq!(format_ts(-1), "1969-12-31 23:59:59.999999+00");
+    }
+
+    #[test]
+    fn a_fork_of_a_locked_down_sink_writes_on_its_own_connection() {
+        let mut s = DuckSink::open_in_memory().unwrap();
+        s.one_thread().unwrap();
+        let shape =
+            crate::model::fixtures::shape("t", &[("id", SinkType::BigInt, true), ("ts", SinkType::TimestampTz, false)]);
+        s.ensure_table(&shape, &|_| true).unwrap();
+        // `fintrail cdc run` locks the configuration before streaming starts (analytics).
+        crate::analytics::lock_down(s.conn()).unwrap();
+        let mut f = s.fork().unwrap().expect("DuckDB forks");
+        f.begin().unwrap();
+        let row = vec![t("1"), t("2024-05-01 10:00:00+02")];
+        f.apply(&shape, &[ch(Op::Insert, 10, 0, row)], false).unwrap();
+        f.commit(&SinkState { lsn: 10, ..Default::default() }).unwrap();
+        drop(f);
+        let ts: String = s.conn().query_row("SELECT CAST(ts AS VARCHAR) FROM t", [], |r| r.get(0)).unwrap();
+        assert_eq!(ts, "2024-05-01 08:00:00+00");
+        assert_eq!(s.load_state().unwrap().map(|st| st.lsn), Some(10));
     }
 }

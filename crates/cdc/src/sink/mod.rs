@@ -70,6 +70,13 @@ pub trait Sink: Send {
     fn as_duck(&mut self) -> Option<&duck::DuckSink> {
         None
     }
+    /// A second, owned handle on the same store, for the streaming phase's apply thread
+    /// (the pipeline then uses only that handle until it returns, and joins the thread before
+    /// it does, also when it is dropped). `None`: the sink is applied on the pipeline's task.
+    /// The handle starts with no transaction open.
+    fn fork(&mut self) -> anyhow::Result<Option<Box<dyn Sink>>> {
+        Ok(None)
+    }
 }
 
 /// The net effect of a batch on each key, in Rust, before touching the sink: bounded by the
