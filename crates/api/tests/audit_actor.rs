@@ -191,3 +191,65 @@ async fn an_event_of_the_wrong_shape_is_refused_for_every_role_and_takes_no_numb
         app.execute(INSERT, &[&actor, &"ledger.hold.expired", &true, &None::<&str>]).await.expect(actor);
     }
 }
+
+/// Issue #16 item 4, the permission half (migration 0046): with the app credential and a live
+/// token, an allowed event may claim only a permission that the token's role grants; a denial
+/// may name any (the one that was missing). The roles' permissions the database checks are
+/// written from Rust by `migrate`, which also undoes a drift; the app role cannot change them.
+#[tokio::test]
+async fn an_allowed_event_claims_only_a_permission_of_the_holders_role() {
+    let db = fresh_db().await;
+    let bob = create_token(&db, Role::KycAnalyst, None, "bob", 3600, "operator:root").await.unwrap();
+    let bob_actor = format!("staff:{}:bob", bob.token_id);
+    let app = db.connect(DbRole::App).await.unwrap();
+    let insert = "INSERT INTO fintrail.audit_events (actor, action, subject, permission, allowed, credential) \
+                  VALUES ($1, 'kyc.case.transitioned', 'kyc_case:1', $2, $3, $4)";
+    let count =
+        || async { app.query_one("SELECT count(*) FROM fintrail.audit_events", &[]).await.unwrap().get::<_, i64>(0) };
+    let before = count().await;
+    for claimed in ["kyb.org.decide", "token.issue", "wallet.withdraw", "audit.retention.purge"] {
+        let e = app
+            .execute(insert, &[&bob_actor, &claimed, &true, &bob.token.as_str()])
+            .await
+            .expect_err(&format!("an analyst claiming {claimed}"));
+        assert_eq!(sqlstate(&e), "FT031", "{claimed}: {e}");
+        let message = e.as_db_error().map(|d| d.message().to_owned()).unwrap_or_default();
+        assert!(message.contains("which does not grant"), "{claimed}: {message}");
+    }
+    assert_eq!(count().await, before, "nothing written");
+    app.execute(insert, &[&bob_actor, &"kyc.case.review", &true, &bob.token.as_str()]).await.expect("his own");
+    app.execute(insert, &[&bob_actor, &"kyb.org.decide", &false, &bob.token.as_str()]).await.expect("a denial");
+    assert_eq!(count().await, before + 2);
+
+    // The app role reads the table and writes nothing of it.
+    for attack in [
+        "INSERT INTO fintrail.role_permissions VALUES ('kyc_analyst', 'kyb.org.decide')",
+        "UPDATE fintrail.role_permissions SET role = 'kyc_analyst' WHERE role = 'admin'",
+        "DELETE FROM fintrail.role_permissions",
+    ] {
+        let e = app.batch_execute(attack).await.expect_err(attack);
+        assert_eq!(sqlstate(&e), "42501", "{attack}: {e}");
+    }
+
+    // The database's copy is Rust's declaration; a drift is undone by the next migrate.
+    let expected: std::collections::BTreeSet<(String, String)> = Role::ALL
+        .iter()
+        .flat_map(|r| r.permissions().iter().map(move |p| (r.as_str().to_owned(), p.as_str().to_owned())))
+        .collect();
+    let stored = || async {
+        let rows = app.query("SELECT role, permission FROM fintrail.role_permissions", &[]).await.unwrap();
+        rows.iter().map(|r| (r.get(0), r.get(1))).collect::<std::collections::BTreeSet<(String, String)>>()
+    };
+    assert_eq!(stored().await, expected);
+    let admin = db.connect(DbRole::Admin).await.unwrap();
+    admin
+        .batch_execute(
+            "INSERT INTO fintrail.role_permissions VALUES ('kyc_analyst', 'kyb.org.decide'); \
+             DELETE FROM fintrail.role_permissions WHERE role = 'kyc_analyst' AND permission = 'kyc.case.review'",
+        )
+        .await
+        .unwrap();
+    assert_ne!(stored().await, expected);
+    fintrail_db::migrate::migrate(&db).await.unwrap();
+    assert_eq!(stored().await, expected, "migrate writes the table from Rust");
+}

@@ -260,7 +260,36 @@ async fn migrate_locked(client: &mut tokio_postgres::Client) -> anyhow::Result<V
         apply(client, m).await?;
         applied.push(m.version);
     }
+    sync_role_permissions(client).await?;
     Ok(applied)
+}
+
+/// Writes `fintrail.role_permissions` (migration 0046) from the roles declared in Rust, which
+/// stay the source of truth: the database's copy is what the audit trail's insert trigger
+/// checks an event's permission against (the actor's role must grant it). Every run, so a
+/// release that changes a role changes the copy with it. As the owner, in one transaction.
+pub async fn sync_role_permissions(client: &mut tokio_postgres::Client) -> anyhow::Result<()> {
+    let (roles, permissions): (Vec<&str>, Vec<&str>) = fintrail_domain::Role::ALL
+        .iter()
+        .flat_map(|r| r.permissions().iter().map(move |p| (r.as_str(), p.as_str())))
+        .unzip();
+    assert!(!roles.is_empty(), "every role grants something");
+    let tx = client.transaction().await?;
+    tx.batch_execute("SET LOCAL ROLE fintrail_owner").await?;
+    tx.execute(
+        "DELETE FROM fintrail.role_permissions \
+         WHERE (role, permission) NOT IN (SELECT * FROM unnest($1::text[], $2::text[]))",
+        &[&roles, &permissions],
+    )
+    .await?;
+    tx.execute(
+        "INSERT INTO fintrail.role_permissions (role, permission) \
+         SELECT * FROM unnest($1::text[], $2::text[]) ON CONFLICT DO NOTHING",
+        &[&roles, &permissions],
+    )
+    .await?;
+    tx.commit().await.context("writing fintrail.role_permissions")?;
+    Ok(())
 }
 
 /// The bookkeeping lives in its own schema that only the admin can see.
