@@ -557,7 +557,17 @@ fn print_verdict(report: &fintrail_ledger::check::CheckReport, rounds: &Rounds) 
 
 #[cfg(test)]
 mod tests {
-    use super::median;
+    use super::{cpu_per_op, median};
+
+    #[test]
+    fn the_cpu_per_transfer_splits_our_process_into_server_and_load_generator() {
+        // (this process, its load-generator threads, PostgreSQL), in CPU seconds.
+        let c = cpu_per_op(Some((1.0, 0.25, 3.0)), Some((2.0, 0.5, 5.0)), 1_000.0).unwrap();
+        assert_eq!((c.server_us, c.client_us, c.postgres_us), (750.0, 250.0, 2_000.0));
+        assert!(cpu_per_op(None, Some((2.0, 0.5, 5.0)), 1.0).is_none(), "nothing measured, nothing claimed");
+        let none_done = cpu_per_op(Some((1.0, 0.0, 1.0)), Some((1.5, 0.0, 1.5)), 0.0).unwrap();
+        assert!(none_done.server_us.is_finite(), "no operation divides by one, not by zero");
+    }
 
     #[test]
     fn the_ratio_is_the_median_of_the_rounds() {
