@@ -367,6 +367,36 @@ async fn item_7_an_unassigned_currency_is_a_422_and_nothing_is_written() {
     e.server.shutdown().await.unwrap();
 }
 
+/// A batch runs its statements with generic plans (`SET LOCAL plan_cache_mode`, issue #18):
+/// the setting ends with the batch's transaction, so no pooled connection keeps it for the
+/// requests that use the connection next.
+#[tokio::test]
+async fn the_batch_plan_setting_ends_with_its_transaction() {
+    let e = env().await;
+    let c = fixtures::approved_customers(&e.db, 2).await.unwrap();
+    let (a, b) = (e.open(c[0], "EUR").await, e.open(c[1], "EUR").await);
+    e.deposit(a, 500).await;
+    for i in 0..3 {
+        let body = json!({ "from_wallet_id": a, "to_wallet_id": b, "amount_minor": 100, "currency": "EUR" });
+        let (s, v) = e.post("/v1/transfers", &e.admin, &format!("plan-{i}"), body).await;
+        assert_eq!(s, 201, "{v}");
+    }
+    assert_eq!((e.balance(a).await, e.balance(b).await), (200, 300));
+    // Every idle connection, the batches' included (the pool hands out the most recent first).
+    let idle = e.server.state.pool.status().available;
+    assert!(idle >= 1, "the batches' connections went back to the pool");
+    let mut held = Vec::new();
+    for _ in 0..idle {
+        let conn = e.server.state.pool.get().await.unwrap();
+        let mode: String = conn.query_one("SHOW plan_cache_mode", &[]).await.unwrap().get(0);
+        assert_eq!(mode, "auto", "a pooled connection kept the batch's setting");
+        held.push(conn);
+    }
+    drop(held);
+    e.check().await;
+    e.server.shutdown().await.unwrap();
+}
+
 #[tokio::test]
 async fn wallets_need_kyc_and_reversals_happen_once() {
     let e = env().await;

@@ -160,6 +160,11 @@ async fn app_role_cannot_forge_entries_balances_or_history() {
             format!("INSERT INTO fintrail.entries (transfer_id, wallet_id, amount_minor, currency, balance_after_minor) VALUES (999999, {a}, 5, 'EUR', 5)"),
             "FT012",
         ),
+        // Checked once per statement (migration 0047): even an INSERT that would write no row.
+        (
+            format!("INSERT INTO fintrail.entries (transfer_id, wallet_id, amount_minor, currency, balance_after_minor) SELECT {t}, {a}, 5, 'EUR', 5 WHERE false"),
+            "FT012",
+        ),
         (format!("UPDATE fintrail.wallets SET currency = 'USD' WHERE id = {a}"), "FT011"),
     ] {
         let e = admin

@@ -200,7 +200,7 @@ const PROC_TICKS_PER_SEC: f64 = 100.0;
 /// CPU seconds (user + system) used so far by this process and by the private cluster's
 /// PostgreSQL (the postmaster, its live children and the children it reaped), from `/proc`;
 /// `None` where that cannot be read (another OS, an external server).
-fn cpu_secs(home: &Home) -> Option<(f64, f64)> {
+pub(crate) fn cpu_secs(home: &Home) -> Option<(f64, f64)> {
     // Fields after the command's closing parenthesis: state, ppid, ... utime (12th), stime,
     // cutime, cstime.
     let stat = |pid: &str| -> Option<(u32, [f64; 4])> {

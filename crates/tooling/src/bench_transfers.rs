@@ -3,7 +3,10 @@
 //! same private cluster, alternating rounds in one run; then the hot-account scenario (every
 //! transfer credits one merchant wallet) with group commit against one transaction and row
 //! lock per transfer (`batch_max = 1`). Ends with `ratio: X`: the median over rounds of ours ÷
-//! TPC-B.
+//! TPC-B in pgbench's default (simple query) mode; the same against `-M prepared` (prepared
+//! statements, faster per transaction) is printed before it as a second figure. Each run also
+//! measures where the time goes: CPU per transfer of our server, of the load generator and of
+//! PostgreSQL, and PostgreSQL's CPU per pgbench transaction (from `/proc`).
 
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -13,6 +16,7 @@ use fintrail_db::{Context, DbRole};
 use fintrail_domain::Role;
 use serde_json::json;
 
+use crate::bench_audit::cpu_secs;
 use crate::fixtures;
 use fintrail_api::server::{start_with, ServerHandle};
 use fintrail_api::state::AppConfig;
@@ -53,6 +57,8 @@ pub const WALLETS_MAX: usize = 100_000;
 const CLIENT_THREADS: usize = 2;
 const PGBENCH: &str = "/usr/lib/postgresql/15/bin/pgbench";
 const PGBENCH_DB: &str = "fintrail_pgbench";
+/// The load generator's thread name: its CPU is told apart from the server's by it.
+const CLIENT_THREAD_NAME: &str = "bench-client";
 
 /// Result of one load run.
 #[derive(Debug, Clone, Default)]
@@ -248,7 +254,7 @@ pub async fn transfers(args: BenchArgs, home: &fintrail_db::Home) -> anyhow::Res
     let clients_rt = ClientRuntime(Some(
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(CLIENT_THREADS)
-            .thread_name("bench-client")
+            .thread_name(CLIENT_THREAD_NAME)
             .enable_all()
             .build()?,
     ));
@@ -262,7 +268,7 @@ pub async fn transfers(args: BenchArgs, home: &fintrail_db::Home) -> anyhow::Res
     };
     let _ = load(&target, 1, false, "warm").await;
 
-    let mut rounds = run_rounds(&ctx, &target, &args).await?;
+    let mut rounds = run_rounds(&ctx, home, &target, &args).await?;
     let hot = hot_account(&server, &target, args.hot_secs).await;
 
     // The ledger must still be intact after all that.
@@ -284,74 +290,173 @@ async fn pgbench_setup(ctx: &Context, args: &BenchArgs) -> anyhow::Result<u32> {
     Ok(scale)
 }
 
+/// CPU microseconds per operation of one run, from `/proc`: our server (HTTP, handler, ledger
+/// engine, PostgreSQL client), the load generator (its own threads in this process), and
+/// PostgreSQL (every process of the private cluster).
+#[derive(Debug, Clone, Copy, Default)]
+struct CpuPerOp {
+    server_us: f64,
+    client_us: f64,
+    postgres_us: f64,
+}
+
+/// CPU seconds so far: (this process, its load-generator threads, PostgreSQL); `None` where
+/// `/proc` cannot tell (another OS, an external server).
+fn cpu_now(home: &fintrail_db::Home) -> Option<(f64, f64, f64)> {
+    let (me, postgres) = cpu_secs(home)?;
+    Some((me, client_threads_cpu_secs()?, postgres))
+}
+
+/// CPU seconds (user + system) of this process's load-generator threads, from
+/// `/proc/self/task/*/stat` (the thread's name is its command).
+fn client_threads_cpu_secs() -> Option<f64> {
+    let mut secs = 0.0;
+    for entry in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
+        let Ok(text) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
+        let Some((head, rest)) = text.rsplit_once(") ") else { continue };
+        if !head.ends_with(CLIENT_THREAD_NAME) {
+            continue;
+        }
+        // After the command: state (0), ..., utime (11), stime (12), in clock ticks (USER_HZ 100).
+        let fields: Vec<&str> = rest.split(' ').collect();
+        let tick = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok());
+        secs += (tick(11)? + tick(12)?) / 100.0;
+    }
+    Some(secs)
+}
+
+/// The CPU per operation between two [`cpu_now`] readings, over `ops` operations.
+fn cpu_per_op(before: Option<(f64, f64, f64)>, after: Option<(f64, f64, f64)>, ops: f64) -> Option<CpuPerOp> {
+    let ((me0, cl0, pg0), (me1, cl1, pg1)) = (before?, after?);
+    let per = |secs: f64| secs * 1e6 / ops.max(1.0);
+    Some(CpuPerOp { server_us: per((me1 - me0) - (cl1 - cl0)), client_us: per(cl1 - cl0), postgres_us: per(pg1 - pg0) })
+}
+
+/// One pgbench run: its throughput, average latency (when printed) and PostgreSQL's CPU per
+/// transaction.
+#[derive(Debug, Clone, Copy)]
+struct PgbenchRun {
+    tps: f64,
+    latency_ms: Option<f64>,
+    cpu: Option<CpuPerOp>,
+}
+
+/// Runs pgbench with `args` (its `-T` seconds long), measuring PostgreSQL's CPU.
+async fn pgbench_run(ctx: &Context, home: &fintrail_db::Home, args: &[String]) -> anyhow::Result<PgbenchRun> {
+    let before = cpu_now(home);
+    let out = pgbench(ctx, args).await?;
+    let after = cpu_now(home);
+    let tps = parse_tps(&out)?;
+    let secs = args.iter().skip_while(|a| *a != "-T").nth(1).and_then(|s| s.parse::<f64>().ok()).unwrap_or(1.0);
+    Ok(PgbenchRun { tps, latency_ms: parse_latency_ms(&out), cpu: cpu_per_op(before, after, tps * secs) })
+}
+
+/// Our load for `secs` on random wallets, measuring the CPU.
+async fn our_run(target: &Load<'_>, home: &fintrail_db::Home, secs: u64, tag: &str) -> (Run, Option<CpuPerOp>) {
+    let before = cpu_now(home);
+    let r = load(target, secs, false, tag).await;
+    let cpu = cpu_per_op(before, cpu_now(home), r.ok as f64);
+    (r, cpu)
+}
+
 /// What the alternating rounds measured.
 #[derive(Debug, Default)]
 struct Rounds {
     /// Ours, all rounds merged.
     ours: Run,
-    /// pgbench's throughput per round.
-    theirs_tps: Vec<f64>,
-    /// pgbench's average latency per round (when it printed one).
-    theirs_latency_ms: Vec<f64>,
-    /// Ours ÷ pgbench per round.
+    /// Our CPU per transfer, per round.
+    ours_cpu: Vec<CpuPerOp>,
+    /// pgbench in its default mode, per round.
+    theirs: Vec<PgbenchRun>,
+    /// pgbench `-M prepared`, per round.
+    prepared: Vec<PgbenchRun>,
+    /// Ours ÷ pgbench (default mode) per round.
     ratios: Vec<f64>,
+    /// Ours ÷ pgbench `-M prepared` per round.
+    ratios_prepared: Vec<f64>,
 }
 
 impl Rounds {
-    /// Adds round `round`: pgbench's output `out` and our run `r`.
-    fn record(&mut self, round: u32, out: &str, r: Run) -> anyhow::Result<()> {
-        let tps = parse_tps(out)?;
-        self.theirs_tps.push(tps);
-        if let Some(l) = parse_latency_ms(out) {
-            self.theirs_latency_ms.push(l);
-        }
-        let round_ratio = if tps > 0.0 { r.tps() / tps } else { 0.0 };
+    /// Adds round `round`: pgbench's runs (default mode and `-M prepared`) and ours.
+    fn record(&mut self, round: u32, theirs: PgbenchRun, prepared: PgbenchRun, ours: (Run, Option<CpuPerOp>)) {
+        let (r, cpu) = ours;
+        let ratio_to = |tps: f64| if tps > 0.0 { r.tps() / tps } else { 0.0 };
+        let (round_ratio, ratio_prepared) = (ratio_to(theirs.tps), ratio_to(prepared.tps));
         self.ratios.push(round_ratio);
+        self.ratios_prepared.push(ratio_prepared);
         eprintln!(
-            "bench: round {round}: pgbench {tps:.0} tps, ours {:.0} transfers/s ({} errors), ratio {round_ratio:.2}",
+            "bench: round {round}: pgbench {:.0} tps (-M prepared {:.0}), ours {:.0} transfers/s ({} errors), ratio {round_ratio:.2} ({ratio_prepared:.2})",
+            theirs.tps,
+            prepared.tps,
             r.tps(),
             r.errors
         );
+        self.theirs.push(theirs);
+        self.prepared.push(prepared);
+        self.ours_cpu.extend(cpu);
         self.ours.merge(r);
-        Ok(())
-    }
-
-    /// pgbench's mean throughput over the rounds.
-    fn theirs_tps_mean(&self) -> f64 {
-        debug_assert!(!self.theirs_tps.is_empty(), "at least one round");
-        self.theirs_tps.iter().sum::<f64>() / self.theirs_tps.len() as f64
-    }
-
-    /// pgbench's mean latency over the rounds; 0 when it printed none.
-    fn theirs_latency_ms_mean(&self) -> f64 {
-        if self.theirs_latency_ms.is_empty() {
-            0.0
-        } else {
-            self.theirs_latency_ms.iter().sum::<f64>() / self.theirs_latency_ms.len() as f64
-        }
     }
 }
 
-/// `args.rounds` rounds of pgbench and ours, back to back.
-async fn run_rounds(ctx: &Context, target: &Load<'_>, args: &BenchArgs) -> anyhow::Result<Rounds> {
+/// The mean throughput of `runs`.
+fn tps_mean(runs: &[PgbenchRun]) -> f64 {
+    debug_assert!(!runs.is_empty(), "at least one round");
+    runs.iter().map(|r| r.tps).sum::<f64>() / runs.len().max(1) as f64
+}
+
+/// The mean latency of `runs` that printed one; 0 when none did.
+fn latency_ms_mean(runs: &[PgbenchRun]) -> f64 {
+    let l: Vec<f64> = runs.iter().filter_map(|r| r.latency_ms).collect();
+    if l.is_empty() {
+        0.0
+    } else {
+        l.iter().sum::<f64>() / l.len() as f64
+    }
+}
+
+/// The medians of each CPU figure over `runs`; `None` when no run could tell.
+fn cpu_median<'a>(runs: impl Iterator<Item = &'a CpuPerOp>) -> Option<CpuPerOp> {
+    let (mut s, mut c, mut p) = (Vec::new(), Vec::new(), Vec::new());
+    for r in runs {
+        s.push(r.server_us);
+        c.push(r.client_us);
+        p.push(r.postgres_us);
+    }
+    (!p.is_empty()).then(|| CpuPerOp {
+        server_us: median(&mut s),
+        client_us: median(&mut c),
+        postgres_us: median(&mut p),
+    })
+}
+
+/// `args.rounds` rounds of pgbench (default mode), pgbench `-M prepared` and ours, back to back.
+async fn run_rounds(
+    ctx: &Context,
+    home: &fintrail_db::Home,
+    target: &Load<'_>,
+    args: &BenchArgs,
+) -> anyhow::Result<Rounds> {
     let mut rounds = Rounds::default();
     let t_arg = args.round_secs.to_string();
     let c_arg = args.clients.to_string();
     let j_arg = args.clients.clamp(1, 4).to_string();
+    let simple: Vec<String> = vec!["-n".into(), "-c".into(), c_arg, "-j".into(), j_arg, "-T".into(), t_arg];
+    let prepared: Vec<String> = simple.iter().cloned().chain(["-M".into(), "prepared".into()]).collect();
     for round in 1..=args.rounds {
-        // Alternated order (pgbench first in odd rounds, ours first in even ones): whatever one
-        // side leaves behind (autovacuum of its tables, dirty buffers) falls on both equally.
-        let pgbench_args =
-            ["-n".into(), "-c".into(), c_arg.clone(), "-j".into(), j_arg.clone(), "-T".into(), t_arg.clone()];
+        // Alternated order (pgbench first in odd rounds, ours first in even ones, `-M prepared`
+        // always between): whatever one side leaves behind (autovacuum of its tables, dirty
+        // buffers) falls on both equally.
         let tag = format!("r{round}");
-        let (out, r) = if round % 2 == 1 {
-            let out = pgbench(ctx, &pgbench_args).await?;
-            (out, load(target, args.round_secs, false, &tag).await)
+        let (theirs, prep, ours) = if round % 2 == 1 {
+            let theirs = pgbench_run(ctx, home, &simple).await?;
+            let prep = pgbench_run(ctx, home, &prepared).await?;
+            (theirs, prep, our_run(target, home, args.round_secs, &tag).await)
         } else {
-            let r = load(target, args.round_secs, false, &tag).await;
-            (pgbench(ctx, &pgbench_args).await?, r)
+            let ours = our_run(target, home, args.round_secs, &tag).await;
+            let prep = pgbench_run(ctx, home, &prepared).await?;
+            (pgbench_run(ctx, home, &simple).await?, prep, ours)
         };
-        rounds.record(round, &out, r)?;
+        rounds.record(round, theirs, prep, ours);
     }
     debug_assert_eq!(rounds.ratios.len(), args.rounds as usize);
     Ok(rounds)
@@ -383,15 +488,18 @@ fn print_table(args: &BenchArgs, scale: u32, rounds: &mut Rounds, hot: Option<(R
         args.rounds, args.round_secs, args.clients, args.wallets
     );
     println!("{:<44} {:>12} {:>10} {:>10} {:>8}", "scenario", "per second", "p50 ms", "p99 ms", "errors");
-    println!(
-        "{:<44} {:>12.0} {:>10} {:>10} {:>8}",
-        format!("pgbench TPC-B (scale {scale}, avg latency)"),
-        rounds.theirs_tps_mean(),
-        format!("{:.2}", rounds.theirs_latency_ms_mean()),
-        "-",
-        "-"
-    );
+    for (mode, runs) in [("", &rounds.theirs), (" -M prepared", &rounds.prepared)] {
+        println!(
+            "{:<44} {:>12.0} {:>10} {:>10} {:>8}",
+            format!("pgbench TPC-B{mode} (scale {scale}, avg lat.)"),
+            tps_mean(runs),
+            format!("{:.2}", latency_ms_mean(runs)),
+            "-",
+            "-"
+        );
+    }
     print_run("ours: POST /v1/transfers, random wallets", &mut rounds.ours);
+    print_cpu(rounds);
     if let Some((mut b, mut s)) = hot {
         print_run("hot account, group commit (ours)", &mut b);
         print_run("hot account, row lock per transfer", &mut s);
@@ -399,6 +507,24 @@ fn print_table(args: &BenchArgs, scale: u32, rounds: &mut Rounds, hot: Option<(R
             println!("hot-account ratio (group commit ÷ row lock per transfer): {:.2}", b.tps() / s.tps());
         }
     }
+}
+
+/// Where the time goes: CPU per transfer (ours) and per transaction (pgbench), medians of the
+/// rounds.
+fn print_cpu(rounds: &Rounds) {
+    let ours = cpu_median(rounds.ours_cpu.iter());
+    let theirs = cpu_median(rounds.theirs.iter().filter_map(|r| r.cpu.as_ref()));
+    let prepared = cpu_median(rounds.prepared.iter().filter_map(|r| r.cpu.as_ref()));
+    let (Some(ours), Some(theirs), Some(prepared)) = (ours, theirs, prepared) else {
+        println!("where the time goes: not measured (no /proc, or an external server)");
+        return;
+    };
+    println!("where the time goes (CPU per transfer or transaction, medians of the rounds):");
+    println!("{:<44} {:>12.0}", "  ours: fintrail server, us", ours.server_us);
+    println!("{:<44} {:>12.0}", "  ours: load generator, us", ours.client_us);
+    println!("{:<44} {:>12.0}", "  ours: PostgreSQL, us", ours.postgres_us);
+    println!("{:<44} {:>12.0}", "  pgbench: PostgreSQL, us", theirs.postgres_us);
+    println!("{:<44} {:>12.0}", "  pgbench -M prepared: PostgreSQL, us", prepared.postgres_us);
 }
 
 /// The ledger check's verdict (an error when violated), then the ratios.
@@ -413,11 +539,17 @@ fn print_verdict(report: &fintrail_ledger::check::CheckReport, rounds: &Rounds) 
     // The ratio is the median of the rounds' ratios: each round pairs the two sides under the same
     // conditions of this shared machine, and the median ignores one disturbed round.
     let ratio = median(&mut rounds.ratios.clone());
-    let pg_tps = rounds.theirs_tps_mean();
+    let pg_tps = tps_mean(&rounds.theirs);
+    let list = |v: &[f64]| v.iter().map(|r| format!("{r:.2}")).collect::<Vec<_>>().join(" ");
     println!(
         "per-round ratios: {} (ratio of the means: {:.2})",
-        rounds.ratios.iter().map(|r| format!("{r:.2}")).collect::<Vec<_>>().join(" "),
+        list(&rounds.ratios),
         if pg_tps > 0.0 { rounds.ours.tps() / pg_tps } else { 0.0 }
+    );
+    println!(
+        "against pgbench -M prepared: {:.2} (per round: {})",
+        median(&mut rounds.ratios_prepared.clone()),
+        list(&rounds.ratios_prepared)
     );
     println!("ratio: {ratio:.2}");
     Ok(())
@@ -425,7 +557,17 @@ fn print_verdict(report: &fintrail_ledger::check::CheckReport, rounds: &Rounds) 
 
 #[cfg(test)]
 mod tests {
-    use super::median;
+    use super::{cpu_per_op, median};
+
+    #[test]
+    fn the_cpu_per_transfer_splits_our_process_into_server_and_load_generator() {
+        // (this process, its load-generator threads, PostgreSQL), in CPU seconds.
+        let c = cpu_per_op(Some((1.0, 0.25, 3.0)), Some((2.0, 0.5, 5.0)), 1_000.0).unwrap();
+        assert_eq!((c.server_us, c.client_us, c.postgres_us), (750.0, 250.0, 2_000.0));
+        assert!(cpu_per_op(None, Some((2.0, 0.5, 5.0)), 1.0).is_none(), "nothing measured, nothing claimed");
+        let none_done = cpu_per_op(Some((1.0, 0.0, 1.0)), Some((1.5, 0.0, 1.5)), 0.0).unwrap();
+        assert!(none_done.server_us.is_finite(), "no operation divides by one, not by zero");
+    }
 
     #[test]
     fn the_ratio_is_the_median_of_the_rounds() {
