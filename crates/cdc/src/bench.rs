@@ -154,7 +154,7 @@ pub async fn cdc(args: BenchArgs, home: &Home) -> anyhow::Result<()> {
     anyhow::ensure!(args.rows >= 1 && args.rows <= 100_000_000, "--rows must be in 1..=100000000");
     anyhow::ensure!(args.rounds >= 1 && args.rounds <= 20, "--rounds must be in 1..=20 for bench cdc");
     let ctx = prepare(&args, home).await?;
-    let pm = if args.database_url.is_none() { cpu::postmaster(home) } else { None };
+    let pm = if args.database_url.is_none() { fintrail_db::proc_cpu::postmaster(home) } else { None };
     let policy = Policy::parse(BENCH_POLICY)?;
     let dir = bench_dir(home)?;
     let publication = "fintrail_bench_pub".to_string();
@@ -440,22 +440,13 @@ fn print_cdc(args: &BenchArgs, load_secs: f64, recv: &[Run], ours: &[Run], snap:
         }
     };
     println!("{:<48} {:>9} {:>10} {:>13} {:>12}", "", "seconds", "rows/s", "CPU s/M rows", "pgbench tps");
-    println!(
-        "{:<48} {:>9.2} {:>10.0} {:>13.2} {:>12}",
-        "baseline: pg_recvlogical pgoutput -> /dev/null",
-        med(recv, &|r| r.secs),
-        recv_rate,
-        med(recv, &|r| r.cpu.children) / mrows,
-        tps(recv)
-    );
-    println!(
-        "{:<48} {:>9.2} {:>10.0} {:>13.2} {:>12}",
-        "ours: stream -> DuckDB (committed, LSN stored)",
-        med(ours, &|r| r.secs),
-        ours_rate,
-        med(ours, &|r| r.cpu.me) / mrows,
-        tps(ours)
-    );
+    // One line per consumer; its CPU is pg_recvlogical's (a reaped child) or this process's.
+    let line = |label: &str, runs: &[Run], rate: f64, consumer_cpu: &dyn Fn(&Run) -> f64| {
+        let (secs, cpu) = (med(runs, &|r| r.secs), med(runs, consumer_cpu) / mrows);
+        println!("{label:<48} {secs:>9.2} {rate:>10.0} {cpu:>13.2} {:>12}", tps(runs));
+    };
+    line("baseline: pg_recvlogical pgoutput -> /dev/null", recv, recv_rate, &|r| r.cpu.children);
+    line("ours: stream -> DuckDB (committed, LSN stored)", ours, ours_rate, &|r| r.cpu.me);
     println!(
         "{:<48} {:>9.2} {:>10.0}   (target >= 300000, no load)",
         "ours: snapshot COPY -> DuckDB", snap.snapshot_secs, snap_rate
@@ -561,7 +552,7 @@ pub async fn cdc_impact(args: BenchArgs, home: &Home) -> anyhow::Result<()> {
     // Snapshot once (not measured), so rounds measure streaming only.
     let m = marker(&ctx).await?;
     run_ours(&ctx, &policy, &names, &path, m).await?;
-    let pm = if args.database_url.is_none() { cpu::postmaster(home) } else { None };
+    let pm = if args.database_url.is_none() { fintrail_db::proc_cpu::postmaster(home) } else { None };
     let rounds = impact_rounds(&ctx, &args, &policy, &names, &path, pm).await?;
 
     // Idle: the pipeline runs, nothing is written; heartbeats keep the slot advancing. It

@@ -103,6 +103,7 @@ pub mod hba;
 pub mod home;
 pub mod keys;
 pub mod migrate;
+pub mod proc_cpu;
 pub mod secrets;
 #[cfg(feature = "testing")]
 pub mod testing;

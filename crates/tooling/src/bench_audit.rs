@@ -194,37 +194,13 @@ pub async fn generate_events(db: &fintrail_db::Database, events: i64) -> anyhow:
     Ok(())
 }
 
-/// Clock ticks per second of `/proc/*/stat` times (`USER_HZ`: 100 on every Linux target).
-const PROC_TICKS_PER_SEC: f64 = 100.0;
-
 /// CPU seconds (user + system) used so far by this process and by the private cluster's
 /// PostgreSQL (the postmaster, its live children and the children it reaped), from `/proc`;
 /// `None` where that cannot be read (another OS, an external server).
 pub(crate) fn cpu_secs(home: &Home) -> Option<(f64, f64)> {
-    // Fields after the command's closing parenthesis: state, ppid, ... utime (12th), stime,
-    // cutime, cstime.
-    let stat = |pid: &str| -> Option<(u32, [f64; 4])> {
-        let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        let rest: Vec<&str> = text.rsplit_once(") ")?.1.split(' ').collect();
-        let tick = |i: usize| rest.get(i).and_then(|v| v.parse::<f64>().ok()).map(|t| t / PROC_TICKS_PER_SEC);
-        Some((rest.get(1)?.parse().ok()?, [tick(11)?, tick(12)?, tick(13)?, tick(14)?]))
-    };
-    let fintrail_db::cluster::Status::Running { pid: postmaster, .. } =
-        fintrail_db::cluster::Cluster::new(home.clone()).ok()?.status().ok()?
-    else {
-        return None;
-    };
-    let (_, me) = stat("self")?;
-    let (_, pm) = stat(&postmaster.to_string())?;
-    let mut server = pm.iter().sum::<f64>();
-    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
-        let name = entry.file_name();
-        let Some(pid) = name.to_str().filter(|n| n.bytes().all(|b| b.is_ascii_digit())) else { continue };
-        if let Some((_, t)) = stat(pid).filter(|(ppid, _)| *ppid == postmaster) {
-            server += t[0] + t[1];
-        }
-    }
-    Some((me[0] + me[1], server))
+    use fintrail_db::proc_cpu;
+    let me = proc_cpu::proc_cpu("self")?;
+    Some((me.own_secs, proc_cpu::cluster_secs(proc_cpu::postmaster(home)?)?))
 }
 
 /// Verification figures: medians over the rounds.

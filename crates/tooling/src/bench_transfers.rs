@@ -304,25 +304,7 @@ struct CpuPerOp {
 /// `/proc` cannot tell (another OS, an external server).
 fn cpu_now(home: &fintrail_db::Home) -> Option<(f64, f64, f64)> {
     let (me, postgres) = cpu_secs(home)?;
-    Some((me, client_threads_cpu_secs()?, postgres))
-}
-
-/// CPU seconds (user + system) of this process's load-generator threads, from
-/// `/proc/self/task/*/stat` (the thread's name is its command).
-fn client_threads_cpu_secs() -> Option<f64> {
-    let mut secs = 0.0;
-    for entry in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
-        let Ok(text) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
-        let Some((head, rest)) = text.rsplit_once(") ") else { continue };
-        if !head.ends_with(CLIENT_THREAD_NAME) {
-            continue;
-        }
-        // After the command: state (0), ..., utime (11), stime (12), in clock ticks (USER_HZ 100).
-        let fields: Vec<&str> = rest.split(' ').collect();
-        let tick = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok());
-        secs += (tick(11)? + tick(12)?) / 100.0;
-    }
-    Some(secs)
+    Some((me, fintrail_db::proc_cpu::threads_secs(CLIENT_THREAD_NAME)?, postgres))
 }
 
 /// The CPU per operation between two [`cpu_now`] readings, over `ops` operations.

@@ -7,11 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use fintrail_db::Home;
-
-/// Linux reports process and machine CPU time in USER_HZ ticks, 100 per second on every
-/// architecture Rust targets here.
-const TICKS_PER_SEC: f64 = 100.0;
+use fintrail_db::proc_cpu::{self, proc_cpu, TICKS_PER_SEC};
 
 /// CPU counters at one moment.
 #[derive(Debug, Clone)]
@@ -63,19 +59,9 @@ impl std::ops::AddAssign for Use {
     }
 }
 
-/// (utime + stime, cutime + cstime, ppid) of a process, in seconds.
-fn proc_stat(pid: &str) -> Option<(f64, f64, u32)> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // After the command's closing parenthesis: state, ppid, ..., utime (12th), stime,
-    // cutime, cstime.
-    let rest: Vec<&str> = text.rsplit_once(") ")?.1.split(' ').collect();
-    let tick = |i: usize| rest.get(i).and_then(|v| v.parse::<f64>().ok()).map(|t| t / TICKS_PER_SEC);
-    Some((tick(11)? + tick(12)?, tick(13)? + tick(14)?, rest.get(1)?.parse().ok()?))
-}
-
 /// A process's user + system CPU seconds so far.
 pub fn process_secs(pid: u32) -> Option<f64> {
-    proc_stat(&pid.to_string()).map(|s| s.0)
+    proc_cpu(&pid.to_string()).map(|c| c.own_secs)
 }
 
 /// (busy, total) CPU seconds of the machine since boot, summed over CPUs.
@@ -89,35 +75,23 @@ fn machine() -> (f64, f64) {
     ((total - idle) / TICKS_PER_SEC, total / TICKS_PER_SEC)
 }
 
-/// The private cluster's postmaster, if the bench runs one.
-pub fn postmaster(home: &Home) -> Option<u32> {
-    match fintrail_db::cluster::Cluster::new(home.clone()).ok()?.status().ok()? {
-        fintrail_db::cluster::Status::Running { pid, .. } => Some(pid),
-        _ => None,
-    }
-}
-
 fn server(postmaster: u32) -> Option<Server> {
-    let (own, reaped, _) = proc_stat(&postmaster.to_string())?;
+    let pm = proc_cpu(&postmaster.to_string())?;
     let mut children = HashMap::new();
-    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
-        let name = entry.file_name();
-        let Some(pid) = name.to_str().filter(|n| n.bytes().all(|b| b.is_ascii_digit())) else { continue };
-        let Some((secs, _, ppid)) = proc_stat(pid) else { continue };
-        if ppid != postmaster {
-            continue;
-        }
+    proc_cpu::for_each_child(postmaster, |pid, cpu| {
         // The process title: "postgres: walsender <user> ..." for a walsender.
         let title = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
         let walsender = title.windows(10).any(|w| w == b"walsender ");
-        children.insert(pid.parse().ok()?, (secs, walsender));
-    }
-    Some(Server { postmaster: own + reaped, children })
+        if let Ok(pid) = pid.parse() {
+            children.insert(pid, (cpu.own_secs, walsender));
+        }
+    })?;
+    Some(Server { postmaster: pm.own_secs + pm.reaped_secs, children })
 }
 
 impl Snap {
     pub fn now(postmaster: Option<u32>) -> Snap {
-        let (me, children, _) = proc_stat("self").unwrap_or((0.0, 0.0, 0));
+        let (me, children) = proc_cpu("self").map_or((0.0, 0.0), |c| (c.own_secs, c.reaped_secs));
         Snap { at: Instant::now(), me, children, machine: machine(), server: postmaster.and_then(server) }
     }
 
