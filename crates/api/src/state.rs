@@ -33,6 +33,9 @@ pub struct AppConfig {
     /// Who may call `/internal/jobs/*` (production: from the typed configuration); `None`
     /// reads `FINTRAIL_JOBS_*` when the router is built (local use, tests).
     pub jobs_oidc: Option<fintrail_jobs::oidc::OidcConfig>,
+    /// Ledger batcher lanes: batches in flight at once, one connection each
+    /// ([`fintrail_ledger::engine::LANES_DEFAULT`]; 1..=[`fintrail_ledger::engine::LANES_MAX`]).
+    pub ledger_lanes: usize,
 }
 
 impl Default for AppConfig {
@@ -47,6 +50,7 @@ impl Default for AppConfig {
             limits: crate::limits::Limits::default(),
             media: MediaConfig::Local,
             jobs_oidc: None,
+            ledger_lanes: fintrail_ledger::engine::LANES_DEFAULT,
         }
     }
 }
@@ -116,7 +120,7 @@ impl AppState {
         let media: Arc<dyn MediaStore> = config.media.build(ctx.home.media_dir())?;
         tracing::info!(log_class = "app", media = %config.media.describe(), "media store");
         Ok(AppState(Arc::new(Inner {
-            ledger: fintrail_ledger::Ledger::new(pool.clone()),
+            ledger: fintrail_ledger::Ledger::with_lanes(pool.clone(), config.ledger_lanes)?,
             pool,
             audit: AuditWriter::new(config.audit_enabled),
             media,

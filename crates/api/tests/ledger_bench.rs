@@ -23,6 +23,7 @@ async fn bench_transfers_runs_and_keeps_the_ledger_intact() {
         hot_secs: env_or("LEDGER_BENCH_HOT_SECS", 2),
         pgbench_scale: None,
         database_url: None,
+        lanes: fintrail_ledger::engine::LANES_DEFAULT,
     };
     let r = transfers(args, &home).await;
     // The benchmark started the cluster, so it stopped it again (its context's lease).

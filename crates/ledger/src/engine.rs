@@ -38,9 +38,14 @@ pub const BATCH_MAX_LIMIT: usize = 1024;
 pub const BATCH_MAX_DEFAULT: usize = 256;
 /// Batcher lanes: batches run in parallel (one connection each), except that a batch sharing
 /// a wallet with one in flight gathers until that one committed (see `InFlight::decide`).
-/// Measured (`fintrail bench transfers`, 8 clients, 2 cores): 2 lanes 1,560-2,000 transfers/s;
-/// 3 lanes 1,450-1,540 (smaller batches: more statements per transfer); 4 lanes fewer still.
+/// Measured (`fintrail bench transfers --lanes N --hot-secs 0`, 8 clients, 2 idle cores, one
+/// release binary, ratio to pgbench in the same run): 1 lane 0.67 (one backend runs every
+/// batch), 2 lanes 0.78-0.82, 3 lanes 0.71, 4 lanes 0.63 (smaller batches: PostgreSQL CPU per
+/// transfer 277 us with 2 lanes, 375 with 3, 419 with 4). Earlier, on a contended machine:
+/// 2 lanes 1,560-2,000 transfers/s, 3 lanes 1,450-1,540.
 pub const LANES_DEFAULT: usize = 2;
+/// Most lanes (each holds a pooled connection while its batch runs).
+pub const LANES_MAX: usize = 16;
 /// Longest a batch waits for a conflicting batch in flight to commit before it starts anyway
 /// (and then waits on the row lock in PostgreSQL): bounds the latency gathering adds.
 const GATHER_MAX_US: u64 = 3_000;
@@ -103,6 +108,14 @@ impl Ledger {
             lanes: LANES_DEFAULT,
             tx: OnceLock::new(),
         }
+    }
+
+    /// A ledger over `pool` whose batcher runs `lanes` batches at once (1..=[`LANES_MAX`]).
+    pub fn with_lanes(pool: deadpool_postgres::Pool, lanes: usize) -> Result<Self, Error> {
+        if !(1..=LANES_MAX).contains(&lanes) {
+            return Err(Error::Internal(format!("ledger lanes must be 1..={LANES_MAX}, not {lanes}")));
+        }
+        Ok(Self { lanes, ..Self::new(pool) })
     }
 
     /// Sets the batch size limit (1 = a transaction and a row lock per transfer: the
@@ -1015,7 +1028,22 @@ pub async fn count_expired_idempotency_keys<C: GenericClient + Sync>(
 
 #[cfg(test)]
 mod tests {
-    use super::{Gather, InFlight};
+    use super::{Gather, InFlight, Ledger, LANES_MAX};
+
+    #[test]
+    fn lanes_outside_one_to_the_limit_are_refused() {
+        // Nothing connects: a pool only opens connections when asked for one.
+        let mgr = deadpool_postgres::Manager::new(tokio_postgres::Config::new(), tokio_postgres::NoTls);
+        let pool = deadpool_postgres::Pool::builder(mgr).max_size(1).build().expect("a pool without connections");
+        for bad in [0, LANES_MAX + 1, usize::MAX] {
+            let err = Ledger::with_lanes(pool.clone(), bad).err().map(|e| e.to_string());
+            assert!(err.is_some_and(|e| e.contains("ledger lanes must be 1..=16")), "{bad} lanes accepted");
+        }
+        for good in [1, 2, LANES_MAX] {
+            let ledger = Ledger::with_lanes(pool.clone(), good).expect("lanes within the limit");
+            assert_eq!(ledger.lanes, good);
+        }
+    }
 
     fn decide(f: &InFlight, pairs: &[(i64, i64)]) -> Gather {
         f.decide_pairs(pairs.len(), pairs.iter().copied())

@@ -47,6 +47,9 @@ pub struct BenchArgs {
     /// Use this external PostgreSQL (admin URL) instead of the private cluster.
     #[arg(long)]
     pub database_url: Option<String>,
+    /// The ledger batcher's lanes (batches in flight at once) for our side.
+    #[arg(long, default_value_t = fintrail_ledger::engine::LANES_DEFAULT)]
+    pub lanes: usize,
 }
 
 /// Most clients (bounds tasks and connections).
@@ -246,8 +249,12 @@ pub async fn transfers(args: BenchArgs, home: &fintrail_db::Home) -> anyhow::Res
     eprintln!("bench: {} funded wallets ...", args.wallets);
     let wallets = fixtures::funded_wallets(&ctx.db, args.wallets, 1_000_000_000_000).await?;
     let token = fixtures::token(&ctx.db, Role::Admin, None).await?;
-    let config =
-        AppConfig { pool_size: (args.clients * 2).max(16), checkpoint_interval_secs: 0, ..AppConfig::default() };
+    let config = AppConfig {
+        pool_size: (args.clients * 2).max(16),
+        checkpoint_interval_secs: 0,
+        ledger_lanes: args.lanes,
+        ..AppConfig::default()
+    };
     let server = start_with(&ctx, "127.0.0.1:0".parse()?, config).await?;
     // The load generator runs on its own threads, as pgbench is its own process: sharing the
     // server's runtime would make server tasks queue behind client tasks (and the reverse).
