@@ -221,6 +221,25 @@ async fn an_allowed_event_claims_only_a_permission_of_the_holders_role() {
     app.execute(insert, &[&bob_actor, &"kyb.org.decide", &false, &bob.token.as_str()]).await.expect("a denial");
     assert_eq!(count().await, before + 2);
 
+    // The same rule when the credential is a console session's secret (the trigger's second
+    // lookup, taken only when no API token matched; migration 0048).
+    let secret = "console-session-secret-of-bob"; // pragma: allowlist secret (a test fixture)
+    app.execute(
+        "INSERT INTO fintrail.console_sessions (session_hash, token_id) VALUES (sha256(convert_to($1, 'UTF8')), $2)",
+        &[&secret, &bob.token_id],
+    )
+    .await
+    .expect("a console session for bob");
+    let e = app
+        .execute(insert, &[&bob_actor, &"kyb.org.decide", &true, &secret])
+        .await
+        .expect_err("an analyst's console session claiming kyb.org.decide");
+    assert_eq!(sqlstate(&e), "FT031", "{e}");
+    let message = e.as_db_error().map(|d| d.message().to_owned()).unwrap_or_default();
+    assert!(message.contains("which does not grant"), "{message}");
+    app.execute(insert, &[&bob_actor, &"kyc.case.review", &true, &secret]).await.expect("his own, by session");
+    assert_eq!(count().await, before + 3);
+
     // The app role reads the table and writes nothing of it.
     for attack in [
         "INSERT INTO fintrail.role_permissions VALUES ('kyc_analyst', 'kyb.org.decide')",
