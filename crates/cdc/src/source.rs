@@ -530,8 +530,8 @@ pub async fn slot_stats(c: &tokio_postgres::Client, names: &Names) -> anyhow::Re
     let r = c
         .query_opt(
             "SELECT active, confirmed_flush_lsn::text,
-                    pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::int8,
-                    pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::int8
+                    pg_wal_lsn_diff(pg_current_wal_insert_lsn(), confirmed_flush_lsn)::int8,
+                    pg_wal_lsn_diff(pg_current_wal_insert_lsn(), restart_lsn)::int8
              FROM pg_replication_slots WHERE slot_name = $1",
             &[&names.slot],
         )

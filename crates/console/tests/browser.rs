@@ -162,6 +162,18 @@ async fn forge(c: &Client, action: &str, with_csrf: bool) {
     wait_for(c, |u| !u.contains("/console/kyc/") || u.contains("/transitions")).await;
 }
 
+/// The element `loc` finds once the page has it (polled for at most 10 s).
+async fn find_soon(c: &Client, loc: Locator<'_>) -> fantoccini::elements::Element {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match c.find(loc).await {
+            Ok(e) => return e,
+            Err(e) if Instant::now() > deadline => panic!("{loc:?} not found within 10 s: {e}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
+
 async fn wait_for(c: &Client, cond: impl Fn(&str) -> bool) {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
@@ -253,7 +265,10 @@ async fn review_approve_audit_logout_and_refusals_in_chromium() {
         .get(0);
     // The auditor reads the trail: filter by the case, find the approval.
     login(&c, &app, &auditor.token).await;
-    c.find(Locator::LinkText("Audit trail")).await.expect("nav").click().await.expect("audit");
+    // The click submits the form; the next page arrives later: wait for it, then for its nav
+    // link (finding it at once raced the navigation: NoSuchElement on the login page).
+    wait_for(&c, |u| !u.contains("/console/login")).await;
+    find_soon(&c, Locator::LinkText("Audit trail")).await.click().await.expect("audit");
     assert_eq!(h1_is(&c, "Audit trail").await, "Audit trail");
     c.find(Locator::Id("subject"))
         .await
