@@ -99,23 +99,14 @@ pub struct Ledger {
 }
 
 impl Ledger {
-    /// A ledger over `pool`; its batcher starts on first use (inside the runtime, with the
-    /// server's audit writer).
-    pub fn new(pool: deadpool_postgres::Pool) -> Self {
-        Self {
-            pool,
-            batch_max: Arc::new(AtomicUsize::new(BATCH_MAX_DEFAULT)),
-            lanes: LANES_DEFAULT,
-            tx: OnceLock::new(),
-        }
-    }
-
-    /// A ledger over `pool` whose batcher runs `lanes` batches at once (1..=[`LANES_MAX`]).
+    /// A ledger over `pool` whose batcher runs `lanes` batches at once (1..=[`LANES_MAX`];
+    /// [`LANES_DEFAULT`] unless measured otherwise). The batcher starts on first use (inside
+    /// the runtime, with the server's audit writer).
     pub fn with_lanes(pool: deadpool_postgres::Pool, lanes: usize) -> Result<Self, Error> {
         if !(1..=LANES_MAX).contains(&lanes) {
             return Err(Error::Internal(format!("ledger lanes must be 1..={LANES_MAX}, not {lanes}")));
         }
-        Ok(Self { lanes, ..Self::new(pool) })
+        Ok(Self { pool, batch_max: Arc::new(AtomicUsize::new(BATCH_MAX_DEFAULT)), lanes, tx: OnceLock::new() })
     }
 
     /// Sets the batch size limit (1 = a transaction and a row lock per transfer: the
@@ -1037,7 +1028,8 @@ mod tests {
         let pool = deadpool_postgres::Pool::builder(mgr).max_size(1).build().expect("a pool without connections");
         for bad in [0, LANES_MAX + 1, usize::MAX] {
             let err = Ledger::with_lanes(pool.clone(), bad).err().map(|e| e.to_string());
-            assert!(err.is_some_and(|e| e.contains("ledger lanes must be 1..=16")), "{bad} lanes accepted");
+            let want = format!("ledger lanes must be 1..={LANES_MAX}, not {bad}");
+            assert_eq!(err.as_deref(), Some(want.as_str()), "{bad} lanes");
         }
         for good in [1, 2, LANES_MAX] {
             let ledger = Ledger::with_lanes(pool.clone(), good).expect("lanes within the limit");
