@@ -468,15 +468,26 @@ impl Cluster {
     }
 
     /// Stops the cluster (fast shutdown: running transactions are rolled back). Returns
-    /// whether it was running.
+    /// whether it was running; when it returns, the postmaster process is gone.
     pub fn stop(&self) -> anyhow::Result<bool> {
-        if !matches!(self.status()?, Status::Running { .. }) {
-            return Ok(false);
-        }
+        let Status::Running { pid, .. } = self.status()? else { return Ok(false) };
         let mut cmd = self.pg_command("pg_ctl");
         cmd.arg("stop").arg("-D").arg(self.home.pg_data());
         cmd.args(["-m", "fast", "-w", "-t", &PG_CTL_TIMEOUT_S.to_string()]);
         self.run(cmd, "pg_ctl stop")?;
+        // `pg_ctl -w` returns once `postmaster.pid` is removed, which the postmaster does in its
+        // own exit path, just before the process ends: on a busy machine it was still there when
+        // a caller looked (a CI flake of `commands_stop_the_cluster_they_started`). Callers rely
+        // on "stopped" meaning no process: wait for it, bounded.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_millis(EXIT_WAIT_MS);
+        while process_running(pid) {
+            if std::time::Instant::now() >= deadline {
+                bail!(
+                    "pg_ctl stop reported the server stopped, but its process {pid} still runs after {EXIT_WAIT_MS} ms"
+                );
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
         Ok(true)
     }
 
@@ -485,6 +496,15 @@ impl Cluster {
     pub fn database(&self, dbname: &str) -> anyhow::Result<crate::Database> {
         crate::Database::private(&self.home, self.port()?, dbname)
     }
+}
+
+/// Longest wait for the postmaster's process to end after `pg_ctl stop` returned.
+const EXIT_WAIT_MS: u64 = 10_000;
+
+/// Whether process `pid` runs: it exists and is not a zombie (a zombie has no command line;
+/// one whose parent does not reap it stays listed in `/proc` for good).
+fn process_running(pid: u32) -> bool {
+    pid != 0 && fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| !c.is_empty())
 }
 
 fn read_postmaster_pid(data: &Path) -> Option<u32> {
@@ -510,4 +530,29 @@ pub fn offers_tls(port: u16) -> std::io::Result<bool> {
 pub fn free_port() -> anyhow::Result<u16> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
     Ok(listener.local_addr()?.port())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::process_running;
+
+    /// `stop` waits on this: a live process runs; no pid, a pid that does not exist and a
+    /// zombie (exited, not yet reaped) do not.
+    #[test]
+    fn a_process_runs_until_it_exits_even_before_it_is_reaped() {
+        assert!(process_running(std::process::id()));
+        assert!(!process_running(0));
+        assert!(!process_running(u32::MAX), "no such pid");
+        let mut child = std::process::Command::new("true").spawn().expect("spawn true");
+        let pid = child.id();
+        // Not waited for yet: once it exits it is a zombie, still listed in /proc.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while process_running(pid) {
+            assert!(std::time::Instant::now() < deadline, "`true` still runs after 10 s");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert!(std::path::Path::new(&format!("/proc/{pid}")).exists(), "a zombie until reaped");
+        assert!(child.wait().expect("reap").success());
+        assert!(!process_running(pid));
+    }
 }
