@@ -13,19 +13,19 @@ use serde_json::{json, Value};
 
 struct Env {
     _db: TestDb,
-    _home: std::path::PathBuf,
     server: ServerHandle,
     http: reqwest::Client,
     base: String,
     admin: String,
     db: fintrail_db::Database,
+    /// The server's home (keys, media), removed when the test ends; dropped after the server.
+    _home: tempfile::TempDir,
 }
 
 async fn env() -> Env {
     let db = fresh_db().await;
-    let n = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
-    let home_dir = std::env::temp_dir().join(format!("fintrail-ledger-test-{}-{n}", std::process::id()));
-    let home = fintrail_db::Home::new(&home_dir).unwrap();
+    let home_dir = tempfile::Builder::new().prefix("fintrail-ledger-test-").tempdir().unwrap();
+    let home = fintrail_db::Home::new(home_dir.path()).unwrap();
     let ctx = fintrail_db::Context::new(db.database().clone(), home);
     let config = AppConfig { checkpoint_interval_secs: 0, ..AppConfig::default() };
     let server = start_with(&ctx, "127.0.0.1:0".parse().unwrap(), config).await.unwrap();
@@ -642,9 +642,8 @@ async fn one_key_sent_concurrently_with_different_bodies_is_applied_once() {
     }
     let wallets = Arc::new(wallets);
     // The second server: same database, its own batcher.
-    let home_dir =
-        std::env::temp_dir().join(format!("fintrail-ledger-test-2-{}-{}", std::process::id(), unique_suffix()));
-    let ctx = fintrail_db::Context::new(e.db.clone(), fintrail_db::Home::new(&home_dir).unwrap());
+    let home_dir = tempfile::Builder::new().prefix("fintrail-ledger-test-2-").tempdir().unwrap();
+    let ctx = fintrail_db::Context::new(e.db.clone(), fintrail_db::Home::new(home_dir.path()).unwrap());
     let config = AppConfig { checkpoint_interval_secs: 0, ..AppConfig::default() };
     let second = start_with(&ctx, "127.0.0.1:0".parse().unwrap(), config).await.unwrap();
     let bases = Arc::new([e.base.clone(), format!("http://{}", second.local_addr())]);
@@ -706,7 +705,7 @@ async fn one_key_sent_concurrently_with_different_bodies_is_applied_once() {
     assert_eq!(total, 100_000 * 2 * PAIRS as i64, "money is conserved");
     e.check().await;
     second.shutdown().await.unwrap();
-    let _ = std::fs::remove_dir_all(home_dir);
+    drop(home_dir);
 }
 
 async fn futures_sum(e: &Env, wallets: &[i64]) -> i64 {

@@ -377,11 +377,22 @@ pub fn read_answer(reader: impl Read) -> anyhow::Result<QueryResult> {
 mod tests {
     use super::*;
 
-    fn temp_file(tag: &str) -> PathBuf {
+    /// A test's folder, removed when the test ends (passed or failed).
+    struct TempDir(PathBuf);
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// A fresh folder for test `tag` and the DuckDB file's path in it.
+    fn temp_file(tag: &str) -> (TempDir, PathBuf) {
         let dir = std::env::temp_dir().join(format!("fintrail-aq-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        dir.join("a.duckdb")
+        let path = dir.join("a.duckdb");
+        (TempDir(dir), path)
     }
 
     fn writer(path: &Path) -> Connection {
@@ -412,7 +423,7 @@ mod tests {
 
     #[test]
     fn only_one_select_runs_and_every_write_is_refused() {
-        let path = temp_file("guard");
+        let (_dir, path) = temp_file("guard");
         let c = writer(&path);
         let r = run_guarded(&c, &Request::new("SELECT id, name FROM t ORDER BY id -- trailing", 100)).unwrap();
         assert_eq!(r.columns, vec!["id", "name"]);
@@ -438,7 +449,7 @@ mod tests {
 
     #[test]
     fn rows_and_time_are_bounded() {
-        let path = temp_file("bounds");
+        let (_dir, path) = temp_file("bounds");
         let c = writer(&path);
         let r = run_guarded(&c, &Request::new("SELECT * FROM t", 3)).unwrap();
         assert_eq!((r.rows.len(), r.truncated), (3, true));
@@ -455,7 +466,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_writer_answers_on_its_socket_and_the_file_is_read_directly_without_it() {
-        let path = temp_file("socket");
+        let (_dir, path) = temp_file("socket");
         let c = writer(&path);
         let socket = socket_path(&path);
         let server = Server::start(c.try_clone().unwrap(), &socket).unwrap();
