@@ -5,8 +5,9 @@
 //! once even across crashes: either both committed or neither.
 //!
 //! The row stores the response the adapter gave for the fresh result (its status and body), so
-//! that a replay answers exactly the same. Parsing the key out of a request is the adapter's
-//! business; this module takes it parsed.
+//! that a replay answers the same status and the same JSON value (stored as `jsonb`: equal as a
+//! value, not byte for byte; members may come in another order). Parsing the key out of a
+//! request is the adapter's business; this module takes it parsed.
 
 use serde::Serialize;
 use sha2::{Digest, Sha256};

@@ -1,5 +1,6 @@
 //! What the ledger answers: read views of its rows. They are serialized as they are, both as
-//! the stored response of an idempotency key (a replay answers byte-for-byte the same) and by
+//! the stored response of an idempotency key (a replay answers the same status and JSON value;
+//! the response is stored as `jsonb`, so its members may come in another order) and by
 //! the HTTP adapter; with the `openapi` feature they also describe themselves for its OpenAPI
 //! document (one type, not a copy per layer).
 
