@@ -377,22 +377,12 @@ pub fn read_answer(reader: impl Read) -> anyhow::Result<QueryResult> {
 mod tests {
     use super::*;
 
-    /// A test's folder, removed when the test ends (passed or failed).
-    struct TempDir(PathBuf);
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-
-    /// A fresh folder for test `tag` and the DuckDB file's path in it.
-    fn temp_file(tag: &str) -> (TempDir, PathBuf) {
-        let dir = std::env::temp_dir().join(format!("fintrail-aq-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("a.duckdb");
-        (TempDir(dir), path)
+    /// A fresh folder (removed when the test ends, passed or failed) and the DuckDB file's
+    /// path in it.
+    fn temp_file(tag: &str) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::Builder::new().prefix(&format!("fintrail-aq-{tag}-")).tempdir().unwrap();
+        let path = dir.path().join("a.duckdb");
+        (dir, path)
     }
 
     fn writer(path: &Path) -> Connection {

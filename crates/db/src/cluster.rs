@@ -458,9 +458,7 @@ impl Cluster {
     fn remove_stale_pid_file(&self) -> anyhow::Result<()> {
         let pid_file = self.home.pg_data().join("postmaster.pid");
         let Some(pid) = read_postmaster_pid(&self.home.pg_data()) else { return Ok(()) };
-        let comm = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-        let alive_postgres = comm.trim() == "postgres" || comm.trim() == "postmaster";
-        if !alive_postgres {
+        if !postgres_running(pid) {
             tracing::warn!(log_class = "app", pid, "removing stale postmaster.pid left by a crash");
             fs::remove_file(&pid_file).with_context(|| format!("removing stale {}", pid_file.display()))?;
         }
@@ -480,7 +478,7 @@ impl Cluster {
         // a caller looked (a CI flake of `commands_stop_the_cluster_they_started`). Callers rely
         // on "stopped" meaning no process: wait for it, bounded.
         let deadline = std::time::Instant::now() + std::time::Duration::from_millis(EXIT_WAIT_MS);
-        while process_running(pid) {
+        while postgres_running(pid) {
             if std::time::Instant::now() >= deadline {
                 bail!(
                     "pg_ctl stop reported the server stopped, but its process {pid} still runs after {EXIT_WAIT_MS} ms"
@@ -501,10 +499,14 @@ impl Cluster {
 /// Longest wait for the postmaster's process to end after `pg_ctl stop` returned.
 const EXIT_WAIT_MS: u64 = 10_000;
 
-/// Whether process `pid` runs: it exists and is not a zombie (a zombie has no command line;
-/// one whose parent does not reap it stays listed in `/proc` for good).
-fn process_running(pid: u32) -> bool {
-    pid != 0 && fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| !c.is_empty())
+/// Whether a PostgreSQL server process runs as `pid`: it exists, is a postgres (a pid reused by
+/// another program is not ours), and is not a zombie (a zombie has no command line; one whose
+/// parent does not reap it stays listed in `/proc` for good).
+fn postgres_running(pid: u32) -> bool {
+    let comm = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+    pid != 0
+        && matches!(comm.trim(), "postgres" | "postmaster")
+        && fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| !c.is_empty())
 }
 
 fn read_postmaster_pid(data: &Path) -> Option<u32> {
@@ -534,25 +536,39 @@ pub fn free_port() -> anyhow::Result<u16> {
 
 #[cfg(test)]
 mod tests {
-    use super::process_running;
+    use super::postgres_running;
 
-    /// `stop` waits on this: a live process runs; no pid, a pid that does not exist and a
-    /// zombie (exited, not yet reaped) do not.
+    /// `stop` waits on this and the stale pid file check asks it: a running postgres runs; no
+    /// pid, a pid that does not exist, another program (this test) and a zombie postgres
+    /// (exited, not yet reaped) do not.
     #[test]
-    fn a_process_runs_until_it_exits_even_before_it_is_reaped() {
-        assert!(process_running(std::process::id()));
-        assert!(!process_running(0));
-        assert!(!process_running(u32::MAX), "no such pid");
-        let mut child = std::process::Command::new("true").spawn().expect("spawn true");
+    fn a_postgres_runs_until_it_exits_even_before_it_is_reaped() {
+        assert!(!postgres_running(0));
+        assert!(!postgres_running(u32::MAX), "no such pid");
+        assert!(!postgres_running(std::process::id()), "a running process that is not a postgres");
+        // A process named `postgres` (the name comes from the path it was started by).
+        let dir = std::env::temp_dir().join(format!("fintrail-db-running-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let exe = dir.join("postgres");
+        let _ = std::fs::remove_file(&exe);
+        std::os::unix::fs::symlink("/bin/sleep", &exe).expect("symlink");
+        let mut child = std::process::Command::new(&exe).arg("30").spawn().expect("spawn sleep as postgres");
         let pid = child.id();
-        // Not waited for yet: once it exits it is a zombie, still listed in /proc.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while process_running(pid) {
-            assert!(std::time::Instant::now() < deadline, "`true` still runs after 10 s");
+        while !postgres_running(pid) {
+            // exec may not have happened yet right after spawn.
+            assert!(std::time::Instant::now() < deadline, "the child never ran as postgres");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        child.kill().expect("kill");
+        // Not waited for yet: once it exits it is a zombie, still listed in /proc.
+        while postgres_running(pid) {
+            assert!(std::time::Instant::now() < deadline, "the killed child still runs after 10 s");
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
         assert!(std::path::Path::new(&format!("/proc/{pid}")).exists(), "a zombie until reaped");
-        assert!(child.wait().expect("reap").success());
-        assert!(!process_running(pid));
+        let _ = child.wait().expect("reap");
+        assert!(!postgres_running(pid));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
