@@ -474,6 +474,24 @@ pub async fn create_slot(db: &Database, names: &Names) -> anyhow::Result<NewSlot
     Ok(NewSlot { client, consistent_point, snapshot_name })
 }
 
+/// Opens a read-only REPEATABLE READ transaction on `pg` for a resumed snapshot (the slot's
+/// exported snapshot died with the earlier session) and returns a WAL position at or after
+/// the end of every transaction its snapshot sees: the stream replays changes up to there as
+/// upserts, so that rows both copied under this snapshot and streamed are not applied twice.
+///
+/// Why the *insert* position (`pg_current_wal_insert_lsn`), not `pg_current_wal_lsn`: the
+/// latter is only what has been written out. A transaction committed with
+/// `synchronous_commit = off` (any writer of the source may choose it) is visible as soon as
+/// its commit record is inserted, possibly before it is written; behind the write position,
+/// its rows would be copied *and* streamed as plain inserts. The snapshot is taken when the
+/// SELECT starts and the position read while it runs, so every commit the snapshot sees was
+/// inserted before the position read.
+pub async fn begin_resumed_snapshot(pg: &tokio_postgres::Client) -> anyhow::Result<u64> {
+    pg.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").await?;
+    let row = pg.query_one("SELECT pg_current_wal_insert_lsn()::text", &[]).await?;
+    crate::pgoutput::parse_lsn(&row.get::<_, String>(0))
+}
+
 /// Drops the slot if it exists (reset, or a slot the sink has no state for).
 pub async fn drop_slot(db: &Database, names: &Names) -> anyhow::Result<()> {
     let c = db.connect(DbRole::Replicator).await?;

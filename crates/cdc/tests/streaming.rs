@@ -109,3 +109,36 @@ async fn every_change_kind_reaches_duckdb_under_the_policy() {
     assert_eq!(secret_cols, 0);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A resumed snapshot (the slot's exported snapshot died with the earlier run) replays the
+/// stream as upserts up to a position at or after every commit its snapshot sees. A writer of
+/// the source may commit with `synchronous_commit = off`: its rows are visible before its commit
+/// record is written out, so the write position (`pg_current_wal_lsn`) can lag a commit the
+/// snapshot copies, whose rows would then be applied twice. Each round commits one row that way
+/// and resumes a snapshot at once, before the WAL writer's next cycle (200 ms) writes it.
+#[tokio::test]
+async fn a_resumed_snapshot_replays_up_to_every_commit_it_sees_even_one_not_yet_written() {
+    let db = fresh_db().await;
+    owner_sql(&db, "CREATE TABLE accounts (id bigint PRIMARY KEY, name text)").await;
+    let writer = db.connect(fintrail_db::DbRole::Admin).await.unwrap();
+    writer.batch_execute("SET ROLE fintrail_owner; SET synchronous_commit = off").await.unwrap();
+    let reader = db.connect(fintrail_db::DbRole::Admin).await.unwrap();
+    reader.batch_execute("SET ROLE fintrail_owner").await.unwrap();
+    let lsn = |r: tokio_postgres::Row| fintrail_cdc::pgoutput::parse_lsn(&r.get::<_, String>(0)).unwrap();
+    for id in 0..20_i64 {
+        writer.execute("INSERT INTO fintrail.accounts VALUES ($1, 'a')", &[&id]).await.unwrap();
+        // At or after the end of that commit's record: the insert position, read after it.
+        let committed_end = lsn(writer.query_one("SELECT pg_current_wal_insert_lsn()::text", &[]).await.unwrap());
+        let at = fintrail_cdc::source::begin_resumed_snapshot(&reader).await.unwrap();
+        let seen: i64 =
+            reader.query_one("SELECT count(*) FROM fintrail.accounts WHERE id = $1", &[&id]).await.unwrap().get(0);
+        reader.batch_execute("COMMIT").await.unwrap();
+        assert_eq!(seen, 1, "round {id}: the snapshot sees the committed row");
+        assert!(
+            at >= committed_end,
+            "round {id}: the replay ends at {} before the end {} of a commit the snapshot copies",
+            fintrail_cdc::pgoutput::lsn_to_string(at),
+            fintrail_cdc::pgoutput::lsn_to_string(committed_end)
+        );
+    }
+}

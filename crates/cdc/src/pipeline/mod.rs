@@ -309,9 +309,7 @@ impl Pipeline<'_> {
     /// chunks under a newer snapshot and replay the stream from the slot's consistent point
     /// as upserts up to that snapshot's position.
     async fn resume_snapshot(&mut self, pg: &tokio_postgres::Client, mut st: SinkState) -> anyhow::Result<SinkState> {
-        pg.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").await?;
-        let row = pg.query_one("SELECT pg_current_wal_lsn()::text", &[]).await?;
-        let at = pgoutput::parse_lsn(&row.get::<_, String>(0))?;
+        let at = source::begin_resumed_snapshot(pg).await?;
         st.catchup_until = st.catchup_until.max(at);
         tracing::info!(catchup_until = %pgoutput::lsn_to_string(at), "resuming the snapshot under a newer snapshot");
         Ok(st)
