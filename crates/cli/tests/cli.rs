@@ -13,9 +13,49 @@ fn bin() -> Command {
     cmd
 }
 
-fn temp_home(tag: &str) -> PathBuf {
+/// A fresh `FINTRAIL_HOME` for one test, removed when the test ends, whether it passed or
+/// failed: a failed assertion must not leave a running PostgreSQL server, its data and its
+/// keys behind on a shared CI machine.
+fn temp_home(tag: &str) -> TempHome {
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").subsec_nanos();
-    std::env::temp_dir().join(format!("fintrail-cli-{tag}-{}-{nanos}", std::process::id()))
+    TempHome(std::env::temp_dir().join(format!("fintrail-cli-{tag}-{}-{nanos}", std::process::id())))
+}
+
+struct TempHome(PathBuf);
+
+impl std::ops::Deref for TempHome {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<Path> for TempHome {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<std::ffi::OsStr> for TempHome {
+    fn as_ref(&self) -> &std::ffi::OsStr {
+        self.0.as_os_str()
+    }
+}
+
+impl Drop for TempHome {
+    fn drop(&mut self) {
+        // A server still running from this home (the test failed before stopping it): an
+        // immediate shutdown (SIGQUIT), then wait for it to exit, bounded, before the folder goes.
+        let running = postmasters_under(&self.0);
+        for pid in &running {
+            let _ = Command::new("kill").args(["-QUIT", &pid.to_string()]).status();
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !postmasters_under(&self.0).is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 #[test]
@@ -53,7 +93,6 @@ fn missing_postgres_binaries_give_one_clear_message() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("FINTRAIL_PG_BIN=/nonexistent is not usable"), "{err}");
-    let _ = std::fs::remove_dir_all(home);
 }
 
 #[test]
@@ -152,7 +191,6 @@ fn up_runs_once_per_home_survives_kill_9_and_stops_cleanly() {
     assert!(migrate.status.success(), "{migrate:?}");
     assert!(String::from_utf8_lossy(&migrate.stdout).contains("0000_baseline"));
     assert!(bin().args(["db", "stop"]).env("FINTRAIL_HOME", &home).status().expect("stop").success());
-    let _ = std::fs::remove_dir_all(home);
 }
 
 #[test]
@@ -168,7 +206,6 @@ fn json_logs_carry_a_log_class() {
         assert!(["audit", "app", "access"].contains(&class), "{e}");
     }
     assert!(bin().args(["db", "stop"]).env("FINTRAIL_HOME", &home).status().expect("stop").success());
-    let _ = std::fs::remove_dir_all(home);
 }
 
 /// Postmasters whose data directory is under `home` (cmdline `postgres -D <home>/pg`).
@@ -245,7 +282,6 @@ fn commands_stop_the_cluster_they_started() {
     assert_eq!(postmasters_under(&home), running, "a cluster found running is left running");
     assert!(bin().args(["db", "stop"]).env("FINTRAIL_HOME", &home).status().expect("stop").success());
     assert_eq!(postmasters_under(&home), Vec::<u32>::new());
-    let _ = std::fs::remove_dir_all(&home);
 }
 
 /// `fintrail analytics query` while `fintrail up` runs: the pipeline holds the DuckDB file, so
@@ -294,5 +330,4 @@ fn analytics_query_answers_while_up_runs_and_refuses_writes() {
     assert!(!home.join("analytics.duckdb.sock").exists(), "the socket goes with the pipeline");
     let out = query("SELECT count(*) FROM kyc_funnel");
     assert!(out.status.success(), "the file is read directly without a pipeline: {out:?}");
-    let _ = std::fs::remove_dir_all(home);
 }
