@@ -109,7 +109,9 @@ pub struct Organization {
     pub created_at: DateTime<Utc>,
     /// Last change.
     pub updated_at: DateTime<Utc>,
-    /// Every transition, oldest first.
+    /// The transitions, oldest first: every one, or the newest
+    /// [`HISTORY_LISTED_MAX`](crate::transition::HISTORY_LISTED_MAX) (1 000) when there are more
+    /// (`version` counts them all; the audit trail keeps each one).
     pub history: Vec<KybTransitionView>,
 }
 
@@ -168,10 +170,7 @@ pub(crate) async fn load_organization(state: &AppState, id: i64) -> ApiResult<Op
     };
     let mut history = Vec::new();
     for h in client
-        .query(
-            "SELECT id, from_state, to_state, actor, reason, at FROM fintrail.organization_transitions WHERE organization_id = $1 ORDER BY id LIMIT 1000",
-            &[&id],
-        )
+        .query(&crate::transition::newest_history_sql("organization_transitions", "organization_id"), &[&id])
         .await?
     {
         history.push(KybTransitionView {

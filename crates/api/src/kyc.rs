@@ -106,7 +106,9 @@ pub struct KycCase {
     pub created_at: DateTime<Utc>,
     /// Last change.
     pub updated_at: DateTime<Utc>,
-    /// Every transition, oldest first.
+    /// The transitions, oldest first: every one, or the newest
+    /// [`HISTORY_LISTED_MAX`](crate::transition::HISTORY_LISTED_MAX) (1 000) when there are more
+    /// (`version` counts them all; the audit trail keeps each one).
     pub history: Vec<KycTransitionView>,
 }
 
@@ -151,13 +153,7 @@ pub(crate) async fn load_case(
         return Ok(None);
     }
     let mut history = Vec::new();
-    for h in client
-        .query(
-            "SELECT id, from_state, to_state, actor, reason, at FROM fintrail.kyc_case_transitions WHERE case_id = $1 ORDER BY id LIMIT 1000",
-            &[&id],
-        )
-        .await?
-    {
+    for h in client.query(&crate::transition::newest_history_sql("kyc_case_transitions", "case_id"), &[&id]).await? {
         history.push(KycTransitionView {
             id: h.get(0),
             from: parse_state(h.get(1))?,

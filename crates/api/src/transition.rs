@@ -14,6 +14,23 @@ use fintrail_audit::NewEvent;
 /// Longest transition reason (matches the database's CHECK).
 pub const REASON_MAX_CHARS: usize = 1000;
 
+/// Most history rows a KYC case or an organization lists in the API: its newest ones. Bounds
+/// every response that carries a history (each transition answers with one). A record can
+/// outgrow it: rescreening adds two transitions to an organization every cycle, for as long as
+/// it is a client. `version` still counts every transition, and the audit trail keeps each
+/// one (`GET /v1/audit/events`).
+pub const HISTORY_LISTED_MAX: i64 = 1000;
+
+/// The newest [`HISTORY_LISTED_MAX`] history rows of one record (`$1`), oldest first, from the
+/// history table `table` keyed by `fk`: (id, from_state, to_state, actor, reason, at).
+pub fn newest_history_sql(table: &str, fk: &str) -> String {
+    format!(
+        "SELECT id, from_state, to_state, actor, reason, at FROM (\
+         SELECT id, from_state, to_state, actor, reason, at FROM fintrail.{table} \
+         WHERE {fk} = $1 ORDER BY id DESC LIMIT {HISTORY_LISTED_MAX}) newest ORDER BY id"
+    )
+}
+
 /// A record's state after a transition.
 pub struct Transitioned<M> {
     /// From.

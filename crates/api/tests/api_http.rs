@@ -295,6 +295,14 @@ async fn kyc_every_pair_via_api_matches_rust_table() {
     app.handle.shutdown().await.expect("shutdown");
 }
 
+/// A new organization registered through the API by `token`; its id.
+async fn new_org(app: &TestApp, token: &str, legal_name: &str) -> i64 {
+    let body = json!({"legal_name": legal_name, "registration_number": "R", "country": "NL"});
+    let (s, org) = app.post("/v1/kyb/organizations", token, body).await;
+    assert_eq!(s, 201, "{org}");
+    org["id"].as_i64().expect("id")
+}
+
 async fn kyb_attempt(app: &TestApp, org: i64, token: &str, from: KybState, to: KybState) -> (u16, Value) {
     let body = json!({"to": to.as_str(), "reason": "exhaustive"});
     match KybState::transition(from, to) {
@@ -310,15 +318,7 @@ async fn kyb_every_pair_via_api_matches_rust_table() {
     let mut accepted = BTreeSet::new();
     for from in KybState::ALL {
         for to in KybState::ALL {
-            let (s, org) = app
-                .post(
-                    "/v1/kyb/organizations",
-                    &officer,
-                    json!({"legal_name": "Acme", "registration_number": "R", "country": "NL"}),
-                )
-                .await;
-            assert_eq!(s, 201);
-            let id = org["id"].as_i64().expect("id");
+            let id = new_org(&app, &officer, "Acme").await;
             let mut at = KybState::INITIAL;
             for next in KybState::path_from_initial(*from).expect("reachable") {
                 assert_eq!(kyb_attempt(&app, id, &officer, at, next).await.0, 200);
@@ -338,14 +338,7 @@ async fn kyb_every_pair_via_api_matches_rust_table() {
     let rust: BTreeSet<_> = KybState::TRANSITIONS.iter().map(|t| (t.from.as_str(), t.to.as_str())).collect();
     assert_eq!(accepted, rust, "the API accepts exactly the Rust table");
     // A valid transition through the wrong endpoint is a 403 (the table names another permission).
-    let (_, org) = app
-        .post(
-            "/v1/kyb/organizations",
-            &officer,
-            json!({"legal_name": "W", "registration_number": "W", "country": "NL"}),
-        )
-        .await;
-    let id = org["id"].as_i64().expect("id");
+    let id = new_org(&app, &officer, "W").await;
     let (s, b) = app
         .post(
             &format!("/v1/kyb/organizations/{id}/decision"),
@@ -484,5 +477,48 @@ async fn health_and_openapi_are_public() {
         v["components"]["schemas"]["CreateCustomer"]["properties"]["display_name"]["pattern"].as_str(),
         Some(fintrail_api::validate::NON_BLANK_PATTERN)
     );
+    app.handle.shutdown().await.expect("shutdown");
+}
+
+/// An organization rescreened for years outgrows what a response lists: the API then lists its
+/// newest transitions (oldest first, ending with the latest), not its first ones, and `version`
+/// still counts them all.
+#[tokio::test]
+async fn a_long_history_lists_the_newest_transitions() {
+    use fintrail_api::machines::apply_transition;
+    use fintrail_api::transition::HISTORY_LISTED_MAX;
+
+    let app = spawn().await;
+    let officer = app.staff_token(Role::ComplianceOfficer).await;
+    let id = new_org(&app, &officer, "Old Co").await;
+    // Written directly, in one transaction with their audit events (through the API this would
+    // take minutes): screening, clear, then (screening, clear) cycles past the limit.
+    let total = HISTORY_LISTED_MAX + 3;
+    let mut admin = app.db.connect(fintrail_db::DbRole::Admin).await.expect("admin");
+    let tx = admin.transaction().await.expect("begin");
+    let mut at = KybState::INITIAL;
+    let mut ids = Vec::new();
+    for i in 0..total {
+        let next = if i % 2 == 0 { KybState::Screening } else { KybState::Clear };
+        ids.push(apply_transition(&tx, id, at, next, "system:test", "rescreening", None).await.expect("transition"));
+        at = next;
+    }
+    tx.batch_execute(fintrail_db::testing::RECORD_THIS_TRANSACTION).await.expect("audit events");
+    tx.commit().await.expect("commit");
+
+    let (s, now) = app.get(&format!("/v1/kyb/organizations/{id}"), &officer).await;
+    assert_eq!(s, 200, "{now}");
+    let listed: Vec<i64> =
+        now["history"].as_array().expect("history").iter().map(|h| h["id"].as_i64().expect("id")).collect();
+    let newest = &ids[ids.len() - HISTORY_LISTED_MAX as usize..];
+    assert_eq!(listed, newest, "the newest {HISTORY_LISTED_MAX} transitions, oldest first");
+    assert_eq!(now["version"].as_i64(), Some(total), "version counts every transition");
+    assert_eq!(now["state"], at.as_str());
+    // Below the limit, every transition is listed.
+    let small_id = new_org(&app, &officer, "New Co").await;
+    assert_eq!(kyb_attempt(&app, small_id, &officer, KybState::INITIAL, KybState::Screening).await.0, 200);
+    let (_, small) = app.get(&format!("/v1/kyb/organizations/{small_id}"), &officer).await;
+    assert_eq!(small["history"].as_array().map(Vec::len), Some(1));
+    assert_eq!(small["version"].as_i64(), Some(1));
     app.handle.shutdown().await.expect("shutdown");
 }
