@@ -78,16 +78,19 @@ async fn no_change_commits_without_its_audit_event() {
         app.batch_execute("ROLLBACK").await.unwrap();
         assert_eq!(count(&app, "SELECT count(*) FROM fintrail.audit_events").await, before);
     }
-    // An event with the wrong action or naming another subject does not count.
-    for (what, action, subject) in [
-        ("wrong action", "token.revoked", "'customer:' || max(id)"),
-        ("wrong subject", "customer.created", "'customer:' || (max(id) + 1)"),
+    // An event with the wrong action or naming another subject does not count, nor does a
+    // denial (0051): the app role may record one for an actor nobody can check, and the trail
+    // would say refused while the change committed.
+    for (what, actor, action, subject, allowed) in [
+        ("wrong action", "system:test", "token.revoked", "'customer:' || max(id)", true),
+        ("wrong subject", "system:test", "customer.created", "'customer:' || (max(id) + 1)", true),
+        ("a denial", "anonymous:probe", "customer.created", "'customer:' || max(id)", false),
     ] {
         let e = app
             .batch_execute(&format!(
                 "BEGIN; INSERT INTO fintrail.customers (display_name, email) VALUES ('M', 'm@example.com'); \
                  INSERT INTO fintrail.audit_events (actor, action, subject, allowed) \
-                 SELECT 'system:test', '{action}', {subject}, true FROM fintrail.customers; COMMIT"
+                 SELECT '{actor}', '{action}', {subject}, {allowed} FROM fintrail.customers; COMMIT"
             ))
             .await
             .expect_err(what);
@@ -120,6 +123,11 @@ async fn no_change_commits_without_its_audit_event() {
     let e = app.batch_execute(&insert).await.expect_err("an event of another transaction");
     assert_eq!(sqlstate(&e), "FT030", "{e}");
     let e = app.batch_execute(&format!("BEGIN; {insert}; {event}; COMMIT")).await.expect_err("event after");
+    assert_eq!(sqlstate(&e), "FT030", "{e}");
+    app.batch_execute("ROLLBACK").await.unwrap();
+    let denial = event.replace("'system:test'", "'anonymous:probe'").replace("true)", "false)");
+    assert!(denial.contains("'anonymous:probe'") && denial.ends_with("false)"), "{denial}");
+    let e = app.batch_execute(&format!("BEGIN; {denial}; {insert}; COMMIT")).await.expect_err("a denial as the record");
     assert_eq!(sqlstate(&e), "FT030", "{e}");
     app.batch_execute("ROLLBACK").await.unwrap();
     assert_eq!(count(&app, &balance(a)).await, 1_000, "no money moved");
