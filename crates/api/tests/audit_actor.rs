@@ -38,7 +38,7 @@ async fn events_name_only_the_holder_of_the_presented_token() {
     let before = count().await;
 
     let approve = "kyc.case.transitioned";
-    let refused: [(&str, String, &str, bool, Option<&str>); 9] = [
+    let refused: [(&str, String, &str, bool, Option<&str>); 11] = [
         ("no credential", alice_actor.clone(), approve, true, None),
         ("another staff member's token", alice_actor.clone(), approve, true, Some(bob.token.as_str())),
         ("a made-up token", alice_actor.clone(), approve, true, Some("ft_not-a-token")),
@@ -54,6 +54,15 @@ async fn events_name_only_the_holder_of_the_presented_token() {
         ("an operator through the app role", "operator:root".to_owned(), approve, true, None),
         ("an anonymous actor on an allowed event", "anonymous:signed_url".to_owned(), approve, true, None),
         ("a token minted by the platform itself", "system:demo".to_owned(), "token.issued", true, None),
+        // Money moves through the app role only for a person with a live token (0052).
+        ("a job moving money", "system:job:hold-expiry".to_owned(), "ledger.transfer.posted", true, None),
+        (
+            "a signed URL recording anything but its redemption",
+            format!("signed_url:0123456789abcdef:token:{}", alice.token_id),
+            "ledger.deposit.posted",
+            true,
+            None,
+        ),
     ];
     for (what, actor, action, allowed, credential) in &refused {
         let e = app.execute(INSERT, &[actor, action, allowed, credential]).await.expect_err(what);

@@ -66,6 +66,36 @@ async fn system(c: &tokio_postgres::Client, name: &str, currency: &str) -> i64 {
     .get(0)
 }
 
+/// The actor and the bearer token of the events these tests write as the app role: a staff
+/// member's, read from session settings that [`app_with_token`] sets. The app role records a
+/// money movement only for a person with a live token (migration 0052: the platform's own
+/// `system:*` actors move no money).
+const TOKEN_ACTOR: &str = "current_setting('fintrail_test.actor')";
+const TOKEN_CREDENTIAL: &str = "current_setting('fintrail_test.credential')";
+
+/// An app-role connection whose events name a staff member and carry that member's live token
+/// (see [`TOKEN_ACTOR`]).
+async fn app_with_token(db: &fintrail_db::testing::TestDb) -> tokio_postgres::Client {
+    let t = fintrail_api::identity::create_token(
+        db,
+        fintrail_domain::Role::Admin,
+        None,
+        "ledgersql",
+        3600,
+        "operator:test",
+    )
+    .await
+    .expect("token");
+    let app = db.connect(DbRole::App).await.unwrap();
+    app.batch_execute(&format!(
+        "SET fintrail_test.actor = 'staff:{}:ledgersql'; SET fintrail_test.credential = '{}'",
+        t.token_id, t.token
+    ))
+    .await
+    .unwrap();
+    app
+}
+
 async fn transfer(
     c: &tokio_postgres::Client,
     kind: &str,
@@ -95,8 +125,8 @@ async fn transfer_with(
         (format!("'transfer:{id}'"), format!("ledger.{kind}.posted"))
     };
     let sql = format!(
-        "WITH e AS (INSERT INTO fintrail.audit_events (actor, action, subject, allowed) \
-                    VALUES ('system:test', '{action}', {subject}, true)) \
+        "WITH e AS (INSERT INTO fintrail.audit_events (actor, action, subject, allowed, credential) \
+                    VALUES ({TOKEN_ACTOR}, '{action}', {subject}, true, {TOKEN_CREDENTIAL})) \
          INSERT INTO fintrail.transfers (id, kind, debit_wallet_id, credit_wallet_id, amount_minor, currency, actor{extra_col}) \
          VALUES ({id}, '{kind}', $1, $2, $3, $4, 'test'{extra_val}) RETURNING id"
     );
@@ -115,7 +145,7 @@ struct Funded {
 
 async fn funded(db: &fintrail_db::testing::TestDb) -> Funded {
     let ids = fixtures::approved_customers(db, 2).await.unwrap();
-    let app = db.connect(DbRole::App).await.unwrap();
+    let app = app_with_token(db).await;
     let a = wallet(&app, ids[0], "EUR").await;
     let b = wallet(&app, ids[1], "EUR").await;
     let funding = system(&app, "external_funding", "EUR").await;
@@ -240,7 +270,7 @@ async fn app_role_cannot_forge_entries_balances_or_history() {
 #[tokio::test]
 async fn wallets_open_only_for_approved_kyc_or_cleared_organizations() {
     let db = fresh_db().await;
-    let app = db.connect(DbRole::App).await.unwrap();
+    let app = app_with_token(&db).await;
     let pending = fixtures::customer_in_kyc_state(&db, KycState::InReview).await.unwrap();
     let e = app
         .execute(
@@ -279,7 +309,7 @@ async fn wallets_open_only_for_approved_kyc_or_cleared_organizations() {
 async fn ledger_check_names_tampering_by_a_superuser() {
     let db = fresh_db().await;
     let ids = fixtures::approved_customers(&db, 1).await.unwrap();
-    let app = db.connect(DbRole::App).await.unwrap();
+    let app = app_with_token(&db).await;
     let a = wallet(&app, ids[0], "EUR").await;
     let funding = system(&app, "external_funding", "EUR").await;
     transfer(&app, "deposit", funding, a, 500, "EUR").await.unwrap();
@@ -312,7 +342,7 @@ async fn ledger_check_names_tampering_by_a_superuser() {
 async fn app_role_cannot_choose_transfer_ids_or_post_a_hold_without_its_transfer() {
     let db = fresh_db().await;
     let ids = fixtures::approved_customers(&db, 2).await.unwrap();
-    let mut app = db.connect(DbRole::App).await.unwrap();
+    let mut app = app_with_token(&db).await;
     let a = wallet(&app, ids[0], "EUR").await;
     let b = wallet(&app, ids[1], "EUR").await;
     let funding = system(&app, "external_funding", "EUR").await;
@@ -332,8 +362,14 @@ async fn app_role_cannot_choose_transfer_ids_or_post_a_hold_without_its_transfer
     tx.execute("UPDATE fintrail.holds SET status = 'posted', posted_minor = 300 WHERE id = $1", &[&hold])
         .await
         .unwrap();
-    // With its audit event, so that only the hold rule can refuse the commit.
-    tx.batch_execute(RECORD_THIS_TRANSACTION).await.unwrap();
+    // With its audit event, so that only the hold rule can refuse the commit (a person's: the
+    // platform's own actors record no money movement through the app role, 0052).
+    tx.batch_execute(&format!(
+        "INSERT INTO fintrail.audit_events (actor, action, subject, allowed, credential) \
+         VALUES ({TOKEN_ACTOR}, 'ledger.hold.posted', 'hold:{hold}', true, {TOKEN_CREDENTIAL})"
+    ))
+    .await
+    .unwrap();
     let e = tx.commit().await.expect_err("posted without its transfer");
     assert_eq!(sqlstate(&e), "FT022", "{e}");
 
@@ -363,7 +399,7 @@ async fn every_entry_respects_the_floor_not_only_the_statement_end() {
     let db = fresh_db().await;
     let w = fixtures::funded_wallets(&db, 3, 100).await.unwrap();
     let (a, b, c) = (w[0], w[1], w[2]);
-    let app = db.connect(DbRole::App).await.unwrap();
+    let app = app_with_token(&db).await;
     // Two transfers in one INSERT, each with its event written first (migration 0036).
     let mut ids = Vec::new();
     for _ in 0..4 {
@@ -372,9 +408,9 @@ async fn every_entry_respects_the_floor_not_only_the_statement_end() {
     let pair = |(t1, t2): (i64, i64), first: (i64, i64, i64), second: (i64, i64, i64)| {
         format!(
             "BEGIN; \
-             INSERT INTO fintrail.audit_events (actor, action, subject, allowed) \
-                 VALUES ('system:test', 'ledger.transfer.posted', 'transfer:{t1}', true), \
-                        ('system:test', 'ledger.transfer.posted', 'transfer:{t2}', true); \
+             INSERT INTO fintrail.audit_events (actor, action, subject, allowed, credential) \
+                 VALUES ({TOKEN_ACTOR}, 'ledger.transfer.posted', 'transfer:{t1}', true, {TOKEN_CREDENTIAL}), \
+                        ({TOKEN_ACTOR}, 'ledger.transfer.posted', 'transfer:{t2}', true, {TOKEN_CREDENTIAL}); \
              INSERT INTO fintrail.transfers (id, kind, debit_wallet_id, credit_wallet_id, amount_minor, currency, actor) \
                  VALUES ({t1}, 'transfer', {}, {}, {}, 'EUR', 'test'), ({t2}, 'transfer', {}, {}, {}, 'EUR', 'test'); \
              COMMIT",
@@ -473,7 +509,7 @@ async fn item_7_a_wallet_kept_in_an_unassigned_currency_takes_no_hold_and_is_nam
         .collect();
     admin.batch_execute("SET session_replication_role = origin").await.unwrap();
     assert_eq!(legacy.len(), 2);
-    let app = db.connect(DbRole::App).await.unwrap();
+    let app = app_with_token(&db).await;
     let e = coupled(
         &app,
         "INSERT INTO fintrail.holds (debit_wallet_id, credit_wallet_id, amount_minor, currency, actor, expires_at) \

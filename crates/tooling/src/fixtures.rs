@@ -113,10 +113,13 @@ pub async fn token(db: &Database, role: Role, customer_id: Option<i64>) -> anyho
 }
 
 /// `n` customer wallets in EUR for fresh approved customers, each funded with `amount_minor`
-/// by a deposit from the EUR external-funding account (through the transfers trigger).
+/// by a deposit from the EUR external-funding account (through the transfers trigger), written
+/// as the operator (the admin session).
 pub async fn funded_wallets(db: &Database, n: usize, amount_minor: i64) -> anyhow::Result<Vec<i64>> {
     let customers = approved_customers(db, n).await?;
-    let mut client = db.connect(DbRole::App).await?;
+    // An operator session, not the app role: through the app role money moves only for a
+    // person with a live token (migration 0052), and fixtures are nobody's request.
+    let mut client = db.connect(DbRole::Admin).await?;
     let tx = client.transaction().await?;
     let rows = tx
         .query(
