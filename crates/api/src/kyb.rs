@@ -169,10 +169,7 @@ pub(crate) async fn load_organization(state: &AppState, id: i64) -> ApiResult<Op
         return Ok(None);
     };
     let mut history = Vec::new();
-    for h in client
-        .query(&crate::transition::newest_history_sql("organization_transitions", "organization_id"), &[&id])
-        .await?
-    {
+    for h in client.query(&crate::transition::newest_history_sql::<KybState>(), &[&id]).await? {
         history.push(KybTransitionView {
             id: h.get(0),
             from: parse_state(h.get(1))?,

@@ -153,7 +153,7 @@ pub(crate) async fn load_case(
         return Ok(None);
     }
     let mut history = Vec::new();
-    for h in client.query(&crate::transition::newest_history_sql("kyc_case_transitions", "case_id"), &[&id]).await? {
+    for h in client.query(&crate::transition::newest_history_sql::<KycState>(), &[&id]).await? {
         history.push(KycTransitionView {
             id: h.get(0),
             from: parse_state(h.get(1))?,

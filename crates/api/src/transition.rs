@@ -21,13 +21,15 @@ pub const REASON_MAX_CHARS: usize = 1000;
 /// one (`GET /v1/audit/events`).
 pub const HISTORY_LISTED_MAX: i64 = 1000;
 
-/// The newest [`HISTORY_LISTED_MAX`] history rows of one record (`$1`), oldest first, from the
-/// history table `table` keyed by `fk`: (id, from_state, to_state, actor, reason, at).
-pub fn newest_history_sql(table: &str, fk: &str) -> String {
+/// The newest [`HISTORY_LISTED_MAX`] history rows of one record of machine `M` (`$1`), oldest
+/// first: (id, from_state, to_state, actor, reason, at).
+pub fn newest_history_sql<M: Machine>() -> String {
     format!(
         "SELECT id, from_state, to_state, actor, reason, at FROM (\
-         SELECT id, from_state, to_state, actor, reason, at FROM fintrail.{table} \
-         WHERE {fk} = $1 ORDER BY id DESC LIMIT {HISTORY_LISTED_MAX}) newest ORDER BY id"
+         SELECT id, from_state, to_state, actor, reason, at FROM fintrail.{h} \
+         WHERE {fk} = $1 ORDER BY id DESC LIMIT {HISTORY_LISTED_MAX}) newest ORDER BY id",
+        h = M::HISTORY,
+        fk = M::FK
     )
 }
 

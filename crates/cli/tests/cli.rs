@@ -2,7 +2,7 @@
 
 use std::{
     io::{BufRead, BufReader},
-    path::{Path, PathBuf},
+    path::Path,
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
@@ -17,28 +17,27 @@ fn bin() -> Command {
 /// failed: a failed assertion must not leave a running PostgreSQL server, its data and its
 /// keys behind on a shared CI machine.
 fn temp_home(tag: &str) -> TempHome {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").subsec_nanos();
-    TempHome(std::env::temp_dir().join(format!("fintrail-cli-{tag}-{}-{nanos}", std::process::id())))
+    TempHome(tempfile::Builder::new().prefix(&format!("fintrail-cli-{tag}-")).tempdir().expect("temp home"))
 }
 
-struct TempHome(PathBuf);
+struct TempHome(tempfile::TempDir);
 
 impl std::ops::Deref for TempHome {
     type Target = Path;
     fn deref(&self) -> &Path {
-        &self.0
+        self.0.path()
     }
 }
 
 impl AsRef<Path> for TempHome {
     fn as_ref(&self) -> &Path {
-        &self.0
+        self.0.path()
     }
 }
 
 impl AsRef<std::ffi::OsStr> for TempHome {
     fn as_ref(&self) -> &std::ffi::OsStr {
-        self.0.as_os_str()
+        self.0.path().as_os_str()
     }
 }
 
@@ -46,15 +45,14 @@ impl Drop for TempHome {
     fn drop(&mut self) {
         // A server still running from this home (the test failed before stopping it): an
         // immediate shutdown (SIGQUIT), then wait for it to exit, bounded, before the folder goes.
-        let running = postmasters_under(&self.0);
-        for pid in &running {
+        // The folder itself goes with the `TempDir` field, after this.
+        for pid in postmasters_under(self) {
             let _ = Command::new("kill").args(["-QUIT", &pid.to_string()]).status();
         }
         let deadline = Instant::now() + Duration::from_secs(10);
-        while !postmasters_under(&self.0).is_empty() && Instant::now() < deadline {
+        while !postmasters_under(self).is_empty() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(50));
         }
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
